@@ -1,0 +1,14 @@
+"""zsi_d2: zero-shot instance, semantic and panoptic segmentation for detectron2.
+
+Importing zsi_d2 makes detectron2 usable (see `zsi_d2.compat`), registers the built-in datasets
+and registers every zsi_d2 model component in detectron2's registries.
+"""
+from . import compat
+
+compat.apply()
+
+from . import data  # noqa: E402,F401  (registers datasets)
+from . import modeling  # noqa: E402,F401  (registers meta-architectures, heads, backbones)
+from .config import add_zsi_d2_config  # noqa: E402,F401
+
+__version__ = "0.1.0"

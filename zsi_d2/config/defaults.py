@@ -1,0 +1,43 @@
+"""Config keys shared by every zsi_d2 method. Only adds keys with defaults (detectron2 style)."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_zsi_d2_config"]
+
+
+def add_zsi_d2_config(cfg):
+    """Add zsi_d2's shared keys to a detectron2 config. Safe to call twice."""
+    if "ZERO_SHOT" in cfg.MODEL:
+        return cfg
+    cfg.MODEL.ZERO_SHOT = CN()
+    # Name of the split (zsi_d2.data.splits) that defines the seen classes used in training.
+    # Empty: taken from the metadata of the first training dataset.
+    cfg.MODEL.ZERO_SHOT.SPLIT = ""
+    # Cosine-similarity logits are multiplied by this scale (1 / temperature).
+    cfg.MODEL.ZERO_SHOT.LOGIT_SCALE = 20.0
+    # Learn the logit scale (initialised from LOGIT_SCALE) instead of keeping it fixed.
+    cfg.MODEL.ZERO_SHOT.LEARN_LOGIT_SCALE = False
+
+    # Class-name embeddings (zsi_d2.embeddings).
+    cfg.MODEL.ZERO_SHOT.EMBEDDING = CN()
+    # One of: "minilm" (offline sentence encoder, default), "word_vectors" (file), "clip"
+    # (open_clip text encoder from a local checkpoint), "attributes" (multi-hot words; oracle).
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.SOURCE = "minilm"
+    # Word-vector file (SOURCE=word_vectors) or open_clip checkpoint (SOURCE=clip).
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.PATH = ""
+    # open_clip architecture name for SOURCE=clip, e.g. "ViT-B-16".
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.CLIP_ARCH = "ViT-B-16"
+    # Prompt templates ("{}" is the class name); embeddings are averaged over them.
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.PROMPT_TEMPLATES = ["{}"]
+    # Expected embedding dimension; 0 accepts whatever the source gives. A mismatch is an error.
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.DIM = 0
+    # Folder for the on-disk embedding cache; empty = ~/.cache/zsi_d2/embeddings.
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.CACHE_DIR = ""
+
+    # Evaluation: which zero-shot tasks to evaluate, intersected with what the dataset supports.
+    cfg.TEST.ZERO_SHOT_TASKS = ["instance"]
+    # Refuse to train on a dataset whose audit finds unseen labels (see zsi_d2.data.audit).
+    cfg.DATASETS.CHECK_LEAKAGE = True
+    # zs_shapes generation (zsi_d2.data.zs_shapes): difficulty preset name.
+    cfg.DATASETS.ZS_SHAPES = CN()
+    cfg.DATASETS.ZS_SHAPES.DIFFICULTY = "default"
+    return cfg

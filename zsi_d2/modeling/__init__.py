@@ -1,0 +1,1 @@
+"""Model components; importing registers them in detectron2's registries."""
