@@ -1,0 +1,538 @@
+"""Zero-shot panoptic evaluation: in-house Panoptic Quality (PQ), seen / unseen / HM.
+
+Why in-house: panopticapi (the reference implementation, used by detectron2's
+COCOPanopticEvaluator) is not installable here, and detectron2's evaluator also only reports
+averages over all classes. `pq_from_segments` follows panopticapi's `pq_compute_single_core`
+rule for rule (Kirillov et al., "Panoptic Segmentation", CVPR 2019):
+
+* segment ids in PNGs are R + 256·G + 256²·B; id 0 (VOID) is unlabelled;
+* a GT and a predicted segment of the same category match iff IoU > 0.5 (strictly), which makes
+  the matching unique; crowd GT segments (iscrowd=1) never match;
+* the IoU's union leaves out the predicted segment's pixels that fall on VOID (the prediction is
+  not penalised for labelling pixels nobody annotated);
+* unmatched non-crowd GT segments are false negatives; crowd GT segments never are;
+* an unmatched predicted segment is a false positive unless more than half of its area lies on
+  VOID plus the crowd region of its own category.
+
+Per class PQ = Σ IoU(tp) / (TP + ½FP + ½FN) = SQ·RQ; averages are over classes with
+TP + FP + FN > 0 (other classes are nan per class). One deliberate difference: segment areas
+are counted from the id maps instead of read from the json "area" field, so a json with stale
+areas cannot skew IoUs (for consistent COCO files the two are identical).
+"""
+import io
+import json
+import logging
+import os
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation.evaluator import DatasetEvaluator
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+
+from .metrics import check_mode, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
+
+__all__ = [
+    "VOID",
+    "OFFSET",
+    "rgb2id",
+    "id2rgb",
+    "PQStatCat",
+    "PQStat",
+    "pq_from_segments",
+    "pq_compute",
+    "summarize_panoptic",
+    "evaluate_panoptic",
+    "ZeroShotPanopticEvaluator",
+]
+
+logger = logging.getLogger(__name__)
+
+VOID = 0
+OFFSET = 256 * 256 * 256  # larger than any segment id, so gt_id * OFFSET + pred_id is unique
+
+
+def rgb2id(color: np.ndarray) -> np.ndarray:
+    """COCO panoptic PNG (H×W×3) → segment ids R + 256·G + 256²·B. 2-D input is returned as ids."""
+    color = np.asarray(color)
+    if color.ndim == 2:
+        return color.astype(np.int64)
+    if color.ndim != 3 or color.shape[2] < 3:
+        raise ValueError(f"Expected an H×W×3 panoptic PNG or an H×W id map, got shape {color.shape}")
+    color = color[..., :3].astype(np.int64)
+    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
+
+
+def id2rgb(id_map: np.ndarray) -> np.ndarray:
+    """Segment ids → H×W×3 uint8 colours (inverse of `rgb2id`)."""
+    id_map = np.asarray(id_map, dtype=np.int64)
+    if id_map.min(initial=0) < 0 or id_map.max(initial=0) >= OFFSET:
+        raise ValueError(f"Segment ids must lie in [0, {OFFSET}) to be stored as RGB")
+    return np.stack([id_map % 256, (id_map // 256) % 256, id_map // (256 * 256)], axis=-1).astype(np.uint8)
+
+
+def load_panoptic_png(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Panoptic PNG not found: {path}")
+    return rgb2id(np.array(Image.open(path).convert("RGB"), dtype=np.uint32))
+
+
+@dataclass
+class PQStatCat:
+    """Sums for one category: matched IoU total, true/false positives, false negatives."""
+
+    iou: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def __iadd__(self, other: "PQStatCat") -> "PQStatCat":
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
+
+class PQStat:
+    """Per-category PQ sums; add image results with `+=`, reduce across processes by summing."""
+
+    def __init__(self):
+        self.pq_per_cat: Dict[int, PQStatCat] = defaultdict(PQStatCat)
+
+    def __getitem__(self, category_id: int) -> PQStatCat:
+        return self.pq_per_cat[category_id]
+
+    def __iadd__(self, other: "PQStat") -> "PQStat":
+        for label, stat in other.pq_per_cat.items():
+            self.pq_per_cat[label] += stat
+        return self
+
+    def per_class(self, category_ids: Iterable[int]) -> "OrderedDict[int, Dict[str, float]]":
+        """{category id: {"pq", "sq", "rq" (fractions, nan if TP+FP+FN == 0), "tp", "fp", "fn"}}."""
+        out = OrderedDict()
+        for cid in category_ids:
+            s = self.pq_per_cat.get(cid, PQStatCat())
+            denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
+            if denom == 0:
+                pq = sq = rq = float("nan")
+            else:
+                pq = s.iou / denom
+                sq = s.iou / s.tp if s.tp else 0.0
+                rq = s.tp / denom
+            out[cid] = {"pq": pq, "sq": sq, "rq": rq, "tp": s.tp, "fp": s.fp, "fn": s.fn}
+        return out
+
+
+def _categories_by_id(categories) -> "OrderedDict[int, dict]":
+    """Accept panopticapi's {id: category} dict or a COCO list of categories."""
+    if isinstance(categories, Mapping):
+        items = [(int(k), dict(v)) for k, v in categories.items()]
+    else:
+        items = [(int(c["id"]), dict(c)) for c in categories]
+    out = OrderedDict()
+    for cid, cat in items:
+        cat.setdefault("id", cid)
+        cat.setdefault("isthing", 1)
+        out[cid] = cat
+    return out
+
+
+def pq_from_segments(
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Mapping],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Mapping],
+    categories=None,
+    keep_category_ids: Optional[Iterable[int]] = None,
+    stat: Optional[PQStat] = None,
+    image_id=None,
+) -> PQStat:
+    """Accumulate PQ sums for one image (see the module docstring for the rules).
+
+    Args:
+        gt_ids, pred_ids: H×W segment-id maps (or H×W×3 COCO panoptic colour images).
+        gt_segments: GT segments_info, [{"id", "category_id", "iscrowd" (default 0)}, ...].
+            GT ids present in the map but not listed are neither matched nor counted.
+        pred_segments: predicted segments_info, [{"id", "category_id"}, ...]; every non-VOID id in
+            `pred_ids` must be listed and every listed id must occur (as panopticapi demands).
+        categories: {id: {"isthing", ...}} or a list of categories; when given, predicted
+            categories outside it are an error.
+        keep_category_ids: zero-shot "zsi" restriction. GT segments of other categories are
+            dropped from the GT list (their pixels stay labelled, so predictions there are false
+            positives, like detections on unevaluated objects in COCO), and predicted segments of
+            other categories are removed (their pixels become VOID in the prediction).
+        stat: accumulate into this PQStat (a new one when None). Returned.
+        image_id: only used in error messages.
+    """
+    stat = PQStat() if stat is None else stat
+    where = f" (image {image_id})" if image_id is not None else ""
+    gt = rgb2id(gt_ids)
+    pred = rgb2id(pred_ids).copy()
+    if gt.shape != pred.shape:
+        raise ValueError(f"GT and prediction id maps differ in size{where}: {gt.shape} vs {pred.shape}")
+    if pred.size and (pred.min() < 0 or pred.max() >= OFFSET):
+        raise ValueError(f"Predicted segment ids must lie in [0, {OFFSET}){where}")
+    cats = _categories_by_id(categories) if categories is not None else None
+
+    gt_segms = {int(s["id"]): dict(s) for s in gt_segments}
+    pred_segms = {int(s["id"]): dict(s) for s in pred_segments}
+    if keep_category_ids is not None:
+        keep = {int(c) for c in keep_category_ids}
+        gt_segms = {k: v for k, v in gt_segms.items() if v["category_id"] in keep}
+        dropped = [k for k, v in pred_segms.items() if v["category_id"] not in keep]
+        if dropped:
+            pred[np.isin(pred, dropped)] = VOID
+            for k in dropped:
+                del pred_segms[k]
+    for s in gt_segms.values():
+        s.setdefault("iscrowd", 0)
+
+    # Areas and sanity checks of the prediction (panopticapi's rules).
+    labels, counts = np.unique(pred, return_counts=True)
+    listed = set(pred_segms)
+    for label, count in zip(labels.tolist(), counts.tolist()):
+        if label not in pred_segms:
+            if label == VOID:
+                continue
+            raise ValueError(f"Segment id {label} is in the predicted map but not in its segments_info{where}")
+        pred_segms[label]["area"] = count
+        listed.discard(label)
+        if cats is not None and pred_segms[label]["category_id"] not in cats:
+            raise ValueError(
+                f"Predicted segment {label} has unknown category_id "
+                f"{pred_segms[label]['category_id']}{where}; valid ids: {sorted(cats)}"
+            )
+    if listed:
+        raise ValueError(f"Segment id(s) {sorted(listed)} are in segments_info but not in the predicted map{where}")
+    gt_labels, gt_counts = np.unique(gt, return_counts=True)
+    gt_area = dict(zip(gt_labels.tolist(), gt_counts.tolist()))
+
+    # Intersections of every (gt id, pred id) pair present.
+    joint = gt.astype(np.uint64) * np.uint64(OFFSET) + pred.astype(np.uint64)
+    pair_labels, pair_counts = np.unique(joint, return_counts=True)
+    gt_pred_map = {
+        (int(lab // OFFSET), int(lab % OFFSET)): int(cnt)
+        for lab, cnt in zip(pair_labels.tolist(), pair_counts.tolist())
+    }
+
+    gt_matched, pred_matched = set(), set()
+    for (gt_label, pred_label), intersection in gt_pred_map.items():
+        if gt_label not in gt_segms or pred_label not in pred_segms:
+            continue
+        gt_info, pred_info = gt_segms[gt_label], pred_segms[pred_label]
+        if gt_info["iscrowd"] == 1 or gt_info["category_id"] != pred_info["category_id"]:
+            continue
+        union = (
+            pred_info["area"] + gt_area.get(gt_label, 0) - intersection
+            - gt_pred_map.get((VOID, pred_label), 0)
+        )
+        iou = intersection / union
+        if iou > 0.5:
+            s = stat[gt_info["category_id"]]
+            s.tp += 1
+            s.iou += iou
+            gt_matched.add(gt_label)
+            pred_matched.add(pred_label)
+
+    crowd_by_category = {}
+    for gt_label, gt_info in gt_segms.items():
+        if gt_label in gt_matched:
+            continue
+        if gt_info["iscrowd"] == 1:
+            # panopticapi keeps one crowd region per category (the last listed); so do we.
+            crowd_by_category[gt_info["category_id"]] = gt_label
+            continue
+        stat[gt_info["category_id"]].fn += 1
+
+    for pred_label, pred_info in pred_segms.items():
+        if pred_label in pred_matched:
+            continue
+        ignored = gt_pred_map.get((VOID, pred_label), 0)
+        if pred_info["category_id"] in crowd_by_category:
+            ignored += gt_pred_map.get((crowd_by_category[pred_info["category_id"]], pred_label), 0)
+        if ignored / pred_info["area"] > 0.5:
+            continue
+        stat[pred_info["category_id"]].fp += 1
+    return stat
+
+
+def _load_json(path_or_dict) -> dict:
+    if isinstance(path_or_dict, Mapping):
+        return dict(path_or_dict)
+    if not os.path.isfile(path_or_dict):
+        raise FileNotFoundError(f"Panoptic json not found: {path_or_dict}")
+    with open(path_or_dict) as f:
+        return json.load(f)
+
+
+def pq_compute(
+    gt_json,
+    gt_folder: str,
+    pred_json,
+    pred_folder: Optional[str] = None,
+    categories=None,
+    keep_category_ids: Optional[Iterable[int]] = None,
+) -> PQStat:
+    """PQ sums of a COCO panoptic prediction (json + PNG folder) against the GT (json + folder).
+
+    Args:
+        gt_json: COCO panoptic GT, path or loaded dict ("annotations", "categories").
+        pred_json: prediction, path or dict with "annotations" (a bare list of annotations is
+            accepted too); matched to the GT by image_id. Every GT image needs a prediction.
+        pred_folder: default, as in COCO's tools: the json path without ".json".
+        categories: defaults to the GT's "categories".
+        keep_category_ids: see `pq_from_segments` (zsi mode).
+    """
+    gt = _load_json(gt_json)
+    if isinstance(pred_json, (list, tuple)):
+        pred = {"annotations": list(pred_json)}
+    else:
+        pred = _load_json(pred_json)
+    if pred_folder is None:
+        if not isinstance(pred_json, str):
+            raise ValueError("pred_folder is required when pred_json is not a path")
+        pred_folder = os.path.splitext(pred_json)[0]
+    for folder, what in ((gt_folder, "GT"), (pred_folder, "prediction")):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"Panoptic {what} PNG folder not found: {folder}")
+    categories = _categories_by_id(categories if categories is not None else gt["categories"])
+
+    pred_by_image = {a["image_id"]: a for a in pred.get("annotations", [])}
+    stat = PQStat()
+    for gt_ann in gt["annotations"]:
+        image_id = gt_ann["image_id"]
+        if image_id not in pred_by_image:
+            raise ValueError(f"No prediction for the GT image with id {image_id!r}")
+        pred_ann = pred_by_image[image_id]
+        pq_from_segments(
+            load_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"])),
+            gt_ann["segments_info"],
+            load_panoptic_png(os.path.join(pred_folder, pred_ann["file_name"])),
+            pred_ann["segments_info"],
+            categories,
+            keep_category_ids,
+            stat,
+            image_id,
+        )
+    return stat
+
+
+def summarize_panoptic(
+    stat: PQStat,
+    categories,
+    seen_names: Sequence[str],
+    unseen_names: Sequence[str],
+    mode: str = "gzsi",
+) -> "OrderedDict[str, float]":
+    """Zero-shot PQ/SQ/RQ in percent for All / Things ("_th") / Stuff ("_st") classes.
+
+    Keys: "PQ/seen", "PQ/unseen", "PQ/hm", "SQ/…", "RQ/…", "PQ_th/…", "SQ_th/…", "RQ_th/…",
+    "PQ_st/…", "SQ_st/…", "RQ_st/…" (zsi mode: "/unseen" only), then per class "PQ/<name>",
+    "SQ/<name>", "RQ/<name>" (nan for classes with TP + FP + FN = 0).
+    Classes in neither group get per-class numbers only.
+    """
+    check_mode(mode)
+    cats = _categories_by_id(categories)
+    names = {}
+    for cid, cat in cats.items():
+        name = cat.get("name", str(cid))
+        if name in names.values():
+            raise ValueError(f"Two panoptic categories are named {name!r}")
+        names[cid] = name
+    unknown = [n for n in list(seen_names) + list(unseen_names) if n not in names.values()]
+    if unknown:
+        raise ValueError(f"Class name(s) {unknown} are not panoptic categories. Valid names: {sorted(names.values())}")
+    evaluated = set(unseen_names) if mode == "zsi" else set(names.values())
+    per_class = stat.per_class(cats)
+
+    out = OrderedDict()
+    for suffix, isthing in (("", None), ("_th", True), ("_st", False)):
+        selected = [cid for cid in cats if isthing is None or bool(cats[cid]["isthing"]) == isthing]
+        for metric in ("pq", "sq", "rq"):
+            values = {names[cid]: per_class[cid][metric] * 100 for cid in selected}
+            out.update(summarize_zero_shot(
+                metric.upper() + suffix, values, seen_names, unseen_names, mode, per_class_keys=False,
+            ))
+    for metric in ("pq", "sq", "rq"):
+        for cid in cats:
+            if names[cid] in evaluated:
+                out[f"{metric.upper()}/{names[cid]}"] = per_class[cid][metric] * 100
+    return out
+
+
+def _category_ids_of(names: Sequence[str], categories) -> List[int]:
+    by_name = {c.get("name"): cid for cid, c in _categories_by_id(categories).items()}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"Class name(s) {missing} are not panoptic categories. Valid names: {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def evaluate_panoptic(
+    gt_json,
+    gt_folder: str,
+    pred_json,
+    pred_folder: Optional[str],
+    seen_names: Sequence[str],
+    unseen_names: Sequence[str],
+    mode: str = "gzsi",
+) -> "OrderedDict[str, float]":
+    """Files in, zero-shot numbers out: `pq_compute` + `summarize_panoptic` (zsi restricts GT and
+    predictions to the unseen categories first)."""
+    check_mode(mode)
+    gt = _load_json(gt_json)
+    keep = _category_ids_of(unseen_names, gt["categories"]) if mode == "zsi" else None
+    stat = pq_compute(gt, gt_folder, pred_json, pred_folder, gt["categories"], keep)
+    return summarize_panoptic(stat, gt["categories"], seen_names, unseen_names, mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# detectron2 evaluator
+# ---------------------------------------------------------------------------------------------
+class ZeroShotPanopticEvaluator(DatasetEvaluator):
+    """detectron2 evaluator for zero-shot PQ, following COCOPanopticEvaluator's conventions.
+
+    Metadata read: `panoptic_json`, `panoptic_root` (COCO panoptic GT), `thing_dataset_id_to_
+    contiguous_id`, `stuff_dataset_id_to_contiguous_id`, `label_divisor` (only when a model
+    returns segments_info=None), `seen_classes`, `unseen_classes`, `zero_shot_mode`.
+
+    Each image is scored in `process()` against its GT and only the per-category sums are kept,
+    so memory does not grow with the dataset and no temporary PNGs are written. With
+    `output_dir`, predictions are also saved in COCO panoptic format (predictions.json and
+    predictions/*.png, the folder the CLI assumes by default) so they can be re-scored with
+    `python -m zsi_d2.evaluation panoptic`.
+    """
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None):
+        self._dataset_name = dataset_name
+        self._metadata = MetadataCatalog.get(dataset_name)
+        for field in ("panoptic_json", "panoptic_root", "seen_classes", "unseen_classes"):
+            if not hasattr(self._metadata, field):
+                raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which "
+                                 "ZeroShotPanopticEvaluator needs")
+        self._gt_json = _load_json(PathManager.get_local_path(self._metadata.panoptic_json))
+        self._gt_root = PathManager.get_local_path(self._metadata.panoptic_root)
+        self._gt_by_image = {a["image_id"]: a for a in self._gt_json["annotations"]}
+        self._categories = _categories_by_id(self._gt_json["categories"])
+        self._mode = mode_from_metadata(self._metadata, dataset_name)
+        cat_names = {c["name"] for c in self._categories.values()}
+        self._seen = tuple(n for n in self._metadata.seen_classes if n in cat_names)
+        self._unseen = tuple(n for n in self._metadata.unseen_classes if n in cat_names)
+        dropped = [n for n in tuple(self._metadata.seen_classes) + tuple(self._metadata.unseen_classes)
+                   if n not in cat_names]
+        if dropped:
+            logger.warning(f"Split classes not among the panoptic categories (not evaluated): {dropped}")
+        self._keep = _category_ids_of(self._unseen, self._categories) if self._mode == "zsi" else None
+        self._thing_contiguous_to_id = {
+            v: k for k, v in getattr(self._metadata, "thing_dataset_id_to_contiguous_id", {}).items()
+        }
+        self._stuff_contiguous_to_id = {
+            v: k for k, v in getattr(self._metadata, "stuff_dataset_id_to_contiguous_id", {}).items()
+        }
+        self._output_dir = output_dir
+        if output_dir:
+            PathManager.mkdirs(os.path.join(output_dir, "predictions"))
+
+    def reset(self):
+        self._stat = PQStat()
+        self._image_ids = []
+        self._predictions = []
+
+    def _convert_category_id(self, segment_info: dict) -> dict:
+        """Contiguous → dataset category id, exactly as COCOPanopticEvaluator does."""
+        segment_info = dict(segment_info)
+        isthing = segment_info.pop("isthing", None)
+        if isthing is None:
+            return segment_info  # the model already produced dataset category ids
+        mapping = self._thing_contiguous_to_id if isthing else self._stuff_contiguous_to_id
+        cid = segment_info["category_id"]
+        if cid not in mapping:
+            raise ValueError(
+                f"Predicted {'thing' if isthing else 'stuff'} class index {cid} has no dataset id in "
+                f"the metadata of '{self._dataset_name}'"
+            )
+        segment_info["category_id"] = mapping[cid]
+        return segment_info
+
+    def _segments_from_labels(self, panoptic_img: np.ndarray):
+        """segments_info=None: the map holds category_id * label_divisor + instance_id with -1 for
+        VOID (detectron2's Panoptic-DeepLab convention); shift by +1 so that VOID becomes 0."""
+        label_divisor = getattr(self._metadata, "label_divisor", None)
+        if label_divisor is None:
+            raise ValueError(f"segments_info is None but dataset '{self._dataset_name}' has no "
+                             "metadata 'label_divisor'")
+        thing_ids = set(self._thing_contiguous_to_id)
+        segments_info = []
+        for panoptic_label in np.unique(panoptic_img).tolist():
+            if panoptic_label == -1:
+                continue
+            pred_class = panoptic_label // label_divisor
+            segments_info.append({
+                "id": int(panoptic_label) + 1,
+                "category_id": int(pred_class),
+                "isthing": pred_class in thing_ids,
+            })
+        return panoptic_img + 1, segments_info
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            panoptic_img, segments_info = out["panoptic_seg"]
+            panoptic_img = panoptic_img.cpu().numpy().astype(np.int64)
+            if segments_info is None:
+                panoptic_img, segments_info = self._segments_from_labels(panoptic_img)
+            segments_info = [self._convert_category_id(s) for s in segments_info]
+            image_id = inp["image_id"]
+            gt_ann = self._gt_by_image.get(image_id)
+            if gt_ann is None:
+                raise ValueError(f"Image id {image_id!r} is not in {self._metadata.panoptic_json}")
+            gt_ids = load_panoptic_png(os.path.join(self._gt_root, gt_ann["file_name"]))
+            pq_from_segments(
+                gt_ids, gt_ann["segments_info"], panoptic_img, segments_info,
+                self._categories, self._keep, self._stat, image_id,
+            )
+            self._image_ids.append(image_id)
+            if self._output_dir:
+                file_name = os.path.splitext(os.path.basename(inp["file_name"]))[0] + ".png"
+                path = os.path.join(self._output_dir, "predictions", file_name)
+                with PathManager.open(path, "wb") as f:
+                    buf = io.BytesIO()
+                    Image.fromarray(id2rgb(panoptic_img)).save(buf, format="PNG")
+                    f.write(buf.getvalue())
+                self._predictions.append(
+                    {"image_id": image_id, "file_name": file_name, "segments_info": segments_info}
+                )
+
+    def evaluate(self):
+        comm.synchronize()
+        gathered = comm.gather((self._stat, self._image_ids, self._predictions), dst=0)
+        if not comm.is_main_process():
+            return {}
+        stat = PQStat()
+        image_ids, predictions = [], []
+        for s, ids, preds in gathered:
+            stat += s
+            image_ids.extend(ids)
+            predictions.extend(preds)
+        missing = set(self._gt_by_image) - set(image_ids)
+        if missing:
+            logger.warning(f"{len(missing)} of {len(self._gt_by_image)} GT images of "
+                           f"'{self._dataset_name}' got no prediction; they are not counted")
+        if self._output_dir:
+            json_data = {k: v for k, v in self._gt_json.items() if k != "annotations"}
+            json_data["annotations"] = predictions
+            path = os.path.join(self._output_dir, "predictions.json")
+            with PathManager.open(path, "w") as f:
+                f.write(json.dumps(json_data, default=int))
+            logger.info(f"Saved panoptic predictions to {path} (PNGs in predictions/)")
+        res = summarize_panoptic(stat, self._categories, self._seen, self._unseen, self._mode)
+        logger.info(
+            f"Zero-shot panoptic results on '{self._dataset_name}' ({self._mode}):\n"
+            + format_zero_shot_table(res)
+        )
+        return OrderedDict({"panoptic_seg": res})
