@@ -27,7 +27,24 @@ _NUMPY_ALIASES = {"int": int, "float": float, "bool": bool, "object": object, "s
 
 
 class _MissingCompiledOps(types.ModuleType):
-    """Stand-in for `detectron2._C`: any op lookup returns a function that explains itself."""
+    """Stand-in for `detectron2._C`: any op lookup returns a function that explains itself.
+
+    The build-information queries used by detectron2's environment report answer truthfully.
+    """
+
+    __file__ = "<zsi_d2 stand-in for detectron2._C>"
+
+    @staticmethod
+    def get_compiler_version():
+        return "none: built without the C++/CUDA extension (zsi_d2.compat stand-in)"
+
+    @staticmethod
+    def get_cuda_version():
+        return "none: built without the C++/CUDA extension (zsi_d2.compat stand-in)"
+
+    @staticmethod
+    def has_cuda():
+        return False
 
     def __getattr__(self, op_name):
         if op_name.startswith("__"):

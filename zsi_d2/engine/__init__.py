@@ -1,0 +1,3 @@
+"""Training/evaluation glue on top of detectron2's engine (subclassed or wrapped, never forked)."""
+from .launch import launch  # noqa: F401
+from .zero_shot_test import save_results, zero_shot_test  # noqa: F401

@@ -1,0 +1,154 @@
+"""Zero-shot class-set switching, written once for every method.
+
+Why: a zero-shot model scores a *set of class names* that changes with the job: the seen classes
+in training, seen + unseen in GZSI evaluation, unseen only in ZSI evaluation. The set follows from
+the dataset's metadata (`zero_shot_mode`, `seen_classes`, `unseen_classes`), never from a flag
+flipped by hand. Model outputs are mapped back to the dataset's own contiguous ids so that
+detectron2's evaluators and visualisers work unchanged.
+"""
+import abc
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.data import MetadataCatalog
+
+__all__ = [
+    "ClassSet",
+    "ZeroShotModule",
+    "class_universe",
+    "use_class_set",
+    "dataset_class_set",
+    "apply_class_set",
+]
+
+logger = logging.getLogger(__name__)
+
+_MODES = ("train", "gzsi", "zsi")
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """The classes a model scores now, and where each sits in the dataset's class list."""
+
+    names: Tuple[str, ...]
+    dataset_classes: Tuple[str, ...]  # the dataset's thing_classes (or stuff_classes)
+    mode: str = "gzsi"
+
+    def __post_init__(self):
+        missing = [n for n in self.names if n not in self.dataset_classes]
+        if missing:
+            raise KeyError(f"Classes {missing} are not in the dataset's classes {self.dataset_classes}")
+        if not self.names:
+            raise ValueError(f"Empty class set for mode '{self.mode}': check the dataset metadata")
+
+    @property
+    def dataset_ids(self) -> torch.Tensor:
+        """local index -> dataset contiguous id."""
+        return torch.tensor([self.dataset_classes.index(n) for n in self.names], dtype=torch.long)
+
+    def to_local(self, dataset_labels: torch.Tensor) -> torch.Tensor:
+        """dataset contiguous ids -> indices into `names`; a label outside the set is an error.
+
+        In training this is the last line of the leakage guard: an unseen label cannot be
+        turned into a training target.
+        """
+        lookup = torch.full((len(self.dataset_classes),), -1, dtype=torch.long)
+        lookup[self.dataset_ids] = torch.arange(len(self.names))
+        local = lookup.to(dataset_labels.device)[dataset_labels]
+        if (local < 0).any():
+            bad = sorted({self.dataset_classes[i] for i in dataset_labels[local < 0].tolist()})
+            raise ValueError(
+                f"Labels {bad} are not in the current class set ({self.mode}: {list(self.names)}). "
+                "In training this means unseen or unknown classes reached the training data: "
+                "audit the dataset (python -m zsi_d2.data.audit DATASET)."
+            )
+        return local
+
+    def to_dataset(self, local_labels: torch.Tensor) -> torch.Tensor:
+        return self.dataset_ids.to(local_labels.device)[local_labels]
+
+
+def _metadata_field(meta, dataset_name, field):
+    value = meta.get(field, None)
+    if value is None:
+        raise KeyError(
+            f"Dataset '{dataset_name}' has no zero-shot metadata field '{field}'. Zero-shot datasets "
+            "carry seen_classes, unseen_classes and zero_shot_mode; register yours with "
+            "zsi_d2.data.set_zero_shot_metadata(dataset_name, split_name, mode)."
+        )
+    return value
+
+
+def dataset_class_set(dataset_name: str, kind: str = "thing") -> ClassSet:
+    """The class set a dataset asks for: seen (train), seen + unseen (gzsi) or unseen (zsi)."""
+    meta = MetadataCatalog.get(dataset_name)
+    mode = _metadata_field(meta, dataset_name, "zero_shot_mode")
+    if mode not in _MODES:
+        raise ValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {_MODES}, got '{mode}'")
+    classes = tuple(_metadata_field(meta, dataset_name, f"{kind}_classes"))
+    seen = set(_metadata_field(meta, dataset_name, "seen_classes"))
+    unseen = set(_metadata_field(meta, dataset_name, "unseen_classes"))
+    wanted = {"train": seen, "gzsi": seen | unseen, "zsi": unseen}[mode]
+    return ClassSet(tuple(c for c in classes if c in wanted), classes, mode)
+
+
+def class_universe(cfg, kind: str = "thing") -> Tuple[str, ...]:
+    """Every class name any configured dataset may ask for; the model embeds all of them once."""
+    names = []
+    for dataset_name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        for n in dataset_class_set(dataset_name, kind).dataset_classes:
+            if n not in names:
+                names.append(n)
+    if not names:
+        raise ValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from")
+    return tuple(names)
+
+
+def default_class_set(cfg, kind: str = "thing") -> ClassSet:
+    """The class set a freshly built model starts with: the training set's, else the first test set's."""
+    datasets = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+    if not datasets:
+        raise ValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from")
+    return dataset_class_set(datasets[0], kind)
+
+
+class ZeroShotModule(abc.ABC):
+    """Mixin for modules whose outputs depend on the active class names."""
+
+    @abc.abstractmethod
+    def set_class_names(self, names: Tuple[str, ...]):
+        """Score exactly `names`, in this order, from now on."""
+
+
+def apply_class_set(model, class_set: ClassSet):
+    """Tell every ZeroShotModule inside `model` which names to score."""
+    model = model.module if isinstance(model, DistributedDataParallel) else model
+    touched = 0
+    for module in model.modules():
+        if isinstance(module, ZeroShotModule):
+            module.set_class_names(class_set.names)
+            touched += 1
+    if touched == 0:
+        raise TypeError(f"{type(model).__name__} has no zero-shot modules: it cannot switch class sets")
+    if hasattr(model, "class_set"):
+        model.class_set = class_set
+
+
+@contextlib.contextmanager
+def use_class_set(model, dataset_name: str, kind: str = "thing"):
+    """Within the block, `model` scores the classes `dataset_name` asks for; restored afterwards."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    previous = getattr(inner, "class_set", None)
+    class_set = dataset_class_set(dataset_name, kind)
+    logger.info(f"Class set for '{dataset_name}' ({class_set.mode}): {len(class_set.names)} classes")
+    apply_class_set(inner, class_set)
+    try:
+        yield class_set
+    finally:
+        if previous is not None:
+            apply_class_set(inner, previous)

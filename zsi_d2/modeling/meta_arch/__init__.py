@@ -1,0 +1,1 @@
+from .zero_shot_rcnn import ZeroShotRCNN  # noqa: F401

@@ -1,0 +1,57 @@
+"""Fast R-CNN box predictor whose classifier is an EmbeddingClassifier (the projection baseline)."""
+import logging
+
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+
+from ...embeddings import build_background_embedding, build_class_embeddings
+from ..class_set import ZeroShotModule, class_universe, default_class_set
+from ..embedding_classifier import EmbeddingClassifier
+
+__all__ = ["ProjectionBoxPredictor", "build_embedding_classifier"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_embedding_classifier(cfg, input_dim, kind="thing"):
+    """An EmbeddingClassifier over every class the configured datasets name, seen and unseen."""
+    names = class_universe(cfg, kind)
+    classifier = EmbeddingClassifier(
+        input_dim,
+        names,
+        build_class_embeddings(cfg, names),
+        background_embedding=build_background_embedding(cfg),
+        logit_scale=cfg.MODEL.ZERO_SHOT.LOGIT_SCALE,
+        learn_logit_scale=cfg.MODEL.ZERO_SHOT.LEARN_LOGIT_SCALE,
+    )
+    classifier.set_class_names(default_class_set(cfg, kind).names)
+    return classifier
+
+
+class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule):
+    """Class scores = similarity of projected RoI features with class-name embeddings.
+
+    Box regression is class-agnostic: an unseen class has no regressor of its own.
+    """
+
+    @configurable
+    def __init__(self, input_shape, *, classifier: EmbeddingClassifier, **kwargs):
+        kwargs["num_classes"] = classifier.num_active
+        super().__init__(input_shape, **kwargs)
+        if self.bbox_pred.out_features != len(self.box2box_transform.weights):
+            raise ValueError(
+                "Zero-shot box prediction needs class-agnostic box regression: set "
+                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True (unseen classes have no regressor)."
+            )
+        self.cls_score = classifier
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        input_dim = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        ret["classifier"] = build_embedding_classifier(cfg, input_dim)
+        return ret
+
+    def set_class_names(self, names):
+        self.cls_score.set_class_names(names)
+        self.num_classes = len(names)
