@@ -1,0 +1,131 @@
+"""Leakage audit: a zero-shot training set must hold no unseen instance, segment or pixel.
+
+    python -m zsi_d2.data.audit DATASET_NAME [DATASET_NAME ...]
+
+exits 1 and names the offending images when a training set leaks. `train_net.py` runs the same
+check before training (`check_training_sets`); DATASETS.CHECK_LEAKAGE False skips it, loudly.
+"""
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = ["Leak", "AuditReport", "audit_dataset", "check_training_sets", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Leak:
+    file_name: str
+    kind: str  # "instance", "segment" or "pixels"
+    class_name: str
+
+
+@dataclass
+class AuditReport:
+    dataset_name: str
+    num_images: int = 0
+    leaks: List[Leak] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.leaks
+
+    def leaking_images(self) -> Tuple[str, ...]:
+        return tuple(sorted({leak.file_name for leak in self.leaks}))
+
+    def format(self, max_lines: int = 20) -> str:
+        if self.ok:
+            return f"{self.dataset_name}: {self.num_images} images, no unseen label: OK"
+        lines = [
+            f"{self.dataset_name}: LEAK: {len(self.leaks)} unseen labels in "
+            f"{len(self.leaking_images())} of {self.num_images} images"
+        ]
+        lines += [f"  {leak.file_name}: {leak.kind} of unseen class '{leak.class_name}'" for leak in self.leaks[:max_lines]]
+        if len(self.leaks) > max_lines:
+            lines.append(f"  ... and {len(self.leaks) - max_lines} more")
+        return "\n".join(lines)
+
+
+def _unseen_of(dataset_name, meta):
+    unseen = meta.get("unseen_classes", None)
+    if unseen is None:
+        raise KeyError(
+            f"Dataset '{dataset_name}' has no 'unseen_classes' metadata, so it cannot be audited. "
+            "Register it with zsi_d2.data.set_zero_shot_metadata(dataset_name, split_name, mode)."
+        )
+    return set(unseen)
+
+
+def audit_dataset(dataset_name: str, check_pixels: bool = True) -> AuditReport:
+    """Look at every annotation, panoptic segment and (optionally) semantic label map."""
+    meta = MetadataCatalog.get(dataset_name)
+    unseen = _unseen_of(dataset_name, meta)
+    things = list(meta.get("thing_classes", []))
+    stuff = list(meta.get("stuff_classes", []))
+    dicts = DatasetCatalog.get(dataset_name)
+    report = AuditReport(dataset_name, num_images=len(dicts))
+    ignore_label = meta.get("ignore_label", 255)
+    unseen_stuff_ids = np.array([i for i, n in enumerate(stuff) if n in unseen], dtype=np.int64)
+    for d in tqdm(dicts, desc=f"audit {dataset_name}", disable=len(dicts) < 500, leave=False):
+        name = d["file_name"]
+        for ann in d.get("annotations", []):
+            cls = things[ann["category_id"]]
+            if cls in unseen:
+                report.leaks.append(Leak(name, "instance", cls))
+        for seg in d.get("segments_info", []):
+            cls = (things if seg.get("isthing", False) else stuff)[seg["category_id"]]
+            if cls in unseen:
+                report.leaks.append(Leak(name, "segment", cls))
+        if check_pixels and "sem_seg_file_name" in d and unseen_stuff_ids.size:
+            labels = np.unique(np.asarray(Image.open(d["sem_seg_file_name"])))
+            labels = labels[labels != ignore_label]
+            for label in np.intersect1d(labels, unseen_stuff_ids):
+                report.leaks.append(Leak(name, "pixels", stuff[int(label)]))
+    return report
+
+
+def check_training_sets(cfg):
+    """Refuse to train on a leaking training set (unless DATASETS.CHECK_LEAKAGE is False)."""
+    if not cfg.DATASETS.CHECK_LEAKAGE:
+        logger.warning(
+            "!!! DATASETS.CHECK_LEAKAGE is False: the training sets are NOT audited for unseen labels. "
+            "Results from this run are not fair zero-shot results unless the data is checked elsewhere. !!!"
+        )
+        return
+    for name in cfg.DATASETS.TRAIN:
+        report = audit_dataset(name)
+        if not report.ok:
+            raise RuntimeError(
+                f"Training set '{name}' holds unseen-class labels; refusing to train.\n{report.format()}\n"
+                f"Re-prepare it (datasets/README.md) or audit it with: python -m zsi_d2.data.audit {name}"
+            )
+        logger.info(report.format())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("datasets", nargs="+", help="registered dataset names")
+    parser.add_argument("--no-pixels", action="store_true", help="skip reading semantic label maps")
+    parser.add_argument("--max-lines", type=int, default=20, help="offending entries printed per dataset")
+    args = parser.parse_args(argv)
+    import zsi_d2  # noqa: F401  (registers datasets)
+
+    status = 0
+    for name in args.datasets:
+        report = audit_dataset(name, check_pixels=not args.no_pixels)
+        print(report.format(args.max_lines))
+        status |= int(not report.ok)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

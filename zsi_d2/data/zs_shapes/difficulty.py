@@ -1,0 +1,149 @@
+"""Difficulty settings of zs_shapes and their named presets.
+
+Why a frozen dataclass: every field changes the generated pixels, so the whole dataclass (plus
+the generator version and the split) is hashed into the cache folder name. Two settings that
+differ in any field can never share a cache, and a setting can never be changed after use.
+"""
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Dict, Tuple, Union
+
+__all__ = [
+    "ZsShapesDifficulty",
+    "PRESETS",
+    "PRESET_ALIASES",
+    "GENERATOR_VERSION",
+    "preset_names",
+    "get_difficulty",
+    "difficulty_hash",
+]
+
+# Bump whenever the renderer or the file layout changes: old caches then stop matching.
+GENERATOR_VERSION = 3
+
+
+@dataclass(frozen=True)
+class ZsShapesDifficulty:
+    """What makes a zs_shapes dataset hard. All knobs are seeded and deterministic."""
+
+    # Strength (0..1) of the class-specific stripe texture on things: a cue the class name does
+    # not mention. It is a shortcut on seen classes and useless for unseen ones.
+    cue_strength: float
+    # Per-object colour noise (fraction of the 0..255 range per channel, and of brightness), so
+    # that the named colour is an attribute to recognise, not an exact RGB value to match.
+    colour_jitter: float
+    # Mean number (Poisson) of unlabelled distractor objects (split.ignored classes) per image.
+    distractor_rate: float
+    # Number of labelled thing objects per image (inclusive range, before occlusion rejects).
+    objects_per_image: Tuple[int, int]
+    # Object diameter in pixels (inclusive range).
+    object_size: Tuple[int, int]
+    num_train: int = 1600
+    num_val: int = 320
+    image_size: int = 128
+    seed: int = 0
+    # Strength (0..1) of the class-specific tint of stuff classes (their name-less cue).
+    stuff_cue_strength: float = 0.0
+    # Number of stuff regions that partition the background (inclusive range).
+    stuff_regions: Tuple[int, int] = (1, 3)
+    # An object whose visible part falls below this fraction of its full area is re-sampled
+    # (or dropped), so every annotated mask shows a recognisable object.
+    min_visible_fraction: float = 0.5
+    # Std of per-pixel Gaussian noise, in 0..255 units.
+    pixel_noise: float = 0.0
+
+    def __post_init__(self):
+        for name in ("objects_per_image", "object_size", "stuff_regions"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"ZsShapesDifficulty.{name} must be (min, max) with 0 <= min <= max")
+        for name in ("cue_strength", "stuff_cue_strength", "colour_jitter", "min_visible_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"ZsShapesDifficulty.{name} must lie in [0, 1]")
+        if self.distractor_rate < 0 or self.pixel_noise < 0:
+            raise ValueError("ZsShapesDifficulty.distractor_rate and pixel_noise must be >= 0")
+        if self.stuff_regions[0] < 1:
+            raise ValueError("ZsShapesDifficulty.stuff_regions must be at least 1")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+_LEVEL0 = ZsShapesDifficulty(
+    cue_strength=0.0,
+    colour_jitter=0.02,
+    distractor_rate=0.0,
+    objects_per_image=(2, 3),
+    object_size=(18, 40),
+    stuff_cue_strength=0.0,
+    stuff_regions=(1, 2),
+    pixel_noise=0.0,
+)
+
+PRESETS: Dict[str, ZsShapesDifficulty] = {
+    "level0": _LEVEL0,
+    "level1": dataclasses.replace(
+        _LEVEL0, cue_strength=0.35, colour_jitter=0.05, distractor_rate=0.5,
+        objects_per_image=(2, 4), object_size=(16, 44), stuff_cue_strength=0.3,
+        stuff_regions=(1, 3), pixel_noise=2.0,
+    ),
+    "level2": dataclasses.replace(
+        _LEVEL0, cue_strength=0.55, colour_jitter=0.08, distractor_rate=1.0,
+        objects_per_image=(2, 5), object_size=(12, 48), stuff_cue_strength=0.45,
+        stuff_regions=(1, 3), pixel_noise=4.0,
+    ),
+    "level3": dataclasses.replace(
+        _LEVEL0, cue_strength=0.75, colour_jitter=0.11, distractor_rate=1.5,
+        objects_per_image=(2, 6), object_size=(12, 48), stuff_cue_strength=0.6,
+        stuff_regions=(1, 3), pixel_noise=6.0,
+    ),
+    "level4": dataclasses.replace(
+        _LEVEL0, cue_strength=0.9, colour_jitter=0.14, distractor_rate=2.0,
+        objects_per_image=(3, 6), object_size=(12, 48), stuff_cue_strength=0.75,
+        stuff_regions=(1, 3), pixel_noise=8.0, min_visible_fraction=0.4,
+    ),
+}
+# Small dataset of level2 difficulty for fast tests.
+PRESETS["tiny"] = dataclasses.replace(PRESETS["level2"], num_train=48, num_val=24)
+
+# An alias shares its target's parameters *and* its cache folder (no second generation).
+# "default" will be frozen to its own parameters once the lead has calibrated the benchmark.
+PRESET_ALIASES: Dict[str, str] = {"default": "level2"}
+
+
+def preset_names():
+    """Every name accepted by get_difficulty (presets, then aliases)."""
+    return tuple(PRESETS) + tuple(PRESET_ALIASES)
+
+
+def resolve_preset(name: str) -> str:
+    """Follow aliases to the preset whose cache folder is used."""
+    seen = set()
+    while name in PRESET_ALIASES:
+        if name in seen:
+            raise ValueError(f"zs_shapes preset alias loop at '{name}'")
+        seen.add(name)
+        name = PRESET_ALIASES[name]
+    if name not in PRESETS:
+        raise KeyError(f"Unknown zs_shapes difficulty '{name}'. Known: {list(preset_names())}")
+    return name
+
+
+def get_difficulty(preset: Union[str, ZsShapesDifficulty]) -> ZsShapesDifficulty:
+    if isinstance(preset, ZsShapesDifficulty):
+        return preset
+    return PRESETS[resolve_preset(preset)]
+
+
+def difficulty_hash(difficulty: ZsShapesDifficulty, split=None) -> str:
+    """Short stable hash of the parameters, the generator version and the split's classes."""
+    payload = {"difficulty": difficulty.to_dict(), "generator_version": GENERATOR_VERSION}
+    if split is not None:
+        payload["split"] = {
+            "seen": list(split.seen), "unseen": list(split.unseen),
+            "ignored": list(split.ignored), "stuff": list(split.stuff),
+        }
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
