@@ -36,7 +36,8 @@ demo: setup
 	@echo ">>> Demo done. Results: $(DEMO_DIR)/zero_shot_results.json, pictures: $(DEMO_DIR)/*.png"
 
 test: setup
-	$(VPY) -m pytest tests -q -p no:cacheprovider
+	$(VPY) -m ruff check --select F,E9 --line-length 120 zsi_d2 train_net.py tools tests
+	$(VPY) -m pytest tests -q
 
 clean-venv:
 	rm -rf $(VENV)

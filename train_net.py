@@ -24,7 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import add_zsi_d2_config
 from zsi_d2.data.audit import check_training_sets
-from zsi_d2.engine import launch, zero_shot_test
+from zsi_d2.engine import check_weights, launch, zero_shot_test
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
 
 logger = logging.getLogger("zsi_d2")
@@ -65,6 +65,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if not args.resume:
+        check_weights(cfg.MODEL.WEIGHTS)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)

@@ -19,6 +19,10 @@ def _isolated_caches(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("DETECTRON2_DATASETS", "ZSI_D2_CACHE")}
     os.environ["DETECTRON2_DATASETS"] = str(root / "datasets")
     os.environ["ZSI_D2_CACHE"] = str(root / "cache")
+    # zsi_d2 registered zs_shapes at import, under the old root: register again under the new one.
+    from zsi_d2.data.zs_shapes import register_all_zs_shapes
+
+    register_all_zs_shapes()
     yield root
     for k, v in old.items():
         if v is None:

@@ -63,3 +63,21 @@ def test_two_cpu_processes_over_gloo(tmp_path):
     rank1_log = (tmp_path / "log.txt.rank1").read_text()  # detectron2 logs other ranks to files
     assert "Rank of current process: 1. World size: 2" in rank1_log
     assert (tmp_path / "zero_shot_results.json").is_file()
+
+
+def test_visualize_predictions_writes_a_picture(trained, tmp_path):
+    import cv2
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        import visualize_predictions
+    finally:
+        sys.path.pop(0)
+    out, _ = trained
+    png = tmp_path / "pred.png"
+    visualize_predictions.main([
+        "--config-file", CONFIG, "--weights", str(out / "model_final.pth"), "--dataset", "zs_shapes_tiny_val",
+        "--num", "3", "--score-thresh", "0.0", "--output", str(png), *TINY,
+    ])
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 3 * 128 and image.shape[1] > 2 * 128  # 3 rows, GT | prediction

@@ -73,7 +73,7 @@ def main(argv=None):
     grid = image_grid(rows)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     cv2.imwrite(args.output, grid[:, :, ::-1])
-    logger.info(f"Wrote {args.output}: ground truth (left) and predictions (right); unseen classes in orange-red")
+    logger.info(f"Wrote {args.output}: ground truth (left) and predictions (right); unseen classes in magenta")
     return args.output
 
 

@@ -1,3 +1,4 @@
 """Training/evaluation glue on top of detectron2's engine (subclassed or wrapped, never forked)."""
 from .launch import launch  # noqa: F401
 from .zero_shot_test import save_results, zero_shot_test  # noqa: F401
+from .weights import check_weights  # noqa: F401

@@ -1,12 +1,12 @@
 """Evaluate a model on each test dataset with the class set that dataset asks for."""
 import json
 import logging
-import math
 import os
 from collections import OrderedDict
 
 from detectron2.utils import comm
 
+from ..evaluation.metrics import nan_to_none
 from ..modeling.class_set import use_class_set
 
 __all__ = ["zero_shot_test", "save_results"]
@@ -42,14 +42,7 @@ def zero_shot_test(test_fn, cfg, model, evaluators=None):
 def save_results(results, path):
     """Write nested results as strict JSON (NaN, e.g. a class with no ground truth, becomes null)."""
 
-    def clean(x):
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, float) and math.isnan(x):
-            return None
-        return x
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(clean(results), f, indent=2)
+        json.dump(nan_to_none(results), f, indent=2)
     logger.info(f"Saved zero-shot results to {path}")

@@ -18,7 +18,6 @@ Exit status: 0 on success, 2 on a usage or input error (message on stderr).
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from typing import List, Optional, Sequence, Tuple
@@ -87,14 +86,6 @@ def resolve_classes(
     if skipped:
         logger.info(f"{len(skipped)} class(es) of split '{split}' are not in the GT and are skipped: {skipped}")
     return seen_names, unseen_names
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
 
 
 def _run_instance(args) -> Tuple[dict, Sequence[str], Sequence[str], Sequence[str]]:
@@ -221,7 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{parser.prog} {args.task}: error: malformed input, missing field {e}", file=sys.stderr)
         return 2
 
-    from .metrics import format_per_class_table, format_zero_shot_table
+    from .metrics import format_per_class_table, format_zero_shot_table, nan_to_none
 
     print(f"Zero-shot {args.task} evaluation ({args.mode}): {len(seen)} seen, {len(unseen)} unseen classes")
     print(format_zero_shot_table(results))
@@ -231,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(_nan_to_none(results), f, indent=2)
+            json.dump(nan_to_none(results), f, indent=2)
         print(f"Wrote {args.json}")
     return 0
 

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 from tabulate import tabulate
 
 __all__ = [
+    "nan_to_none",
     "ZERO_SHOT_MODES",
     "GROUP_SUFFIXES",
     "harmonic_mean",
@@ -208,3 +209,12 @@ def format_per_class_table(
     if omitted:
         text += f"\n({omitted} class(es) without ground truth or predictions omitted)"
     return text
+
+
+def nan_to_none(obj):
+    """Nested results as strict JSON values: NaN (e.g. a class with no ground truth) becomes None."""
+    if isinstance(obj, Mapping):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj

@@ -6,11 +6,11 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 __all__ = ["draw_zero_shot_instances", "image_grid", "SEEN_COLOR", "UNSEEN_COLOR"]
 
 SEEN_COLOR = (0.12, 0.47, 0.71)  # blue: classes with training labels
-UNSEEN_COLOR = (1.0, 0.25, 0.0)  # orange-red: classes never labelled in training
+UNSEEN_COLOR = (1.0, 0.0, 1.0)  # magenta: classes never labelled in training (as in the zs_shapes preview)
 
 
 def draw_zero_shot_instances(image_rgb, instances, metadata, scale=3.0, with_scores=True):
-    """Draw boxes, masks and names; unseen classes in orange-red and tagged "[unseen]".
+    """Draw boxes, masks and names; unseen classes in magenta and tagged "[unseen]".
 
     `instances` may be predictions (pred_classes, scores, pred_masks) or ground truth
     (gt_classes, gt_masks); class ids index `metadata.thing_classes`.
