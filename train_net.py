@@ -15,14 +15,13 @@ import os
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from zsi_d2.config import add_zsi_d2_config
+from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.audit import check_training_sets
 from zsi_d2.engine import check_weights, launch, zero_shot_test
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
@@ -53,8 +52,7 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_zsi_d2_config(cfg)
+    cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()

@@ -33,12 +33,9 @@ def _isolated_caches(tmp_path_factory):
 
 def tiny_cfg(*opts, config="configs/zs_shapes/projection_mask_rcnn.yaml"):
     """A zs_shapes config on the 'tiny' preset with the fast attribute embeddings."""
-    from detectron2.config import get_cfg
+    from zsi_d2.config import get_zsi_d2_cfg
 
-    from zsi_d2.config import add_zsi_d2_config
-
-    cfg = get_cfg()
-    add_zsi_d2_config(cfg)
+    cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(os.path.join(REPO_ROOT, config))
     cfg.merge_from_list([
         "DATASETS.TRAIN", "('zs_shapes_tiny_train',)",

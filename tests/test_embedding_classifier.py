@@ -4,13 +4,14 @@ import math
 import pytest
 import torch
 
+from zsi_d2.modeling.class_embeddings import ClassEmbeddings
 from zsi_d2.modeling.embedding_classifier import EmbeddingClassifier
 
 
 def _classifier(**kw):
     emb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])  # row 1 gets normalised
-    clf = EmbeddingClassifier(3, ("a", "b", "c"), emb, background_embedding=torch.tensor([1.0, 1.0, 0.0]),
-                              logit_scale=10.0, **kw)
+    classes = ClassEmbeddings(("a", "b", "c"), emb, background=torch.tensor([1.0, 1.0, 0.0]))
+    clf = EmbeddingClassifier(3, classes, logit_scale=10.0, **kw)
     with torch.no_grad():
         clf.project.weight.copy_(torch.eye(3))
         clf.project.bias.zero_()
@@ -44,23 +45,26 @@ def test_gradients_reach_projection_and_background_not_embeddings():
     clf = _classifier()
     clf(torch.randn(4, 3)).logsumexp(1).sum().backward()
     assert clf.project.weight.grad.abs().sum() > 0
-    assert clf.background.grad.abs().sum() > 0
-    assert not clf.class_embeddings.requires_grad
+    assert clf.classes.background.grad.abs().sum() > 0
+    assert not clf.classes.embeddings.requires_grad
     assert clf.log_logit_scale.grad is None  # fixed unless learn_logit_scale
 
 
 def test_embeddings_are_not_saved_but_background_is():
     state = _classifier().state_dict()
-    assert "class_embeddings" not in state and "active" not in state
-    assert "background" in state
+    assert "classes.embeddings" not in state and "classes.active" not in state
+    assert "classes.background" in state
 
 
-def test_external_background_overrides_learned_one():
+def test_synced_background_overrides_learned_one():
     clf = _classifier()
-    logits = clf(torch.tensor([[0.0, 0.0, 1.0]]), background=torch.tensor([0.0, 0.0, 3.0]))
+    clf.classes.synced_background = torch.tensor([0.0, 0.0, 3.0])
+    logits = clf(torch.tensor([[0.0, 0.0, 1.0]]))
     assert logits[0, -1].item() == pytest.approx(10.0)
+    clf.classes.synced_background = None
+    assert clf(torch.tensor([[0.0, 0.0, 1.0]]))[0, -1].item() == pytest.approx(0.0)
 
 
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match=r"\(2, D\)"):
-        EmbeddingClassifier(3, ("a", "b"), torch.randn(3, 4))
+        ClassEmbeddings(("a", "b"), torch.randn(3, 4))

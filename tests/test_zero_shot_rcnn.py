@@ -36,7 +36,7 @@ def test_training_losses_and_gradients(cfg, batch):
     sum(losses.values()).backward()
     classifier = model.roi_heads.box_predictor.cls_score
     assert classifier.project.weight.grad.abs().sum() > 0
-    assert classifier.background.grad.abs().sum() > 0
+    assert classifier.classes.background.grad.abs().sum() > 0
     seen = MetadataCatalog.get("zs_shapes_tiny_train").seen_classes
     assert set(classifier.active_names) == {c for c in seen if c in MetadataCatalog.get("zs_shapes_tiny_train").thing_classes}
 

@@ -15,13 +15,12 @@ from tqdm import tqdm
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.detection_utils import annotations_to_instances, read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from zsi_d2.config import add_zsi_d2_config
+from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.modeling import use_class_set
 from zsi_d2.utils.visualizer import draw_zero_shot_instances, image_grid
 
@@ -43,8 +42,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="zsi_d2")
-    cfg = get_cfg()
-    add_zsi_d2_config(cfg)
+    cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = args.weights

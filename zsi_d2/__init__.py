@@ -9,6 +9,7 @@ compat.apply()
 
 from . import data  # noqa: E402,F401  (registers datasets)
 from . import modeling  # noqa: E402,F401  (registers meta-architectures, heads, backbones)
-from .config import add_zsi_d2_config  # noqa: E402,F401
+from . import methods  # noqa: E402,F401  (registers each method's components)
+from .config import add_zsi_d2_config, get_zsi_d2_cfg  # noqa: E402,F401
 
 __version__ = "0.1.0"

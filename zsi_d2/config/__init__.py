@@ -1,1 +1,13 @@
 from .defaults import add_zsi_d2_config  # noqa: F401
+
+
+def get_zsi_d2_cfg():
+    """detectron2's default config plus the keys of zsi_d2 and of every method it ships."""
+    from detectron2.config import get_cfg
+
+    from ..methods.zsi.config import add_zsi_config
+
+    cfg = get_cfg()
+    add_zsi_d2_config(cfg)
+    add_zsi_config(cfg)
+    return cfg

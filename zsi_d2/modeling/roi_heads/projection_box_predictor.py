@@ -4,8 +4,8 @@ import logging
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
-from ...embeddings import build_background_embedding, build_class_embeddings
-from ..class_set import ZeroShotModule, class_universe, default_class_set
+from ..class_embeddings import build_class_embeddings_module
+from ..class_set import ZeroShotModule
 from ..embedding_classifier import EmbeddingClassifier
 
 __all__ = ["ProjectionBoxPredictor", "build_embedding_classifier"]
@@ -13,19 +13,14 @@ __all__ = ["ProjectionBoxPredictor", "build_embedding_classifier"]
 logger = logging.getLogger(__name__)
 
 
-def build_embedding_classifier(cfg, input_dim, kind="thing"):
+def build_embedding_classifier(cfg, input_dim, kind="thing", learn_background=True):
     """An EmbeddingClassifier over every class the configured datasets name, seen and unseen."""
-    names = class_universe(cfg, kind)
-    classifier = EmbeddingClassifier(
+    return EmbeddingClassifier(
         input_dim,
-        names,
-        build_class_embeddings(cfg, names),
-        background_embedding=build_background_embedding(cfg),
+        build_class_embeddings_module(cfg, kind, learn_background),
         logit_scale=cfg.MODEL.ZERO_SHOT.LOGIT_SCALE,
         learn_logit_scale=cfg.MODEL.ZERO_SHOT.LEARN_LOGIT_SCALE,
     )
-    classifier.set_class_names(default_class_set(cfg, kind).names)
-    return classifier
 
 
 class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule):
@@ -46,10 +41,10 @@ class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule):
         self.cls_score = classifier
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
+    def from_config(cls, cfg, input_shape, learn_background=True):
         ret = super().from_config(cfg, input_shape)
         input_dim = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
-        ret["classifier"] = build_embedding_classifier(cfg, input_dim)
+        ret["classifier"] = build_embedding_classifier(cfg, input_dim, learn_background=learn_background)
         return ret
 
     def set_class_names(self, names):

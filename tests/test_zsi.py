@@ -1,0 +1,139 @@
+"""ZSI: BA-RPN, the zero-shot detector, the Semantic Mask Head and Sync-bg, module by module."""
+import copy
+
+import pytest
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from conftest import tiny_cfg
+from zsi_d2.methods.zsi import BackgroundAwareRPNHead, SemanticMaskHead, ZeroShotDetectorPredictor
+from zsi_d2.modeling import use_class_set
+
+ZSI_CONFIG = "configs/zsi/zs_shapes/zsi_mask_rcnn.yaml"
+
+
+def _cfg(*opts):
+    cfg = tiny_cfg("MODEL.EFFICIENTNET.WEIGHTS", "", *opts, config=ZSI_CONFIG)
+    cfg.freeze()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return _cfg()
+
+
+@pytest.fixture(scope="module")
+def batch(cfg):
+    mapper = DatasetMapper(cfg, is_train=True)
+    return [mapper(copy.deepcopy(d)) for d in DatasetCatalog.get("zs_shapes_tiny_train")[:2]]
+
+
+def _train_step(model, batch):
+    with EventStorage():
+        losses = model(batch)
+    sum(losses.values()).backward()
+    return losses
+
+
+def test_ba_rpn_objectness_is_the_fg_minus_bg_log_odds():
+    head = BackgroundAwareRPNHead(in_channels=2, num_anchors=3, box_dim=4, background=torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(head.background, torch.tensor([[1.0, 0.0, 0.0]] * 3))
+    x = torch.randn(1, 2, 4, 5)
+    logits, deltas = head([x])
+    assert logits[0].shape == (1, 3, 4, 5) and deltas[0].shape == (1, 12, 4, 5)
+    semantic = head.to_semantic(head.conv(x))[0, :, 2, 3]  # (D,) at one location
+    expected = (head.foreground - head.background) @ semantic
+    torch.testing.assert_close(logits[0][0, :, 2, 3], expected)
+    # The 2-way softmax of the reference equals the sigmoid of this logit.
+    two_way = torch.stack([head.background @ semantic, head.foreground @ semantic], 1).softmax(1)[:, 1]
+    torch.testing.assert_close(torch.sigmoid(expected), two_way)
+
+
+def test_training_losses_and_gradients(cfg, batch):
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    losses = _train_step(model, batch)
+    assert {"loss_box_reconstruction", "loss_mask_reconstruction", "loss_cls", "loss_mask"} <= set(losses)
+    assert isinstance(model.proposal_generator.rpn_head, BackgroundAwareRPNHead)
+    assert isinstance(model.roi_heads.box_predictor, ZeroShotDetectorPredictor)
+    assert isinstance(model.roi_heads.mask_head, SemanticMaskHead)
+    assert model.roi_heads.box_predictor.decoder.weight.grad.abs().sum() > 0
+    assert model.roi_heads.mask_head.decoder.weight.grad.abs().sum() > 0
+    assert model.roi_heads.mask_head.to_semantic.weight.grad.abs().sum() > 0
+
+
+def test_sync_bg_writes_one_vector_into_both_heads_and_trains_ba_rpn(cfg, batch):
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    _train_step(model, batch)
+    box_bank = model.roi_heads.box_predictor.cls_score.classes
+    mask_bank = model.roi_heads.mask_head.classes
+    assert box_bank.synced_background is mask_bank.synced_background
+    torch.testing.assert_close(box_bank.synced_background, model.proposal_generator.rpn_head.background_vector())
+    torch.testing.assert_close(box_bank.weights()[-1], mask_bank.weights()[-1])
+    # The heads' losses reach BA-RPN's background; the heads' own backgrounds are unused and frozen.
+    assert model.proposal_generator.rpn_head.background.grad.abs().sum() > 0
+    assert not box_bank.background.requires_grad and not mask_bank.background.requires_grad
+
+
+def test_semantic_mask_head_channels_are_the_class_embeddings(cfg):
+    model = build_model(cfg).eval()
+    head = model.roi_heads.mask_head
+    semantic = torch.randn(1, head.classes.dim, 1, 1)
+    logits = torch.nn.functional.conv2d(semantic, head.classes.weights()[:, :, None, None])
+    expected = head.classes.weights() @ semantic[0, :, 0, 0]
+    torch.testing.assert_close(logits[0, :, 0, 0], expected)
+    seen = head.classes.num_active
+    with use_class_set(model, "zs_shapes_tiny_val"):
+        assert head.classes.num_active == len(MetadataCatalog.get("zs_shapes_tiny_val").thing_classes) > seen
+    assert not head.classes.embeddings.requires_grad
+
+
+def test_test_time_class_set_follows_the_dataset(cfg, batch):
+    model = build_model(cfg).eval()
+    meta = MetadataCatalog.get("zs_shapes_tiny_val_zsi")
+    unseen_ids = {i for i, n in enumerate(meta.thing_classes) if n in set(meta.unseen_classes)}
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
+    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val_zsi"):
+        out = model(inputs)
+    assert set(torch.cat([o["instances"].pred_classes for o in out]).tolist()) <= unseen_ids
+    assert all(o["instances"].pred_masks.shape[1:] == (128, 128) for o in out)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(cfg, batch, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("m")
+    torch.manual_seed(1)
+    other = build_model(cfg).eval()
+    DetectionCheckpointer(other).load(str(tmp_path / "m.pth"))
+    with torch.no_grad():
+        a, b = model(inputs), other(inputs)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x["instances"].scores, y["instances"].scores)
+        torch.testing.assert_close(x["instances"].pred_masks.float(), y["instances"].pred_masks.float())
+
+
+@pytest.mark.parametrize("opts, absent", [
+    (["MODEL.RPN.HEAD_NAME", "StandardRPNHead", "MODEL.ZSI.SYNC_BG", "False"], set()),
+    (["MODEL.ZSI.SYNC_BG", "False"], set()),
+    (["MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead"], {"loss_mask_reconstruction"}),
+    (["MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT", "0.0", "MODEL.ZSI.MASK_RECONSTRUCTION_WEIGHT", "0.0"],
+     {"loss_box_reconstruction", "loss_mask_reconstruction"}),
+])
+def test_every_ablation_is_a_config_change(opts, absent, batch):
+    model = build_model(_cfg(*opts)).train()
+    losses = _train_step(model, batch)
+    assert not absent & set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_sync_bg_without_ba_rpn_is_a_clear_error():
+    with pytest.raises(ValueError, match="BackgroundAwareRPNHead"):
+        build_model(_cfg("MODEL.RPN.HEAD_NAME", "StandardRPNHead"))

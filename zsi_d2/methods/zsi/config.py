@@ -1,0 +1,29 @@
+"""ZSI's config keys. Each component is an ablation away:
+
+- BA-RPN:  MODEL.RPN.HEAD_NAME "BackgroundAwareRPNHead"  (or detectron2's "StandardRPNHead")
+- SMH:     MODEL.ROI_MASK_HEAD.NAME "SemanticMaskHead"   (or "MaskRCNNConvUpsampleHead", class-agnostic)
+- Sync-bg: MODEL.ZSI.SYNC_BG
+- reconstruction losses: MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT / MASK_RECONSTRUCTION_WEIGHT (0 = off)
+- embedding source: MODEL.ZERO_SHOT.EMBEDDING.* (shared with every method)
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_zsi_config"]
+
+
+def add_zsi_config(cfg):
+    """Add ZSI's keys (only keys with defaults). Safe to call twice."""
+    if "ZSI" in cfg.MODEL:
+        return cfg
+    cfg.MODEL.ZSI = CN()
+    # Each iteration, BA-RPN's learned background vector overwrites the background embedding of
+    # the zero-shot detector and of the Semantic Mask Head (needs the BA-RPN head).
+    cfg.MODEL.ZSI.SYNC_BG = True
+    # Weight of the encoder-decoder reconstruction loss (MSE) in the zero-shot detector; 0 = off.
+    cfg.MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT = 0.5
+    # Weight of the Semantic Mask Head's reconstruction loss (MSE); 0 = off.
+    cfg.MODEL.ZSI.MASK_RECONSTRUCTION_WEIGHT = 0.5
+    # GZSI inference: NMS and top-k run separately within seen and within unseen classes, as in
+    # the reference code, so unseen detections are not crowded out by seen ones.
+    cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS = False
+    return cfg

@@ -1,0 +1,89 @@
+"""Fixed class-name embeddings with a switchable active set and a background vector.
+
+Why: every zero-shot classifier (box classifier, Semantic Mask Head, mask classifiers) needs the
+same three things: the embeddings of every class the model may be asked about, the subset it
+scores now (seen in training, seen + unseen or unseen at test), and a background vector that no
+class name describes. Written once here and composed by each head.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .class_set import ZeroShotModule, class_universe, default_class_set
+
+__all__ = ["ClassEmbeddings", "build_class_embeddings_module"]
+
+
+class ClassEmbeddings(nn.Module, ZeroShotModule):
+    """`weights()` -> (K + 1, D) unit vectors: the K active classes, then background."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        embeddings: torch.Tensor,
+        background: Optional[torch.Tensor] = None,
+        learn_background: bool = True,
+    ):
+        super().__init__()
+        if embeddings.dim() != 2 or embeddings.shape[0] != len(class_names):
+            raise ValueError(f"embeddings must be ({len(class_names)}, D), got {tuple(embeddings.shape)}")
+        dim = embeddings.shape[1]
+        self.class_names: Tuple[str, ...] = tuple(class_names)
+        # Not saved in checkpoints: embeddings come from the config, so a trained model can be
+        # evaluated on any class names the embedding source can encode.
+        self.register_buffer("embeddings", F.normalize(embeddings.float(), dim=1), persistent=False)
+        if background is None:
+            background = torch.randn(dim) * 0.01
+        if background.shape != (dim,):
+            raise ValueError(f"background must be ({dim},), got {tuple(background.shape)}")
+        self.background = nn.Parameter(background.detach().clone().float(), requires_grad=learn_background)
+        self.register_buffer("active", torch.arange(len(self.class_names)), persistent=False)
+        # Set by Sync-bg for one forward pass; None means "use self.background".
+        self.synced_background: Optional[torch.Tensor] = None
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    @property
+    def num_active(self) -> int:
+        return int(self.active.numel())
+
+    @property
+    def active_names(self) -> Tuple[str, ...]:
+        return tuple(self.class_names[i] for i in self.active.tolist())
+
+    def set_class_names(self, names):
+        missing = [n for n in names if n not in self.class_names]
+        if missing:
+            raise KeyError(
+                f"No embedding for classes {missing}: this model was built for {list(self.class_names)}. "
+                "Add the dataset to DATASETS.TRAIN/TEST of the config so its classes are embedded."
+            )
+        index = [self.class_names.index(n) for n in names]
+        self.active = torch.tensor(index, dtype=torch.long, device=self.embeddings.device)
+
+    def current_background(self) -> torch.Tensor:
+        return self.background if self.synced_background is None else self.synced_background
+
+    def weights(self) -> torch.Tensor:
+        bg = F.normalize(self.current_background(), dim=0)
+        return torch.cat([self.embeddings[self.active], bg[None]], dim=0)
+
+
+def build_class_embeddings_module(cfg, kind: str = "thing", learn_background: bool = True) -> ClassEmbeddings:
+    """Embeddings of every class the configured datasets name, seen and unseen, starting with the
+    class set of the first training dataset active."""
+    from ..embeddings import build_background_embedding, build_class_embeddings
+
+    names = class_universe(cfg, kind)
+    bank = ClassEmbeddings(
+        names,
+        build_class_embeddings(cfg, names),
+        background=build_background_embedding(cfg),
+        learn_background=learn_background,
+    )
+    bank.set_class_names(default_class_set(cfg, kind).names)
+    return bank
