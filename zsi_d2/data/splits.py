@@ -156,3 +156,129 @@ register_split(
         description="COCO 2014 instance split of Rahman et al.",
     )
 )
+
+# ---------------------------------------------------------------------------------------------
+# Category tables of the standard files (names and official ids). Prepared files keep these ids,
+# so detectron2's and pycocotools' tools read them unchanged; registration maps them to
+# contiguous ids without opening any file.
+# ---------------------------------------------------------------------------------------------
+COCO_THING_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+    85, 86, 87, 88, 89, 90,
+)
+
+# COCO panoptic (2017): the 80 things above, then these stuff categories ("-merged" ones merge
+# several COCO-Stuff classes).
+COCO_PANOPTIC_STUFF_CLASSES = (
+    "banner", "blanket", "bridge", "cardboard", "counter", "curtain", "door-stuff", "floor-wood",
+    "flower", "fruit", "gravel", "house", "light", "mirror-stuff", "net", "pillow", "platform",
+    "playingfield", "railroad", "river", "road", "roof", "sand", "sea", "shelf", "snow", "stairs",
+    "tent", "towel", "wall-brick", "wall-stone", "wall-tile", "wall-wood", "water-other",
+    "window-blind", "window-other", "tree-merged", "fence-merged", "ceiling-merged",
+    "sky-other-merged", "cabinet-merged", "table-merged", "floor-other-merged", "pavement-merged",
+    "mountain-merged", "grass-merged", "dirt-merged", "paper-merged", "food-other-merged",
+    "building-other-merged", "rock-merged", "wall-other-merged", "rug-merged",
+)
+COCO_PANOPTIC_STUFF_IDS = (
+    92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144, 145, 147,
+    148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180, 181, 184, 185,
+    186, 187, 188, 189, 190, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200,
+)
+COCO_PANOPTIC_CLASSES = COCO_THING_CLASSES + COCO_PANOPTIC_STUFF_CLASSES
+COCO_PANOPTIC_IDS = COCO_THING_IDS + COCO_PANOPTIC_STUFF_IDS
+
+# COCO-Stuff (2017, stuffthingmaps): the 80 things with their COCO ids, then the stuff classes
+# with ids 92, 93, ... in this order. A label-map pixel holds (id - 1); 255 is unlabelled.
+COCO_STUFF_STUFF_CLASSES = (
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage",
+    "cardboard", "carpet", "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds",
+    "counter", "cupboard", "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble",
+    "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other",
+    "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves",
+    "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf",
+    "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+_COCO_STUFF_FIRST_STUFF_ID = 92
+COCO_STUFF_CLASSES = COCO_THING_CLASSES + COCO_STUFF_STUFF_CLASSES
+COCO_STUFF_IDS = COCO_THING_IDS + tuple(
+    range(_COCO_STUFF_FIRST_STUFF_ID, _COCO_STUFF_FIRST_STUFF_ID + len(COCO_STUFF_STUFF_CLASSES))
+)
+
+# ---------------------------------------------------------------------------------------------
+# COCO panoptic 119/14 (PADing's ZSP split) and COCO-Stuff 156/15 (SPNet, ZS3Net, CaGNet,
+# ZegFormer). Seen classes keep the dataset order; unseen classes the published order.
+# ---------------------------------------------------------------------------------------------
+_COCO_PANOPTIC_14 = (
+    "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors",
+    "cardboard", "playingfield", "river", "road", "tree-merged", "sky-other-merged", "grass-merged",
+)
+register_split(
+    ZeroShotSplit(
+        name="coco_panoptic_119_14",
+        seen=tuple(c for c in COCO_PANOPTIC_CLASSES if c not in _COCO_PANOPTIC_14),
+        unseen=_COCO_PANOPTIC_14,
+        stuff=COCO_PANOPTIC_STUFF_CLASSES,
+        description="COCO 2017 panoptic split of PADing (zero-shot panoptic segmentation).",
+    )
+)
+
+_COCO_STUFF_15 = (
+    "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors", "cardboard",
+    "clouds", "grass", "playingfield", "river", "road", "tree", "wall-concrete",
+)
+register_split(
+    ZeroShotSplit(
+        name="coco_stuff_156_15",
+        seen=tuple(c for c in COCO_STUFF_CLASSES if c not in _COCO_STUFF_15),
+        unseen=_COCO_STUFF_15,
+        stuff=COCO_STUFF_STUFF_CLASSES,
+        description="COCO-Stuff 2017 semantic split of SPNet / ZS3Net / CaGNet / ZegFormer.",
+    )
+)
+
+# ---------------------------------------------------------------------------------------------
+# Pascal splits (semantic segmentation). Names are spelled out ("tv monitor", not "tvmonitor")
+# because text encoders embed them.
+# ---------------------------------------------------------------------------------------------
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa",
+    "train", "tv monitor",
+)
+_VOC_5 = ("potted plant", "sheep", "sofa", "train", "tv monitor")
+register_split(
+    ZeroShotSplit(
+        name="voc_15_5",
+        seen=tuple(c for c in VOC_CLASSES if c not in _VOC_5),
+        unseen=_VOC_5,
+        description="Pascal VOC 2012 (+SBD) semantic split of SPNet / ZS3Net / CaGNet.",
+    )
+)
+
+# The 33-class Pascal-Context label set (Mottaghi et al.'s 33_labels.txt) used by CaGNet: the 20
+# VOC classes then 13 context classes, in label order.
+_PASCAL_CONTEXT_STUFF = (
+    "sky", "grass", "ground", "road", "building", "tree", "water", "mountain", "wall", "floor",
+    "track", "ceiling",
+)
+PASCAL_CONTEXT_CLASSES = VOC_CLASSES + (
+    "sky", "grass", "ground", "road", "building", "tree", "water", "mountain", "wall", "floor",
+    "track", "keyboard", "ceiling",
+)
+_PASCAL_CONTEXT_4 = ("cow", "motorbike", "sofa", "cat")
+register_split(
+    ZeroShotSplit(
+        name="pascal_context_29_4",
+        seen=tuple(c for c in PASCAL_CONTEXT_CLASSES if c not in _PASCAL_CONTEXT_4),
+        unseen=_PASCAL_CONTEXT_4,
+        stuff=_PASCAL_CONTEXT_STUFF,
+        description="Pascal-Context 33-class semantic split of CaGNet.",
+    )
+)

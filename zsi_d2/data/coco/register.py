@@ -1,0 +1,227 @@
+"""Register the COCO zero-shot datasets in detectron2's DatasetCatalog and MetadataCatalog.
+
+Registration is lazy and reads no file: the metadata (classes, id maps, paths, seen/unseen,
+evaluation mode) comes from the split tables, so names resolve even before the data is prepared.
+Loading a dataset whose files are missing fails with the path and the prepare command.
+
+The evaluation mode is part of the name and never a flag: "train" sets hold seen classes only,
+"test_unseen" / "val_zsi" sets are evaluated ZSI-style (unseen classes only), the others GZSI.
+"""
+import json
+import logging
+import os
+from collections import defaultdict
+from typing import Dict, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, load_sem_seg
+from detectron2.structures import BoxMode
+
+from ..metadata import set_zero_shot_metadata
+from ..zs_shapes import datasets_root
+from .categories import split_categories
+from .layout import coco_root, download_hint, get_layout, prepare_command, prepared_paths, source_paths
+from .prepare import IGNORE_LABEL
+
+__all__ = [
+    "COCO_ZERO_SHOT_DATASETS", "dataset_names", "coco_zero_shot_metadata", "register_all_coco_zero_shot",
+    "load_coco_zero_shot",
+]
+
+logger = logging.getLogger(__name__)
+
+# registered name -> (split, subset, zero_shot_mode)
+COCO_ZERO_SHOT_DATASETS = {
+    "coco_2014_zsi_48_17_train": ("coco_48_17", "train", "train"),
+    "coco_2014_zsi_48_17_test_unseen": ("coco_48_17", "test_unseen", "zsi"),
+    "coco_2014_gzsi_48_17_test": ("coco_48_17", "test_gzsi", "gzsi"),
+    "coco_2014_zsi_65_15_train": ("coco_65_15", "train", "train"),
+    "coco_2014_zsi_65_15_test_unseen": ("coco_65_15", "test_unseen", "zsi"),
+    "coco_2014_gzsi_65_15_test": ("coco_65_15", "test_gzsi", "gzsi"),
+    "coco_2017_zsp_119_14_train": ("coco_panoptic_119_14", "train", "train"),
+    "coco_2017_zsp_119_14_val": ("coco_panoptic_119_14", "val", "gzsi"),
+    "coco_2017_zsp_119_14_val_zsi": ("coco_panoptic_119_14", "val", "zsi"),
+    "coco_stuff_zss_156_15_train": ("coco_stuff_156_15", "train", "train"),
+    "coco_stuff_zss_156_15_val": ("coco_stuff_156_15", "val", "gzsi"),
+    "coco_stuff_zss_156_15_val_zsi": ("coco_stuff_156_15", "val", "zsi"),
+}
+
+_TASKS = {"instance": ("instance",), "panoptic": ("panoptic", "instance", "semantic"), "semantic": ("semantic",)}
+
+
+def dataset_names(split_name: str) -> Dict[str, str]:
+    """{registered name: zero_shot_mode} of one split."""
+    return {n: mode for n, (s, _, mode) in COCO_ZERO_SHOT_DATASETS.items() if s == split_name}
+
+
+def _paths(split_name: str, subset: str, coco_dir: str) -> dict:
+    kind = get_layout(split_name).kind
+    src, out = source_paths(split_name, coco_dir), prepared_paths(split_name, coco_dir)
+    if kind == "instance":
+        return {
+            "json_file": out[f"{subset}_json"],
+            "image_root": src["train_images" if subset == "train" else "val_images"],
+        }
+    if kind == "panoptic":
+        return {
+            "panoptic_json": out[f"{subset}_json"],
+            "panoptic_root": src[f"{subset}_panoptic"],
+            "json_file": out[f"{subset}_instances"],
+            "sem_seg_root": out[f"{subset}_sem_seg"],
+            "image_root": src[f"{subset}_images"],
+        }
+    return {"sem_seg_root": out[f"{subset}_sem_seg"], "image_root": src[f"{subset}_images"]}
+
+
+def coco_zero_shot_metadata(dataset_name: str, root: Optional[str] = None) -> dict:
+    """Metadata of one registered dataset; the contract every zsi_d2 dataset follows.
+
+    Classes are the split's seen + unseen classes in the dataset's own order (ignored classes are
+    absent); `stuff_classes` is the semantic label space (all classes for panoptic, as detectron2
+    does), and label maps hold positions in it.
+    """
+    split_name, subset, mode = COCO_ZERO_SHOT_DATASETS[dataset_name]
+    kind = get_layout(split_name).kind
+    coco_dir = coco_root(root)
+    cats = split_categories(split_name)
+    meta = {}
+    if kind in ("instance", "panoptic"):
+        things = [c for c in cats if c["isthing"]]
+        meta.update(
+            thing_classes=[c["name"] for c in things],
+            thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(things)},
+        )
+    if kind in ("panoptic", "semantic"):
+        meta.update(
+            stuff_classes=[c["name"] for c in cats],
+            stuff_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(cats)},
+            ignore_label=IGNORE_LABEL,
+        )
+    meta.update(
+        zero_shot_mode=mode,
+        zero_shot_tasks=_TASKS[kind],
+        coco_root=coco_dir,
+        prepare_command=prepare_command(split_name, coco_dir),
+        **_paths(split_name, subset, coco_dir),
+    )
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+def _require(dataset_name: str, meta, key: str) -> str:
+    path = meta.get(key)
+    is_dir = key.endswith("_root")
+    if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+        return path
+    split_name = meta.zero_shot_split
+    prepared = os.path.normpath(path).startswith(os.path.normpath(prepared_paths(split_name, meta.coco_root)["dir"]))
+    if prepared:
+        how = f"Prepare it with:\n  {meta.prepare_command}"
+    else:
+        how = f"It comes from {download_hint(path)}; then prepare the split with:\n  {meta.prepare_command}"
+    raise FileNotFoundError(
+        f"Dataset '{dataset_name}': {key} not found: {path}\n{how}\n"
+        f"(DETECTRON2_DATASETS resolves to {datasets_root()}; layout and commands: datasets/README.md)"
+    )
+
+
+def _to_contiguous(mapping: Dict[int, int], category_id: int, dataset_name: str, path: str) -> int:
+    try:
+        return mapping[category_id]
+    except KeyError:
+        raise ValueError(
+            f"Dataset '{dataset_name}': category id {category_id} in {path} is not a class of its split; "
+            "the file was not prepared for this split. Re-run the prepare command with --force."
+        ) from None
+
+
+def _load_instances(dataset_name: str, meta) -> list:
+    json_file, image_root = _require(dataset_name, meta, "json_file"), _require(dataset_name, meta, "image_root")
+    id_map = meta.thing_dataset_id_to_contiguous_id
+    dicts = load_coco_json(json_file, image_root)  # no dataset_name: ids stay official, mapped here
+    for d in dicts:
+        for ann in d["annotations"]:
+            ann["category_id"] = _to_contiguous(id_map, ann["category_id"], dataset_name, json_file)
+    return dicts
+
+
+def _load_panoptic(dataset_name: str, meta) -> list:
+    paths = {k: _require(dataset_name, meta, k)
+             for k in ("panoptic_json", "panoptic_root", "json_file", "sem_seg_root", "image_root")}
+    with open(paths["panoptic_json"]) as f:
+        pan = json.load(f)
+    with open(paths["json_file"]) as f:
+        inst = json.load(f)
+    thing_map, stuff_map = meta.thing_dataset_id_to_contiguous_id, meta.stuff_dataset_id_to_contiguous_id
+    anns_by_image = defaultdict(list)
+    for ann in inst["annotations"]:
+        anns_by_image[ann["image_id"]].append({
+            "bbox": ann["bbox"],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": _to_contiguous(thing_map, ann["category_id"], dataset_name, paths["json_file"]),
+            "segmentation": ann["segmentation"],
+            "iscrowd": ann.get("iscrowd", 0),
+        })
+    images = {im["id"]: im for im in pan["images"]}
+    dicts = []
+    for rec in pan["annotations"]:
+        image = images[rec["image_id"]]
+        segments = []
+        for seg in rec["segments_info"]:
+            isthing = seg["category_id"] in thing_map  # as detectron2's load_coco_panoptic_json
+            mapping = thing_map if isthing else stuff_map
+            cid = _to_contiguous(mapping, seg["category_id"], dataset_name, paths["panoptic_json"])
+            segments.append(dict(seg, category_id=cid, isthing=isthing))
+        dicts.append({
+            "file_name": os.path.join(paths["image_root"], image["file_name"]),
+            "image_id": rec["image_id"],
+            "height": image["height"],
+            "width": image["width"],
+            "pan_seg_file_name": os.path.join(paths["panoptic_root"], rec["file_name"]),
+            "sem_seg_file_name": os.path.join(paths["sem_seg_root"], rec["file_name"]),
+            "segments_info": segments,
+            "annotations": anns_by_image.get(rec["image_id"], []),
+        })
+    logger.info("Loaded %d images of %s from %s", len(dicts), dataset_name, paths["panoptic_json"])
+    return dicts
+
+
+def _load_semantic(dataset_name: str, meta) -> list:
+    sem_root, image_root = _require(dataset_name, meta, "sem_seg_root"), _require(dataset_name, meta, "image_root")
+    return load_sem_seg(sem_root, image_root, gt_ext="png", image_ext="jpg")
+
+
+_LOADERS = {"instance": _load_instances, "panoptic": _load_panoptic, "semantic": _load_semantic}
+
+
+def load_coco_zero_shot(dataset_name: str) -> list:
+    """detectron2 dataset dicts of a registered COCO zero-shot dataset (paths from its metadata)."""
+    meta = MetadataCatalog.get(dataset_name)
+    split_name = COCO_ZERO_SHOT_DATASETS[dataset_name][0]
+    return _LOADERS[get_layout(split_name).kind](dataset_name, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+def _register_one(name: str, root: Optional[str]) -> None:
+    metadata = coco_zero_shot_metadata(name, root)
+    if name in DatasetCatalog.list():
+        if MetadataCatalog.get(name).get("coco_root", None) == metadata["coco_root"]:
+            return  # already registered for this root
+        DatasetCatalog.remove(name)  # DETECTRON2_DATASETS changed: register again with new paths
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda n=name: load_coco_zero_shot(n))
+    split_name, _, mode = COCO_ZERO_SHOT_DATASETS[name]
+    MetadataCatalog.get(name).set(**metadata)
+    set_zero_shot_metadata(name, split_name, mode, tasks=metadata["zero_shot_tasks"])
+
+
+def register_all_coco_zero_shot(root: Optional[str] = None) -> None:
+    """Register every COCO zero-shot dataset under `root` (default: $DETECTRON2_DATASETS).
+
+    Idempotent; after DETECTRON2_DATASETS changed, calling it again re-registers the new paths.
+    """
+    for name in COCO_ZERO_SHOT_DATASETS:
+        _register_one(name, root)
