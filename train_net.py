@@ -11,10 +11,10 @@ unseen labels before training starts.
 """
 import logging
 import os
+import weakref
 
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -23,14 +23,19 @@ from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.audit import check_training_sets
-from zsi_d2.engine import check_weights, launch, zero_shot_test
+from zsi_d2.engine import ZeroShotCheckpointer, check_weights, launch, zero_shot_test
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
 
 logger = logging.getLogger("zsi_d2")
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with zero-shot evaluators, class-set switching and a leakage check."""
+    """DefaultTrainer with zero-shot evaluators, class-set switching, a leakage check and a
+    checkpointer that loads closed-set detectron2 checkpoints safely."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.checkpointer = ZeroShotCheckpointer(self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -67,7 +72,7 @@ def main(args):
         check_weights(cfg.MODEL.WEIGHTS)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        ZeroShotCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
