@@ -23,7 +23,8 @@ def test_there_are_configs():
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_builds_and_runs_forward(config):
     # Dataset names are swapped for the tiny zs_shapes preset: only the architecture is under test.
-    cfg = tiny_cfg("MODEL.DEVICE", "cpu", config=config)
+    cfg = tiny_cfg("MODEL.DEVICE", "cpu", "MODEL.ZERO_SHOT.EMBEDDING.DIM", "0",
+                   "MODEL.ZERO_SHOT.EMBEDDING.PATH", "", config=config)
     cfg.MODEL.WEIGHTS = ""
     for key in ("EFFICIENTNET",):
         if key in cfg.MODEL:
@@ -32,4 +33,18 @@ def test_config_builds_and_runs_forward(config):
     with torch.no_grad():
         out = model([{"image": torch.randint(0, 255, (3, 64, 80), dtype=torch.uint8).float(), "height": 64, "width": 80}])
     assert len(out) == 1 and "instances" in out[0]
-    assert out[0]["instances"].image_size == (64, 80)
+    instances = out[0]["instances"]
+    assert instances.image_size == (64, 80)
+    assert instances.has("pred_masks") == cfg.MODEL.MASK_ON
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_names_registered_datasets(config):
+    from detectron2.data import DatasetCatalog
+
+    from zsi_d2.config import get_zsi_d2_cfg
+
+    cfg = get_zsi_d2_cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, config))
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    assert names and set(names) <= set(DatasetCatalog.list()), f"unregistered: {set(names) - set(DatasetCatalog.list())}"
