@@ -137,3 +137,39 @@ def test_every_ablation_is_a_config_change(opts, absent, batch):
 def test_sync_bg_without_ba_rpn_is_a_clear_error():
     with pytest.raises(ValueError, match="BackgroundAwareRPNHead"):
         build_model(_cfg("MODEL.RPN.HEAD_NAME", "StandardRPNHead"))
+
+
+def test_per_group_nms_keeps_unseen_detections_that_a_shared_top_k_drops(cfg):
+    from detectron2.structures import Boxes, Instances
+
+    from zsi_d2.modeling.class_set import dataset_class_set
+
+    model = build_model(cfg).eval()
+    predictor = model.roi_heads.box_predictor
+    class_set = dataset_class_set("zs_shapes_tiny_val")  # GZSI: seen + unseen
+    seen, unseen = class_set.group_indices()
+    assert len(seen) and len(unseen) and set(class_set.names[i] for i in unseen.tolist()) == set(class_set.unseen)
+    with use_class_set(model, "zs_shapes_tiny_val"):
+        k = predictor.num_classes
+        logits = torch.full((2, k + 1), -10.0)
+        logits[0, seen[0]] = 10.0  # a confident seen detection
+        logits[1, unseen[0]] = 5.0  # a less confident unseen one, elsewhere in the image
+        proposal = Instances((128, 128), proposal_boxes=Boxes(torch.tensor([[0.0, 0, 20, 20], [60, 60, 90, 90]])))
+        predictor.test_topk_per_image = 1
+        shared, _ = predictor.inference((logits, torch.zeros(2, 4)), [proposal])
+        assert shared[0].pred_classes.tolist() == [seen[0].item()]
+        predictor.nms_groups = class_set.group_indices()
+        grouped, _ = predictor.inference((logits, torch.zeros(2, 4)), [proposal])
+        assert sorted(grouped[0].pred_classes.tolist()) == sorted([seen[0].item(), unseen[0].item()])
+
+
+def test_per_group_nms_is_used_only_in_gzsi(batch):
+    model = build_model(_cfg("MODEL.ZSI.GZSI_PER_GROUP_NMS", "True")).eval()
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch[:1]]
+    with torch.no_grad():
+        with use_class_set(model, "zs_shapes_tiny_val"):
+            model(inputs)
+            assert model.roi_heads.box_predictor.nms_groups is not None
+        with use_class_set(model, "zs_shapes_tiny_val_zsi"):
+            model(inputs)
+            assert model.roi_heads.box_predictor.nms_groups is None

@@ -38,6 +38,13 @@ class ClassSet:
     names: Tuple[str, ...]
     dataset_classes: Tuple[str, ...]  # the dataset's thing_classes (or stuff_classes)
     mode: str = "gzsi"
+    unseen: Tuple[str, ...] = ()  # the names in `names` that are unseen classes
+
+    def group_indices(self):
+        """(seen, unseen) local indices, e.g. for per-group NMS in GZSI."""
+        unseen = [i for i, n in enumerate(self.names) if n in self.unseen]
+        seen = [i for i, n in enumerate(self.names) if n not in self.unseen]
+        return torch.tensor(seen, dtype=torch.long), torch.tensor(unseen, dtype=torch.long)
 
     def __post_init__(self):
         missing = [n for n in self.names if n not in self.dataset_classes]
@@ -94,7 +101,8 @@ def dataset_class_set(dataset_name: str, kind: str = "thing") -> ClassSet:
     seen = set(_metadata_field(meta, dataset_name, "seen_classes"))
     unseen = set(_metadata_field(meta, dataset_name, "unseen_classes"))
     wanted = {"train": seen, "gzsi": seen | unseen, "zsi": unseen}[mode]
-    return ClassSet(tuple(c for c in classes if c in wanted), classes, mode)
+    names = tuple(c for c in classes if c in wanted)
+    return ClassSet(names, classes, mode, unseen=tuple(c for c in names if c in unseen))
 
 
 def class_universe(cfg, kind: str = "thing") -> Tuple[str, ...]:

@@ -17,9 +17,10 @@ class ZSIRCNN(ZeroShotRCNN):
     """
 
     @configurable
-    def __init__(self, *, sync_bg: bool, **kwargs):
+    def __init__(self, *, sync_bg: bool, gzsi_per_group_nms: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.sync_bg = sync_bg
+        self.gzsi_per_group_nms = gzsi_per_group_nms
         if sync_bg and not isinstance(getattr(self.proposal_generator, "rpn_head", None), BackgroundAwareRPNHead):
             raise ValueError(
                 "MODEL.ZSI.SYNC_BG needs BA-RPN's background vector: set MODEL.RPN.HEAD_NAME "
@@ -30,6 +31,7 @@ class ZSIRCNN(ZeroShotRCNN):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         ret["sync_bg"] = cfg.MODEL.ZSI.SYNC_BG
+        ret["gzsi_per_group_nms"] = cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
         return ret
 
     def background_receivers(self):
@@ -54,4 +56,6 @@ class ZSIRCNN(ZeroShotRCNN):
     def inference(self, batched_inputs, detected_instances=None, do_postprocess=True):
         if self.sync_bg:
             self.synchronize_background()
+        per_group = self.gzsi_per_group_nms and self.class_set.mode == "gzsi"
+        self.roi_heads.box_predictor.nms_groups = self.class_set.group_indices() if per_group else None
         return super().inference(batched_inputs, detected_instances, do_postprocess)

@@ -5,10 +5,15 @@ Why the decoder: reconstructing the visual feature forces the semantic projectio
 the image shows rather than only what separates the seen classes, which is what unseen classes
 need (ZSI, Sec. 3.3). It is used in training only.
 """
+from typing import Optional, Sequence
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+from detectron2.structures import Instances
 
 from ...modeling.roi_heads.projection_box_predictor import ProjectionBoxPredictor
 
@@ -16,7 +21,8 @@ __all__ = ["ZeroShotDetectorPredictor"]
 
 
 class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
-    """The projection box predictor plus ZSI's reconstruction loss ("loss_box_reconstruction")."""
+    """The projection box predictor plus ZSI's reconstruction loss ("loss_box_reconstruction") and
+    optional per-group NMS at inference."""
 
     @configurable
     def __init__(self, input_shape, *, reconstruction_weight: float = 0.5, **kwargs):
@@ -24,6 +30,8 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         self.reconstruction_weight = reconstruction_weight
         input_dim = self.cls_score.project.in_features
         self.decoder = nn.Linear(self.cls_score.embedding_dim, input_dim) if reconstruction_weight > 0 else None
+        # Groups of local class indices that get their own NMS and top-k (set per evaluation).
+        self.nms_groups: Optional[Sequence[torch.Tensor]] = None
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -46,3 +54,27 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         if len(predictions) == 3:
             losses["loss_box_reconstruction"] = self.reconstruction_weight * predictions[2]
         return losses
+
+    def inference(self, predictions, proposals):
+        if not self.nms_groups:
+            return super().inference(predictions, proposals)
+        # Per-group NMS (the reference's GZSI inference): one softmax over all classes, then NMS and
+        # top-k within each group, so confident seen detections cannot crowd out unseen ones.
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals)
+        results = []
+        for image_boxes, image_scores, proposal in zip(boxes, scores, proposals):
+            background = torch.tensor([image_scores.shape[1] - 1], device=image_scores.device)
+            parts = []
+            for group in self.nms_groups:
+                group = group.to(image_scores.device)
+                if group.numel() == 0:
+                    continue
+                kept, _ = fast_rcnn_inference_single_image(
+                    image_boxes, image_scores[:, torch.cat([group, background])], proposal.image_size,
+                    self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image,
+                )
+                kept.pred_classes = group[kept.pred_classes]
+                parts.append(kept)
+            results.append(Instances.cat(parts))
+        return results, [None] * len(results)
