@@ -81,3 +81,27 @@ def test_visualize_predictions_writes_a_picture(trained, tmp_path):
     ])
     image = cv2.imread(str(png))
     assert image is not None and image.shape[0] > 3 * 128 and image.shape[1] > 2 * 128  # 3 rows, GT | prediction
+
+
+def _tool(name):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_summarize_runs_reports_mean_and_minutes(trained, capsys):
+    out, _ = trained
+    _tool("summarize_runs").main([f"tiny={out}"])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
+    assert len(row) == 1 and row[0].count("|") == 12  # 11 cells: label, seeds, 8 metrics, minutes
+
+
+def test_run_seeds_trains_each_seed_once_and_resumes(tmp_path, capsys):
+    run_seeds = _tool("run_seeds")
+    args = [CONFIG, "--seeds", "3", "--root", str(tmp_path), "--opts", *TINY, "SOLVER.MAX_ITER", "2"]
+    assert run_seeds.main(args) == 0
+    assert (tmp_path / "projection_mask_rcnn_s3" / "zero_shot_results.json").is_file()
+    assert run_seeds.main(args) == 0
+    assert "done before" in capsys.readouterr().out
