@@ -253,3 +253,12 @@ def test_interrupted_runs_do_not_break_generation(tmp_path, monkeypatch):
     mtime = os.path.getmtime(os.path.join(final, "meta.json"))
     assert ensure_generated(PRESET, root=root) == final
     assert os.path.getmtime(os.path.join(final, "meta.json")) == mtime
+
+
+def test_default_difficulty_is_frozen():
+    """The calibrated benchmark must not move: every zs_shapes number in the README is on it.
+    If this fails, a change touched the default preset, the generator version or the split."""
+    from zsi_d2.data.splits import get_split
+    from zsi_d2.data.zs_shapes.difficulty import difficulty_hash, get_difficulty
+
+    assert difficulty_hash(get_difficulty("default"), get_split("zs_shapes")) == "925a594cba"
