@@ -46,3 +46,26 @@ def tiny_cfg(*opts, config="configs/zs_shapes/projection_mask_rcnn.yaml"):
         *opts,
     ])
     return cfg
+
+
+def assert_checkpoint_round_trip(cfg, batch, tmp_path):
+    """Save a model, load it into a differently-initialised one: outputs must be identical."""
+    import torch
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("m")
+    torch.manual_seed(1)
+    other = build_model(cfg).eval()
+    DetectionCheckpointer(other).load(str(tmp_path / "m.pth"))
+    with torch.no_grad():
+        a, b = model(inputs), other(inputs)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x["instances"].scores, y["instances"].scores)
+        torch.testing.assert_close(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
+        if x["instances"].has("pred_masks"):
+            torch.testing.assert_close(x["instances"].pred_masks.float(), y["instances"].pred_masks.float())

@@ -4,12 +4,11 @@ import copy
 import pytest
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import tiny_cfg
+from conftest import assert_checkpoint_round_trip, tiny_cfg
 from zsi_d2.modeling import use_class_set
 
 
@@ -57,18 +56,7 @@ def test_test_time_class_set_follows_the_dataset(cfg, batch):
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(cfg, batch, tmp_path):
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("m")
-    torch.manual_seed(1)
-    other = build_model(cfg).eval()
-    DetectionCheckpointer(other).load(str(tmp_path / "m.pth"))
-    with torch.no_grad():
-        a, b = model(inputs), other(inputs)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x["instances"].scores, y["instances"].scores)
-        torch.testing.assert_close(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
+    assert_checkpoint_round_trip(cfg, batch, tmp_path)
 
 
 def test_class_specific_box_regression_is_refused(cfg):
