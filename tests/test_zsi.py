@@ -161,3 +161,23 @@ def test_per_group_nms_is_used_only_in_gzsi(batch):
         with use_class_set(model, "zs_shapes_tiny_val_zsi"):
             model(inputs)
             assert model.roi_heads.box_predictor.nms_groups is None
+
+
+def test_reconstruction_cannot_be_won_by_shrinking_the_features(cfg):
+    """Regression: with gradient into the visual feature, minimising the reconstruction loss alone
+    shrinks (or, with a detached target, blows up) the features; seen on zs_shapes, where
+    detection then stopped learning. The loss must train the projection and decoder only."""
+    torch.manual_seed(0)
+    predictor = build_model(cfg).train().roi_heads.box_predictor
+    producer = torch.nn.Linear(16, predictor.cls_score.project.in_features)
+    z = torch.randn(64, 16)
+    start = producer(z).norm().item()
+    params = list(producer.parameters()) + list(predictor.parameters())
+    optimizer = torch.optim.SGD([p for p in params if p.requires_grad], lr=1.0)
+    for _ in range(300):
+        loss = predictor(producer(z))[2]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert 0.5 * start < producer(z).norm().item() < 2 * start
+    assert predictor.decoder.weight.grad.abs().sum() > 0 and predictor.cls_score.project.weight.grad.abs().sum() > 0

@@ -28,6 +28,8 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
 
     Per-class BCE on the ground-truth class's channel (detectron2's mask_rcnn_loss), plus an MSE
     reconstruction of the upsampled visual feature from the semantic map ("loss_mask_reconstruction").
+    The reconstruction reads a detached visual feature, so it trains the projection to the semantic
+    space and the decoder, never the feature itself (see zero_shot_detector.py for why).
     The background channel comes last; Sync-bg overwrites its vector.
     """
 
@@ -74,7 +76,8 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
         if self.training:
             losses = {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
             if self.decoder is not None:
-                recon = F.mse_loss(self.decoder(semantic), visual)
+                feature = visual.detach()
+                recon = F.mse_loss(self.decoder(self.to_semantic(feature)), feature)
                 losses["loss_mask_reconstruction"] = self.reconstruction_weight * recon
             return losses
         mask_rcnn_inference(logits, instances)
