@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Mean ± std over seeds of zero-shot results, as a Markdown table (for the README).
+"""Mean ± sample std over seeds of zero-shot results, as a Markdown table (for the README).
 
     python tools/summarize_runs.py "baseline=output/runs/baseline_s*" "zsi=output/runs/zsi_s*"
 
@@ -53,7 +53,7 @@ def summarize(label, folders, task="segm"):
     cells = []
     for _, mode, key in COLUMNS:
         values = np.array([r[mode][key] if r[mode].get(key) is not None else np.nan for r in runs], float)
-        cells.append(f"{np.nanmean(values):.1f} ± {np.nanstd(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}")
+        cells.append(f"{np.nanmean(values):.1f} ± {np.nanstd(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}")
     minutes = np.array([train_minutes(f) for f in folders])
     return f"| {label} | {len(folders)} | " + " | ".join(cells) + f" | {np.nanmean(minutes):.1f} |"
 
