@@ -69,3 +69,27 @@ def assert_checkpoint_round_trip(cfg, batch, tmp_path):
         torch.testing.assert_close(x["instances"].pred_boxes.tensor, y["instances"].pred_boxes.tensor)
         if x["instances"].has("pred_masks"):
             torch.testing.assert_close(x["instances"].pred_masks.float(), y["instances"].pred_masks.float())
+
+
+def assert_class_set_follows_dataset(cfg, batch):
+    """ZSI evaluation scores unseen classes only (in dataset ids); GZSI all; training set after."""
+    import torch
+
+    from detectron2.data import MetadataCatalog
+    from detectron2.modeling import build_model
+
+    from zsi_d2.modeling import use_class_set
+
+    model = build_model(cfg).eval()
+    meta = MetadataCatalog.get("zs_shapes_tiny_val_zsi")
+    unseen_ids = {i for i, n in enumerate(meta.thing_classes) if n in set(meta.unseen_classes)}
+    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
+    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val_zsi"):
+        assert model.roi_heads.box_predictor.num_classes == len(unseen_ids)
+        out = model(inputs)
+    predicted = set(torch.cat([o["instances"].pred_classes for o in out]).tolist())
+    assert predicted <= unseen_ids, "ZSI predictions must be unseen classes, in dataset ids"
+    assert all(o["instances"].pred_masks.shape[1:] == inputs[0]["image"].shape[1:] for o in out)
+    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val"):
+        assert model.roi_heads.box_predictor.num_classes == len(meta.thing_classes)
+    assert model.class_set.mode == "train"

@@ -8,7 +8,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from conftest import assert_checkpoint_round_trip, tiny_cfg
+from conftest import assert_checkpoint_round_trip, assert_class_set_follows_dataset, tiny_cfg
 from zsi_d2.methods.zsi import BackgroundAwareRPNHead, SemanticMaskHead, ZeroShotDetectorPredictor
 from zsi_d2.modeling import use_class_set
 
@@ -94,14 +94,7 @@ def test_semantic_mask_head_channels_are_the_class_embeddings(cfg):
 
 
 def test_test_time_class_set_follows_the_dataset(cfg, batch):
-    model = build_model(cfg).eval()
-    meta = MetadataCatalog.get("zs_shapes_tiny_val_zsi")
-    unseen_ids = {i for i, n in enumerate(meta.thing_classes) if n in set(meta.unseen_classes)}
-    inputs = [{k: v for k, v in x.items() if k != "instances"} for x in batch]
-    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val_zsi"):
-        out = model(inputs)
-    assert set(torch.cat([o["instances"].pred_classes for o in out]).tolist()) <= unseen_ids
-    assert all(o["instances"].pred_masks.shape[1:] == (128, 128) for o in out)
+    assert_class_set_follows_dataset(cfg, batch)
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(cfg, batch, tmp_path):
