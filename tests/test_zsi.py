@@ -174,3 +174,17 @@ def test_reconstruction_cannot_be_won_by_shrinking_the_features(cfg):
         optimizer.step()
     assert 0.5 * start < producer(z).norm().item() < 2 * start
     assert predictor.decoder.weight.grad.abs().sum() > 0 and predictor.cls_score.project.weight.grad.abs().sum() > 0
+
+
+def test_ba_rpn_composed_conv_has_the_gradients_of_the_two_step_form():
+    torch.manual_seed(0)
+    head = BackgroundAwareRPNHead(in_channels=4, num_anchors=3, box_dim=4, background=torch.randn(6))
+    x = torch.randn(2, 4, 5, 5)
+    head([x])[0][0].square().sum().backward()
+    fast = {n: p.grad.clone() for n, p in head.named_parameters() if n != "anchor_deltas.weight" and p.grad is not None}
+    head.zero_grad()
+    t = head.conv(x)
+    explicit = torch.einsum("bdhw,ad->bahw", head.to_semantic(t), head.foreground - head.background)
+    explicit.square().sum().backward()
+    for name, grad in fast.items():
+        torch.testing.assert_close(grad, dict(head.named_parameters())[name].grad, rtol=1e-4, atol=1e-6)

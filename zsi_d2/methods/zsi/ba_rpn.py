@@ -27,6 +27,10 @@ class BackgroundAwareRPNHead(nn.Module):
     The reference scores each anchor with a 2-way softmax over (background, foreground) rows of a
     bias-free 1x1 conv; detectron2's RPN takes one logit per anchor with a sigmoid, and
     sigmoid(s·w_fg - s·w_bg) is exactly that softmax's foreground probability.
+
+    T and the classifier are both linear with nothing in between, so they are applied as one
+    composed 1x1 conv (same values and gradients) instead of materialising a D-channel semantic
+    map on every FPN level, which made ZSI twice as slow as the baseline on a CPU.
     """
 
     @configurable
@@ -62,12 +66,17 @@ class BackgroundAwareRPNHead(nn.Module):
         """The learned background vector (mean of the per-anchor background rows), with gradient."""
         return self.background.mean(dim=0)
 
+    def objectness_weights(self):
+        """(A, C, 1, 1) weight and (A,) bias of T followed by the fg-vs-bg classifier."""
+        classifier = self.foreground - self.background  # (A, D): log-odds of foreground vs background
+        weight = classifier @ self.to_semantic.weight.flatten(1)  # (A, C)
+        return weight[:, :, None, None], classifier @ self.to_semantic.bias
+
     def forward(self, features: List[torch.Tensor]):
+        weight, bias = self.objectness_weights()
         objectness, deltas = [], []
-        weight = self.foreground - self.background  # (A, D): log-odds of foreground vs background
         for x in features:
             t = self.conv(x)
-            semantic = self.to_semantic(t)
-            objectness.append(torch.einsum("bdhw,ad->bahw", semantic, weight))
+            objectness.append(F.conv2d(t, weight, bias))
             deltas.append(self.anchor_deltas(t))
         return objectness, deltas
