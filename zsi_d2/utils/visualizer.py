@@ -35,10 +35,11 @@ def draw_zero_shot_instances(image_rgb, instances, metadata, scale=3.0, with_sco
         labels.append(f"{name}{tag}{score}")
         colors.append(UNSEEN_COLOR if name in unseen else SEEN_COLOR)
     vis = Visualizer(image_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
-    vis._default_font_size = max(vis._default_font_size * 0.6, 8)
+    vis._default_font_size = 3.5  # points before scaling: small enough for 128 px images
+    # Outlines, barely filled: the object's own colour is what the class name describes.
     out = vis.overlay_instances(
         boxes=boxes, masks=None if masks is None else [m for m in masks], labels=labels,
-        assigned_colors=colors, alpha=0.35,
+        assigned_colors=colors, alpha=0.05,
     )
     return out.get_image()
 
