@@ -27,7 +27,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .metrics import check_mode, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
+from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
 __all__ = [
     "ZeroShotInstanceEvaluator",
@@ -266,17 +266,8 @@ class ZeroShotInstanceEvaluator(DatasetEvaluator):
             )
         self._coco_gt = load_coco_gt(json_file)
         self._mode = mode_from_metadata(self._metadata, dataset_name)
-        for field in ("seen_classes", "unseen_classes"):
-            if not hasattr(self._metadata, field):
-                raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}'")
         gt_names = _category_names(self._coco_gt)
-        self._seen = tuple(n for n in self._metadata.seen_classes if n in gt_names)
-        self._unseen = tuple(n for n in self._metadata.unseen_classes if n in gt_names)
-        dropped = [n for n in tuple(self._metadata.seen_classes) + tuple(self._metadata.unseen_classes)
-                   if n not in gt_names]
-        if dropped:
-            logger.info(f"{len(dropped)} split class(es) are not instance categories of the GT "
-                        f"and are not evaluated for instances: {dropped}")
+        self._seen, self._unseen = evaluated_groups(self._metadata, dataset_name, gt_names, "instance evaluation")
         self._contiguous_to_dataset_id = self._build_id_map(gt_names)
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)

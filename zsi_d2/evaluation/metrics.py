@@ -13,13 +13,17 @@ train_net) must agree on *exactly* how per-class numbers become the headline num
 
 Numbers are in percent (0-100), like detectron2's COCOEvaluator.
 """
+import logging
 import math
 from collections import OrderedDict
 from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 from tabulate import tabulate
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "evaluated_groups",
     "nan_to_none",
     "ZERO_SHOT_MODES",
     "GROUP_SUFFIXES",
@@ -218,3 +222,21 @@ def nan_to_none(obj):
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
+
+
+def evaluated_groups(metadata, dataset_name: str, known_names, what: str):
+    """(seen, unseen): the split's classes that this evaluator can score, in split order.
+
+    Split classes outside `known_names` (e.g. stuff classes for instance evaluation) are left out
+    and logged, never silently scored as 0.
+    """
+    for field in ("seen_classes", "unseen_classes"):
+        if not hasattr(metadata, field):
+            raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which {what} needs")
+    known = set(known_names)
+    seen = tuple(n for n in metadata.seen_classes if n in known)
+    unseen = tuple(n for n in metadata.unseen_classes if n in known)
+    dropped = [n for n in tuple(metadata.seen_classes) + tuple(metadata.unseen_classes) if n not in known]
+    if dropped:
+        logger.info(f"{what} on '{dataset_name}': {len(dropped)} split class(es) are not scored: {dropped}")
+    return seen, unseen

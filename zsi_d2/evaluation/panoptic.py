@@ -35,7 +35,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .metrics import check_mode, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
+from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
 __all__ = [
     "VOID",
@@ -412,7 +412,7 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None):
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
-        for field in ("panoptic_json", "panoptic_root", "seen_classes", "unseen_classes"):
+        for field in ("panoptic_json", "panoptic_root"):
             if not hasattr(self._metadata, field):
                 raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which "
                                  "ZeroShotPanopticEvaluator needs")
@@ -421,13 +421,8 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         self._gt_by_image = {a["image_id"]: a for a in self._gt_json["annotations"]}
         self._categories = _categories_by_id(self._gt_json["categories"])
         self._mode = mode_from_metadata(self._metadata, dataset_name)
-        cat_names = {c["name"] for c in self._categories.values()}
-        self._seen = tuple(n for n in self._metadata.seen_classes if n in cat_names)
-        self._unseen = tuple(n for n in self._metadata.unseen_classes if n in cat_names)
-        dropped = [n for n in tuple(self._metadata.seen_classes) + tuple(self._metadata.unseen_classes)
-                   if n not in cat_names]
-        if dropped:
-            logger.warning(f"Split classes not among the panoptic categories (not evaluated): {dropped}")
+        cat_names = [c["name"] for c in self._categories.values()]
+        self._seen, self._unseen = evaluated_groups(self._metadata, dataset_name, cat_names, "panoptic evaluation")
         self._keep = _category_ids_of(self._unseen, self._categories) if self._mode == "zsi" else None
         self._thing_contiguous_to_id = {
             v: k for k, v in getattr(self._metadata, "thing_dataset_id_to_contiguous_id", {}).items()

@@ -28,7 +28,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .metrics import check_mode, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
+from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
 __all__ = [
     "confusion_matrix",
@@ -205,20 +205,15 @@ class ZeroShotSemanticEvaluator(DatasetEvaluator):
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
-        for field in ("stuff_classes", "seen_classes", "unseen_classes"):
-            if not hasattr(self._metadata, field):
-                raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which "
-                                 "ZeroShotSemanticEvaluator needs")
+        if not hasattr(self._metadata, "stuff_classes"):
+            raise ValueError(f"Dataset '{dataset_name}' has no metadata 'stuff_classes', which "
+                             "ZeroShotSemanticEvaluator needs")
         self._class_names = list(self._metadata.stuff_classes)
         self._ignore_label = int(getattr(self._metadata, "ignore_label", 255))
         self._mode = mode_from_metadata(self._metadata, dataset_name)
-        names = set(self._class_names)
-        self._seen = tuple(n for n in self._metadata.seen_classes if n in names)
-        self._unseen = tuple(n for n in self._metadata.unseen_classes if n in names)
-        dropped = [n for n in tuple(self._metadata.seen_classes) + tuple(self._metadata.unseen_classes)
-                   if n not in names]
-        if dropped:
-            logger.warning(f"Split classes not in stuff_classes of '{dataset_name}' (not evaluated): {dropped}")
+        self._seen, self._unseen = evaluated_groups(
+            self._metadata, dataset_name, self._class_names, "semantic evaluation"
+        )
         self._unseen_index = [self._class_names.index(n) for n in self._unseen]
         if self._mode == "zsi" and not self._unseen_index:
             raise ValueError(f"zsi evaluation of '{dataset_name}' needs unseen classes among stuff_classes")
