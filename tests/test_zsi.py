@@ -188,3 +188,37 @@ def test_ba_rpn_composed_conv_has_the_gradients_of_the_two_step_form():
     explicit.square().sum().backward()
     for name, grad in fast.items():
         torch.testing.assert_close(grad, dict(head.named_parameters())[name].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_semantic_mask_head_composed_convs_match_the_explicit_semantic_map(cfg):
+    """The head never materialises the D x 28 x 28 map; its logits and reconstruction must equal
+    the explicit semantic map scored by the class embeddings / decoded, in value and gradient."""
+    torch.manual_seed(0)
+    head = build_model(cfg).roi_heads.mask_head
+    with torch.no_grad():
+        head.to_semantic.bias.normal_()  # zero at init: make the composed bias path count
+    x = torch.randn(3, head.convs[0].in_channels, 14, 14)
+
+    def losses(composed):
+        visual = torch.relu(head.deconv(head.convs(x)))
+        if composed:
+            logits = head._through_semantic(visual, head.classes.weights())
+            rebuilt = head._through_semantic(visual.detach(), head.decoder.weight.flatten(1), head.decoder.bias)
+        else:
+            semantic = head.to_semantic(visual)
+            logits = torch.einsum("rdhw,kd->rkhw", semantic, head.classes.weights())
+            rebuilt = head.decoder(head.to_semantic(visual.detach()))
+        return logits, rebuilt, visual.detach()
+
+    outputs, grads = [], []
+    for composed in (True, False):
+        head.zero_grad()
+        logits, rebuilt, target = losses(composed)
+        (logits.sin().sum() + (rebuilt - target).square().mean()).backward()
+        outputs.append((logits.detach(), rebuilt.detach()))
+        grads.append({n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and "decoder.weight" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-5)
+    assert head.semantic_map(x).shape == (3, head.classes.dim, 28, 28)

@@ -31,6 +31,11 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
     The reconstruction reads a detached visual feature, so it trains the projection to the semantic
     space and the decoder, never the feature itself (see zero_shot_detector.py for why).
     The background channel comes last; Sync-bg overwrites its vector.
+
+    The 1x1 projection to D, the class-embedding 1x1 convs and the decoder are all linear, so they
+    are applied as composed 1x1 convs (same values and gradients, see `semantic_map` for the
+    explicit path): the D x 28 x 28 map per RoI is never materialised, which on a CPU made the
+    head the most expensive part of a ZSI step.
     """
 
     @configurable
@@ -69,16 +74,27 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
     def set_class_names(self, names):
         self.classes.set_class_names(names)
 
+    def semantic_map(self, x):
+        """The explicit D x 28 x 28 semantic map of each RoI (for inspection; forward composes it)."""
+        return self.to_semantic(F.relu(self.deconv(self.convs(x))))
+
+    def _through_semantic(self, visual, weight, bias=None):
+        """`(weight @ to_semantic)(visual) + bias` as one 1x1 conv: weight is (out, D)."""
+        projection = self.to_semantic.weight.flatten(1)  # (D, C)
+        composed_bias = weight @ self.to_semantic.bias
+        if bias is not None:
+            composed_bias = composed_bias + bias
+        return F.conv2d(visual, (weight @ projection)[:, :, None, None], composed_bias)
+
     def forward(self, x, instances):
         visual = F.relu(self.deconv(self.convs(x)))
-        semantic = self.to_semantic(visual)
-        logits = F.conv2d(semantic, self.classes.weights()[:, :, None, None])  # (R, K + 1, 28, 28)
+        logits = self._through_semantic(visual, self.classes.weights())  # (R, K + 1, 28, 28)
         if self.training:
             losses = {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
             if self.decoder is not None:
                 feature = visual.detach()
-                recon = F.mse_loss(self.decoder(self.to_semantic(feature)), feature)
-                losses["loss_mask_reconstruction"] = self.reconstruction_weight * recon
+                rebuilt = self._through_semantic(feature, self.decoder.weight.flatten(1), self.decoder.bias)
+                losses["loss_mask_reconstruction"] = self.reconstruction_weight * F.mse_loss(rebuilt, feature)
             return losses
         mask_rcnn_inference(logits, instances)
         return instances
