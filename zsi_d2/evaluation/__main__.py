@@ -10,6 +10,11 @@ files, so results exported by any framework can be scored next to zsi_d2's own.
         --predictions pred.json [--pred-folder pred/] --unseen "cat,dog"
     python -m zsi_d2.evaluation semantic --gt gt_pngs/ --predictions pred_pngs/ \\
         --categories cats.json --unseen "cat,dog"
+    python -m zsi_d2.evaluation confusion --gt instances.json --predictions results.json \
+        --split coco_48_17 [--iou-type segm|bbox] [--png confusion.png] [--json out.json]
+
+`confusion` prints which class each GT object is given (label_confusion.py): how many unseen
+objects are found but called a seen class, the usual cause of a low GZSI unseen AP.
 
 Classes: --unseen lists unseen names (every other class of the GT is seen); --split NAME takes
 seen and unseen from zsi_d2.data.splits (split classes absent from the GT are skipped).
@@ -151,6 +156,41 @@ def _run_semantic(args):
     return {"sem_seg": res}, names, seen, unseen
 
 
+def _run_confusion(args) -> int:
+    from .label_confusion import (
+        format_label_confusion,
+        instance_label_confusion,
+        plot_label_confusion,
+        summarize_label_confusion,
+    )
+    from .instance import load_coco_gt
+
+    _require_file(args.gt, "GT json (--gt)")
+    results = _load_json(args.predictions, "Predictions json (--predictions)")
+    if not isinstance(results, list):
+        raise CLIError(f"{args.predictions} must hold a COCO results list")
+    coco_gt = load_coco_gt(args.gt)
+    names = [c["name"] for c in coco_gt.dataset["categories"]]
+    seen, unseen = resolve_classes(names, args.unseen, args.split)
+    table = instance_label_confusion(coco_gt, results, args.iou_type, args.iou)
+    summary = summarize_label_confusion(table, seen, unseen)
+    print(f"Labels given to GT objects ({args.iou_type} IoU >= {args.iou}; highest-scoring overlapping detection)")
+    for key, value in summary.items():
+        print(f"  {key:18s} {value:5.1f} %")
+    print("\nunseen classes:\n" + format_label_confusion(table, unseen))
+    print("\nseen classes:\n" + format_label_confusion(table, seen))
+    if args.png:
+        rows = [*unseen, *seen]
+        plot_label_confusion(table, rows, rows, args.png, title=os.path.basename(args.predictions))
+        print(f"Wrote {args.png}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "table": table}, f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsi_d2.evaluation",
@@ -184,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--categories", help="json list of {\"id\": label value, \"name\": class name}")
     p.add_argument("--ignore-label", type=int, default=255)
+
+    p = sub.add_parser("confusion", help="which class each GT object is given (instance results)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--unseen", help="comma-separated unseen class names; all other GT classes are seen")
+    group.add_argument("--split", help="name of a split registered in zsi_d2.data.splits")
+    p.add_argument("--gt", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU a detection needs to label a GT object")
+    p.add_argument("--png", metavar="FILE", help="also draw the row-normalised table")
+    p.add_argument("--json", metavar="FILE", help="also write the table and summary to this json file")
     return parser
 
 
@@ -202,6 +253,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_cli_logging()
+    if args.task == "confusion":
+        try:
+            return _run_confusion(args)
+        except (CLIError, FileNotFoundError, ValueError) as e:
+            print(f"{parser.prog} confusion: error: {e}", file=sys.stderr)
+            return 2
     runner = {"instance": _run_instance, "panoptic": _run_panoptic, "semantic": _run_semantic}[args.task]
     try:
         results, names, seen, unseen = runner(args)
