@@ -181,7 +181,7 @@ def _run_confusion(args) -> int:
     print("\nseen classes:\n" + format_label_confusion(table, seen))
     if args.png:
         rows = [*unseen, *seen]
-        plot_label_confusion(table, rows, rows, args.png, title=os.path.basename(args.predictions))
+        plot_label_confusion(table, rows, rows, args.png, title=args.title or args.predictions)
         print(f"Wrote {args.png}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
     p.add_argument("--iou", type=float, default=0.5, help="IoU a detection needs to label a GT object")
     p.add_argument("--png", metavar="FILE", help="also draw the row-normalised table")
+    p.add_argument("--title", help="title of the drawing (default: the predictions path)")
     p.add_argument("--json", metavar="FILE", help="also write the table and summary to this json file")
     return parser
 
