@@ -16,6 +16,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY
 
 from ...embeddings import build_background_embedding
+from .composed_conv import compose_after_1x1
 
 __all__ = ["BackgroundAwareRPNHead"]
 
@@ -69,8 +70,7 @@ class BackgroundAwareRPNHead(nn.Module):
     def objectness_weights(self):
         """(A, C, 1, 1) weight and (A,) bias of T followed by the fg-vs-bg classifier."""
         classifier = self.foreground - self.background  # (A, D): log-odds of foreground vs background
-        weight = classifier @ self.to_semantic.weight.flatten(1)  # (A, C)
-        return weight[:, :, None, None], classifier @ self.to_semantic.bias
+        return compose_after_1x1(self.to_semantic, classifier)
 
     def forward(self, features: List[torch.Tensor]):
         weight, bias = self.objectness_weights()

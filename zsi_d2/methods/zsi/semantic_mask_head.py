@@ -18,6 +18,7 @@ from detectron2.modeling.roi_heads.mask_head import (
 
 from ...modeling.class_embeddings import ClassEmbeddings, build_class_embeddings_module
 from ...modeling.class_set import ZeroShotModule
+from .composed_conv import compose_after_1x1
 
 __all__ = ["SemanticMaskHead"]
 
@@ -79,12 +80,8 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
         return self.to_semantic(F.relu(self.deconv(self.convs(x))))
 
     def _through_semantic(self, visual, weight, bias=None):
-        """`(weight @ to_semantic)(visual) + bias` as one 1x1 conv: weight is (out, D)."""
-        projection = self.to_semantic.weight.flatten(1)  # (D, C)
-        composed_bias = weight @ self.to_semantic.bias
-        if bias is not None:
-            composed_bias = composed_bias + bias
-        return F.conv2d(visual, (weight @ projection)[:, :, None, None], composed_bias)
+        """`weight @ to_semantic(visual) + bias` as one 1x1 conv: weight is (out, D)."""
+        return F.conv2d(visual, *compose_after_1x1(self.to_semantic, weight, bias))
 
     def forward(self, x, instances):
         visual = F.relu(self.deconv(self.convs(x)))
