@@ -93,8 +93,9 @@ def resolve_classes(
     return seen_names, unseen_names
 
 
-def _run_instance(args) -> Tuple[dict, Sequence[str], Sequence[str], Sequence[str]]:
-    from .instance import evaluate_instance_results, load_coco_gt
+def _load_instance_inputs(args):
+    """(COCO GT, results list, GT class names, seen, unseen) of an instance GT + results pair."""
+    from .instance import load_coco_gt
 
     _require_file(args.gt, "GT json (--gt)")
     results = _load_json(args.predictions, "Predictions json (--predictions)")
@@ -105,6 +106,13 @@ def _run_instance(args) -> Tuple[dict, Sequence[str], Sequence[str], Sequence[st
     coco_gt = load_coco_gt(args.gt)
     names = [c["name"] for c in coco_gt.dataset["categories"]]
     seen, unseen = resolve_classes(names, args.unseen, args.split)
+    return coco_gt, results, names, seen, unseen
+
+
+def _run_instance(args) -> Tuple[dict, Sequence[str], Sequence[str], Sequence[str]]:
+    from .instance import evaluate_instance_results
+
+    coco_gt, results, names, seen, unseen = _load_instance_inputs(args)
     if args.tasks:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     else:
@@ -163,15 +171,8 @@ def _run_confusion(args) -> int:
         plot_label_confusion,
         summarize_label_confusion,
     )
-    from .instance import load_coco_gt
 
-    _require_file(args.gt, "GT json (--gt)")
-    results = _load_json(args.predictions, "Predictions json (--predictions)")
-    if not isinstance(results, list):
-        raise CLIError(f"{args.predictions} must hold a COCO results list")
-    coco_gt = load_coco_gt(args.gt)
-    names = [c["name"] for c in coco_gt.dataset["categories"]]
-    seen, unseen = resolve_classes(names, args.unseen, args.split)
+    coco_gt, results, _, seen, unseen = _load_instance_inputs(args)
     table = instance_label_confusion(coco_gt, results, args.iou_type, args.iou)
     summary = summarize_label_confusion(table, seen, unseen)
     print(f"Labels given to GT objects ({args.iou_type} IoU >= {args.iou}; highest-scoring overlapping detection)")
@@ -198,10 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="task", required=True)
 
-    def common(p):
+    def class_arguments(p):
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--unseen", help="comma-separated unseen class names; all other GT classes are seen")
         group.add_argument("--split", help="name of a split registered in zsi_d2.data.splits")
+
+    def common(p):
+        class_arguments(p)
         p.add_argument("--mode", choices=("gzsi", "zsi"), default="gzsi",
                        help="gzsi: all classes, report seen/unseen/HM; zsi: unseen classes only")
         p.add_argument("--json", metavar="FILE", help="also write the numbers to this json file")
@@ -226,9 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-label", type=int, default=255)
 
     p = sub.add_parser("confusion", help="which class each GT object is given (instance results)")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--unseen", help="comma-separated unseen class names; all other GT classes are seen")
-    group.add_argument("--split", help="name of a split registered in zsi_d2.data.splits")
+    class_arguments(p)
     p.add_argument("--gt", required=True)
     p.add_argument("--predictions", required=True)
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
@@ -254,14 +256,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_cli_logging()
-    if args.task == "confusion":
-        try:
-            return _run_confusion(args)
-        except (CLIError, FileNotFoundError, ValueError) as e:
-            print(f"{parser.prog} confusion: error: {e}", file=sys.stderr)
-            return 2
-    runner = {"instance": _run_instance, "panoptic": _run_panoptic, "semantic": _run_semantic}[args.task]
     try:
+        if args.task == "confusion":  # prints its own report
+            return _run_confusion(args)
+        runner = {"instance": _run_instance, "panoptic": _run_panoptic, "semantic": _run_semantic}[args.task]
         results, names, seen, unseen = runner(args)
     except (CLIError, FileNotFoundError, ValueError) as e:
         print(f"{parser.prog} {args.task}: error: {e}", file=sys.stderr)
