@@ -29,13 +29,15 @@ COLUMNS = [
 ]
 
 
-def load_run(folder, task="segm"):
+def results_by_mode(folder):
+    """{"gzsi" | "zsi": (dataset name, its results)} from the run's zero_shot_results.json."""
     with open(os.path.join(folder, "zero_shot_results.json")) as f:
         results = json.load(f)
-    by_mode = {}
-    for name, res in results.items():
-        by_mode["zsi" if name.endswith("_zsi") else "gzsi"] = res[task]
-    return by_mode
+    return {("zsi" if name.endswith("_zsi") else "gzsi"): (name, res) for name, res in results.items()}
+
+
+def load_run(folder, task="segm"):
+    return {mode: res[task] for mode, (_, res) in results_by_mode(folder).items()}
 
 
 def train_minutes(folder):
@@ -57,12 +59,12 @@ def unseen_labelled_seen(folder, task="segm"):
     from zsi_d2.evaluation import load_coco_gt
     from zsi_d2.evaluation.label_confusion import instance_label_confusion, summarize_label_confusion
 
-    with open(os.path.join(folder, "zero_shot_results.json")) as f:
-        names = [n for n in json.load(f) if not n.endswith("_zsi")]
-    if len(names) != 1:
-        raise SystemExit(f"{folder}: expected one GZSI test set in zero_shot_results.json, found {names}")
-    meta = MetadataCatalog.get(names[0])
-    with open(os.path.join(folder, "inference", names[0], "coco_instances_results.json")) as f:
+    test_sets = results_by_mode(folder)
+    if "gzsi" not in test_sets:
+        raise SystemExit(f"{folder}: zero_shot_results.json has no GZSI test set")
+    name = test_sets["gzsi"][0]
+    meta = MetadataCatalog.get(name)
+    with open(os.path.join(folder, "inference", name, "coco_instances_results.json")) as f:
         results = json.load(f)
     table = instance_label_confusion(load_coco_gt(meta.json_file), results, task)
     return summarize_label_confusion(table, meta.seen_classes, meta.unseen_classes)["unseen/as_seen"]

@@ -64,17 +64,14 @@ def summarize_label_confusion(table: Mapping[str, Mapping[str, int]], seen: Sequ
                               unseen: Sequence[str]) -> Dict[str, float]:
     """Percent of seen / unseen GT objects labelled correctly, as the other group, or missed."""
     out = {}
-    for group, members, other in (("seen", seen, unseen), ("unseen", unseen, seen)):
-        rows = [table[c] for c in members if table.get(c)]
-        total = sum(sum(r.values()) for r in rows)
+    for group, members, other, other_group in (("seen", seen, unseen, "unseen"), ("unseen", unseen, seen, "seen")):
+        rows = {c: table[c] for c in members if table.get(c)}
+        total = sum(sum(r.values()) for r in rows.values())
         if not total:
             continue
-        correct = sum(table[c].get(c, 0) for c in members if table.get(c))
-        as_other = sum(r.get(o, 0) for r in rows for o in other)
-        missed = sum(r.get(MISSED, 0) for r in rows)
-        out[f"{group}/correct"] = 100.0 * correct / total
-        out[f"{group}/as_{'unseen' if group == 'seen' else 'seen'}"] = 100.0 * as_other / total
-        out[f"{group}/missed"] = 100.0 * missed / total
+        out[f"{group}/correct"] = 100.0 * sum(r.get(c, 0) for c, r in rows.items()) / total
+        out[f"{group}/as_{other_group}"] = 100.0 * sum(r.get(o, 0) for r in rows.values() for o in other) / total
+        out[f"{group}/missed"] = 100.0 * sum(r.get(MISSED, 0) for r in rows.values()) / total
     return out
 
 
