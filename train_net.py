@@ -22,6 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.data import import_register_modules
 from zsi_d2.data.audit import check_training_sets
 from zsi_d2.engine import ZeroShotCheckpointer, check_weights, launch, zero_shot_test
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
@@ -61,6 +62,7 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    import_register_modules(cfg.DATASETS.REGISTER_MODULES)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsi_d2")
     return cfg

@@ -46,4 +46,10 @@ def add_zsi_d2_config(cfg):
     cfg.TEST.ZERO_SHOT_TASKS = ["instance"]
     # Refuse to train on a dataset whose audit finds unseen labels (see zsi_d2.data.audit).
     cfg.DATASETS.CHECK_LEAKAGE = True
+    # Python modules (dotted names or paths to .py files) imported before any dataset is used:
+    # they register custom datasets, e.g. with register_coco_instances + make_zero_shot.
+    cfg.DATASETS.REGISTER_MODULES = []
+    # Allow MODEL.WEIGHTS to be a checkpoint that was trained on the unseen classes (for example a
+    # closed-set COCO Mask R-CNN). Its unseen numbers are then not zero-shot results.
+    cfg.MODEL.ZERO_SHOT.ALLOW_UNSEEN_IN_WEIGHTS = False
     return cfg
