@@ -10,6 +10,60 @@ from zsi_d2.data.splits import get_split
 
 from coco_fixtures import SHARED_PANOPTIC
 
+# The published splits, written out from shared/reference/zero_shot_facts.md section 1 (never
+# computed from zsi_d2): their order is the order of the word-vector columns.
+SEEN_48 = (
+    "person", "bicycle", "car", "motorcycle", "truck", "boat", "bench", "bird", "horse", "sheep", "zebra", "giraffe",
+    "backpack", "handbag", "skis", "kite", "surfboard", "bottle", "spoon", "bowl", "banana", "apple", "orange",
+    "broccoli", "carrot", "pizza", "donut", "chair", "bed", "tv", "laptop", "remote", "microwave", "oven",
+    "refrigerator", "book", "clock", "vase", "toothbrush", "train", "bear", "suitcase", "frisbee", "fork", "sandwich",
+    "toilet", "mouse", "toaster",
+)
+UNSEEN_17 = (
+    "bus", "dog", "cow", "elephant", "umbrella", "tie", "skateboard", "cup", "knife", "cake", "couch", "keyboard",
+    "sink", "scissors", "airplane", "cat", "snowboard",
+)
+IGNORED_48_17 = (
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "sports ball", "baseball bat", "baseball glove",
+    "tennis racket", "wine glass", "hot dog", "potted plant", "dining table", "cell phone", "teddy bear", "hair drier",
+)
+UNSEEN_15 = (
+    "airplane", "train", "parking meter", "cat", "bear", "suitcase", "frisbee", "snowboard", "fork", "sandwich",
+    "hot dog", "toilet", "mouse", "toaster", "hair drier",
+)
+# "the other 65 COCO thing classes, in COCO order"
+SEEN_65 = (
+    "person", "bicycle", "car", "motorcycle", "bus", "truck", "boat", "traffic light", "fire hydrant", "stop sign",
+    "bench", "bird", "dog", "horse", "sheep", "cow", "elephant", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "skis", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "knife", "spoon", "bowl", "banana", "apple", "orange",
+    "broccoli", "carrot", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed", "dining table", "tv",
+    "laptop", "remote", "keyboard", "cell phone", "microwave", "oven", "sink", "refrigerator", "book", "clock",
+    "vase", "scissors", "teddy bear", "toothbrush",
+)
+UNSEEN_14 = (
+    "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors",
+    "cardboard", "playingfield", "river", "road", "tree-merged", "sky-other-merged", "grass-merged",
+)
+UNSEEN_COCO_STUFF_15 = (
+    "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors", "cardboard", "clouds", "grass",
+    "playingfield", "river", "road", "tree", "wall-concrete",
+)
+# Pascal-VOC in label order (names spelled out), seen = the 15 not unseen.
+SEEN_VOC_15 = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "dining table", "dog",
+    "horse", "motorbike", "person",
+)
+UNSEEN_VOC_5 = ("potted plant", "sheep", "sofa", "train", "tv monitor")
+# Pascal-Context 33 labels (20 VOC, then 13 context classes), seen = the 29 not unseen.
+SEEN_CONTEXT_29 = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "chair", "dining table", "dog", "horse",
+    "person", "potted plant", "sheep", "train", "tv monitor",
+    "sky", "grass", "ground", "road", "building", "tree", "water", "mountain", "wall", "floor", "track", "keyboard",
+    "ceiling",
+)
+UNSEEN_CONTEXT_4 = ("cow", "motorbike", "sofa", "cat")
+
 # name -> (seen, unseen, ignored): the sizes the published splits are named after.
 SIZES = {
     "coco_48_17": (48, 17, 15),
@@ -31,28 +85,42 @@ def test_split_sizes_and_disjointness(name):
     assert split.classes == split.seen + split.unseen
 
 
-def test_coco_instance_splits_follow_the_published_lists():
+def _detectron2_coco_names(isthing=None):
+    """COCO panoptic category names in file order, from detectron2's own table (not zsi_d2's)."""
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    return tuple(c["name"] for c in COCO_CATEGORIES if isthing is None or c["isthing"] == isthing)
+
+
+def test_coco_48_17_is_the_published_split_in_order():
     s48 = get_split("coco_48_17")
-    assert s48.seen[:3] == ("person", "bicycle", "car") and s48.seen[-3:] == ("toilet", "mouse", "toaster")
-    assert s48.unseen == ("bus", "dog", "cow", "elephant", "umbrella", "tie", "skateboard", "cup", "knife",
-                          "cake", "couch", "keyboard", "sink", "scissors", "airplane", "cat", "snowboard")
-    assert set(s48.ignored) == {
-        "traffic light", "fire hydrant", "stop sign", "parking meter", "sports ball", "baseball bat",
-        "baseball glove", "tennis racket", "wine glass", "hot dog", "potted plant", "dining table",
-        "cell phone", "teddy bear", "hair drier"}
+    assert s48.seen == SEEN_48
+    assert s48.unseen == UNSEEN_17
+    assert s48.ignored == IGNORED_48_17
+
+
+def test_coco_65_15_is_the_published_split_in_order():
     s65 = get_split("coco_65_15")
-    assert s65.unseen[0] == "airplane" and s65.unseen[-1] == "hair drier"
-    assert s65.seen == tuple(c for c in splits.COCO_THING_CLASSES if c not in s65.unseen)  # COCO order
+    assert s65.unseen == UNSEEN_15
+    assert s65.seen == SEEN_65
+    assert s65.ignored == ()
 
 
-def test_panoptic_119_14_unseen_positions():
+def test_coco_thing_order_is_detectron2s():
+    """SEEN_65 is "the other 65 in COCO order": the literal above and the code both follow it."""
+    assert splits.COCO_THING_CLASSES == _detectron2_coco_names(isthing=1)
+    assert SEEN_65 == tuple(c for c in _detectron2_coco_names(isthing=1) if c not in UNSEEN_15)
+
+
+def test_panoptic_119_14_is_the_published_split_in_order():
     """Positions of the 14 unseen classes in the 133 panoptic categories (shared/data README)."""
     split = get_split("coco_panoptic_119_14")
-    positions = sorted(splits.COCO_PANOPTIC_CLASSES.index(c) for c in split.unseen)
-    assert positions == [19, 23, 28, 29, 36, 51, 76, 83, 97, 99, 100, 116, 119, 125]
-    assert split.unseen[-3:] == ("tree-merged", "sky-other-merged", "grass-merged")
-    assert len(split.things) == len(splits.COCO_THING_CLASSES)
-    assert set(split.stuff) == set(splits.COCO_PANOPTIC_STUFF_CLASSES)
+    assert split.unseen == UNSEEN_14
+    official = _detectron2_coco_names()
+    assert split.seen == tuple(c for c in official if c not in UNSEEN_14)
+    assert sorted(official.index(c) for c in split.unseen) == [19, 23, 28, 29, 36, 51, 76, 83, 97, 99, 100, 116, 119, 125]
+    assert split.stuff == _detectron2_coco_names(isthing=0)
+    assert set(split.things) == set(_detectron2_coco_names(isthing=1))
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_PANOPTIC), reason=f"shared COCO panoptic sample absent: {SHARED_PANOPTIC}")
@@ -71,21 +139,22 @@ def test_coco_stuff_156_15_table():
     # Spot checks against the COCO-Stuff label list (labels.txt: id: name).
     assert (ids["person"], ids["toothbrush"], ids["banner"], ids["cardboard"], ids["clouds"],
             ids["grass"], ids["tree"], ids["wall-concrete"], ids["wood"]) == (1, 90, 92, 100, 106, 124, 169, 172, 182)
-    assert split.unseen == ("cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors",
-                            "cardboard", "clouds", "grass", "playingfield", "river", "road", "tree", "wall-concrete")
+    assert split.unseen == UNSEEN_COCO_STUFF_15
     assert len(split.stuff) == 91 and len(split.classes) == 171
+    # Seen: the COCO things (detectron2's order) without the unseen ones, then stuff by label id.
+    seen_things = tuple(c for c in _detectron2_coco_names(isthing=1) if c not in UNSEEN_COCO_STUFF_15)
+    assert split.seen[:len(seen_things)] == seen_things
+    seen_stuff = split.seen[len(seen_things):]
+    assert [ids[c] for c in seen_stuff] == sorted(ids[c] for c in seen_stuff)
+    assert set(seen_stuff) == set(split.stuff) - set(UNSEEN_COCO_STUFF_15)
 
 
 def test_pascal_splits():
     voc = get_split("voc_15_5")
-    assert voc.unseen == ("potted plant", "sheep", "sofa", "train", "tv monitor")
-    assert set(voc.classes) == set(splits.VOC_CLASSES)
+    assert (voc.seen, voc.unseen) == (SEEN_VOC_15, UNSEEN_VOC_5)
     ctx = get_split("pascal_context_29_4")
-    assert ctx.unseen == ("cow", "motorbike", "sofa", "cat")
-    assert ctx.classes[:len(ctx.seen)] == tuple(c for c in splits.PASCAL_CONTEXT_CLASSES if c not in ctx.unseen)
-    assert splits.PASCAL_CONTEXT_CLASSES[20:] == (
-        "sky", "grass", "ground", "road", "building", "tree", "water", "mountain", "wall", "floor", "track",
-        "keyboard", "ceiling")
+    assert (ctx.seen, ctx.unseen) == (SEEN_CONTEXT_29, UNSEEN_CONTEXT_4)
+    assert set(ctx.stuff) == set(SEEN_CONTEXT_29[16:]) - {"keyboard"}
 
 
 @pytest.mark.parametrize("name", sorted(SOURCE_TABLES))
