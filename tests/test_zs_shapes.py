@@ -66,8 +66,20 @@ def _tree_hashes(base):
     return out
 
 
-def _ids(names):
-    return {SPLIT.classes.index(n) + 1 for n in names}
+def _category_ids(data, names):
+    """Ids of `names` read from the file's own category table by name (never from the generator's
+    id formula): what pycocotools and detectron2 will take each id to mean."""
+    by_name = {c["name"]: c["id"] for c in data["categories"]}
+    missing = [n for n in names if n not in by_name]
+    assert not missing, f"categories missing from the file: {missing}"
+    return {by_name[n] for n in names}
+
+
+def _sem_labels(names):
+    """Semantic label values of `names`: indices into the registered stuff_classes (detectron2's
+    sem_seg contract)."""
+    stuff_classes = MetadataCatalog.get(f"zs_shapes_{PRESET}_train").stuff_classes
+    return [stuff_classes.index(n) for n in names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,13 +94,17 @@ def test_deterministic_across_roots(tmp_path):
 
 
 def test_train_has_no_unseen_instance_segment_or_pixel(tiny_base):
-    unseen_ids = _ids(SPLIT.unseen)
     inst = _load(os.path.join(tiny_base, "annotations", "instances_train.json"))
     assert inst["annotations"], "train should have instances"
-    assert not [a for a in inst["annotations"] if a["category_id"] in unseen_ids]
+    unseen_thing_ids = _category_ids(inst, [c for c in SPLIT.unseen if c in SPLIT.things])
+    leaked = sorted({a["category_id"] for a in inst["annotations"]} & unseen_thing_ids)
+    assert not leaked, f"train instances of unseen category ids {leaked}"
     pan = _load(os.path.join(tiny_base, "annotations", "panoptic_train.json"))
-    assert not [s for p in pan["annotations"] for s in p["segments_info"] if s["category_id"] in unseen_ids]
-    unseen_labels = [SPLIT.classes.index(n) for n in SPLIT.unseen]
+    unseen_ids = _category_ids(pan, SPLIT.unseen)
+    segments = [s for p in pan["annotations"] for s in p["segments_info"]]
+    leaked = sorted({s["category_id"] for s in segments} & unseen_ids)
+    assert segments and not leaked, f"train panoptic segments of unseen category ids {leaked}"
+    unseen_labels = _sem_labels(SPLIT.unseen)
     for image in inst["images"]:
         sem = _png(os.path.join(tiny_base, "train", "sem_seg", image["file_name"]))
         assert not np.isin(sem, unseen_labels).any(), image["file_name"]
@@ -96,9 +112,9 @@ def test_train_has_no_unseen_instance_segment_or_pixel(tiny_base):
 
 def test_val_holds_unseen_things_and_stuff(tiny_base):
     inst = _load(os.path.join(tiny_base, "annotations", "instances_val.json"))
-    unseen_things = _ids([c for c in SPLIT.unseen if c in SPLIT.things])
+    unseen_things = _category_ids(inst, [c for c in SPLIT.unseen if c in SPLIT.things])
     assert any(a["category_id"] in unseen_things for a in inst["annotations"])
-    unseen_stuff = [SPLIT.classes.index(c) for c in SPLIT.unseen if c in SPLIT.stuff]
+    unseen_stuff = _sem_labels([c for c in SPLIT.unseen if c in SPLIT.stuff])
     sems = [_png(os.path.join(tiny_base, "val", "sem_seg", im["file_name"])) for im in inst["images"]]
     assert any(np.isin(s, unseen_stuff).any() for s in sems)
 
@@ -138,7 +154,7 @@ def test_instance_masks_equal_panoptic_segments(tiny_base):
     for subset in ("train", "val"):
         inst = COCO(os.path.join(tiny_base, "annotations", f"instances_{subset}.json"))
         pan_json = _load(os.path.join(tiny_base, "annotations", f"panoptic_{subset}.json"))
-        thing_ids = _ids(SPLIT.things)
+        thing_ids = _category_ids(pan_json, SPLIT.things)
         for entry in pan_json["annotations"]:
             pan = _pan_ids(os.path.join(tiny_base, subset, "panoptic", entry["file_name"]))
             thing_segments = [s for s in entry["segments_info"] if s["category_id"] in thing_ids]
@@ -161,7 +177,7 @@ def test_pycocotools_loads_every_json(tiny_base):
         ann = coco.loadAnns(coco.getAnnIds()[:1])[0]
         assert coco.annToMask(ann).shape == (128, 128)
     zsi = COCO(os.path.join(tiny_base, "annotations", "instances_val_zsi.json"))
-    unseen = _ids(SPLIT.unseen)
+    unseen = _category_ids(zsi.dataset, [c for c in SPLIT.unseen if c in SPLIT.things])
     assert all(a["category_id"] in unseen for a in zsi.loadAnns(zsi.getAnnIds()))
 
 
