@@ -56,13 +56,34 @@ def test_embeddings_are_not_saved_but_background_is():
     assert "classes.background" in state
 
 
-def test_synced_background_overrides_learned_one():
+class _BackgroundSource(torch.nn.Module):
+    def __init__(self, vector):
+        super().__init__()
+        self.vector = torch.nn.Parameter(vector)
+
+    def background_vector(self):
+        return self.vector
+
+
+def test_synced_background_overrides_learned_one_and_is_read_at_every_use():
     clf = _classifier()
-    clf.classes.synced_background = torch.tensor([0.0, 0.0, 3.0])
-    logits = clf(torch.tensor([[0.0, 0.0, 1.0]]))
-    assert logits[0, -1].item() == pytest.approx(10.0)
-    clf.classes.synced_background = None
-    assert clf(torch.tensor([[0.0, 0.0, 1.0]]))[0, -1].item() == pytest.approx(0.0)
+    source = _BackgroundSource(torch.tensor([0.0, 0.0, 3.0]))
+    clf.classes.sync_background_from(source.background_vector)
+    x = torch.tensor([[0.0, 0.0, 1.0]])
+    assert clf(x)[0, -1].item() == pytest.approx(10.0)
+    with torch.no_grad():
+        source.vector.copy_(torch.tensor([3.0, 0.0, 0.0]))
+    x = torch.tensor([[1.0, 0.0, 0.0]])
+    assert clf(x)[0, -1].item() == pytest.approx(10.0)
+    clf(torch.tensor([[0.0, 1.0, 0.0]]))[0, -1].backward()
+    assert source.vector.grad.abs().sum() > 0 and clf.classes.background.grad is None
+    clf.classes.sync_background_from(None)
+    assert clf(x)[0, -1].item() == pytest.approx(10.0 / math.sqrt(2))  # the learned (1, 1, 0) again
+
+
+def test_background_source_that_a_deepcopy_cannot_rebind_is_refused():
+    with pytest.raises(TypeError, match="bound method of an nn.Module"):
+        _classifier().classes.sync_background_from(lambda: torch.zeros(3))
 
 
 def test_shape_mismatch_is_refused():

@@ -66,14 +66,18 @@ def test_training_losses_and_gradients(cfg, batch):
     assert model.roi_heads.mask_head.to_semantic.weight.grad.abs().sum() > 0
 
 
-def test_sync_bg_writes_one_vector_into_both_heads_and_trains_ba_rpn(cfg, batch):
+def test_sync_bg_gives_both_heads_ba_rpns_background_and_trains_it(cfg, batch):
     torch.manual_seed(0)
     model = build_model(cfg).train()
     _train_step(model, batch)
     box_bank = model.roi_heads.box_predictor.cls_score.classes
     mask_bank = model.roi_heads.mask_head.classes
-    assert box_bank.synced_background is mask_bank.synced_background
-    torch.testing.assert_close(box_bank.synced_background, model.proposal_generator.rpn_head.background_vector())
+    rpn_head = model.proposal_generator.rpn_head
+    with torch.no_grad():
+        rpn_head.background.add_(torch.randn_like(rpn_head.background))  # read live, not a copy from the forward
+    for bank in (box_bank, mask_bank):
+        torch.testing.assert_close(bank.current_background(), rpn_head.background_vector())
+    assert not torch.allclose(box_bank.current_background(), box_bank.background)
     torch.testing.assert_close(box_bank.weights()[-1], mask_bank.weights()[-1])
     # The heads' losses reach BA-RPN's background; the heads' own backgrounds are unused and frozen.
     assert model.proposal_generator.rpn_head.background.grad.abs().sum() > 0
@@ -168,7 +172,7 @@ def test_reconstruction_cannot_be_won_by_shrinking_the_features(cfg):
     params = list(producer.parameters()) + list(predictor.parameters())
     optimizer = torch.optim.SGD([p for p in params if p.requires_grad], lr=1.0)
     for _ in range(300):
-        loss = predictor(producer(z))[2]
+        loss = predictor.reconstruction_losses(producer(z))["loss_box_reconstruction"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -5,7 +5,8 @@ same three things: the embeddings of every class the model may be asked about, t
 scores now (seen in training, seen + unseen or unseen at test), and a background vector that no
 class name describes. Written once here and composed by each head.
 """
-from typing import Optional, Sequence, Tuple
+import inspect
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,10 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
             raise ValueError(f"background must be ({dim},), got {tuple(background.shape)}")
         self.background = nn.Parameter(background.detach().clone().float(), requires_grad=learn_background)
         self.register_buffer("active", torch.arange(len(self.class_names)), persistent=False)
-        # Set by Sync-bg for one forward pass; None means "use self.background".
-        self.synced_background: Optional[torch.Tensor] = None
+        # Sync-bg: a bound method of another module of the same model that returns the background
+        # to use instead of self.background; None means "use self.background". Wiring, not state:
+        # read at every use, so no tensor of a forward pass is kept (deepcopy, pickling, EMA work).
+        self._background_source: Optional[Callable[[], torch.Tensor]] = None
 
     @property
     def dim(self) -> int:
@@ -65,8 +68,18 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
         index = [self.class_names.index(n) for n in names]
         self.active = torch.tensor(index, dtype=torch.long, device=self.embeddings.device)
 
+    def sync_background_from(self, source: Optional[Callable[[], torch.Tensor]]):
+        """Use `source()` (e.g. BA-RPN's learned background) as the background from now on; None undoes it.
+
+        A bound method of a module is required so that copy.deepcopy / pickling of the model
+        rebind it to the copy's module (a lambda or a plain function would keep the original's).
+        """
+        if source is not None and not (inspect.ismethod(source) and isinstance(source.__self__, nn.Module)):
+            raise TypeError(f"The background source must be a bound method of an nn.Module, got {source!r}")
+        self._background_source = source
+
     def current_background(self) -> torch.Tensor:
-        return self.background if self.synced_background is None else self.synced_background
+        return self.background if self._background_source is None else self._background_source()
 
     def weights(self) -> torch.Tensor:
         bg = F.normalize(self.current_background(), dim=0)

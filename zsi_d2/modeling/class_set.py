@@ -132,6 +132,12 @@ class ZeroShotModule(abc.ABC):
     def set_class_names(self, names: Tuple[str, ...]):
         """Score exactly `names`, in this order, from now on."""
 
+    def set_class_set(self, class_set: ClassSet):
+        """Follow `class_set` from now on. Override when a module needs more than the names (e.g.
+        which of them are unseen): what it derives is set here, when the class set switches, never
+        per forward pass."""
+        self.set_class_names(class_set.names)
+
 
 def apply_class_set(model, class_set: ClassSet):
     """Tell every ZeroShotModule inside `model` which names to score."""
@@ -139,7 +145,7 @@ def apply_class_set(model, class_set: ClassSet):
     touched = 0
     for module in model.modules():
         if isinstance(module, ZeroShotModule):
-            module.set_class_names(class_set.names)
+            module.set_class_set(class_set)
             touched += 1
     if touched == 0:
         raise TypeError(f"{type(model).__name__} has no zero-shot modules: it cannot switch class sets")

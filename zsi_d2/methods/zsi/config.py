@@ -16,8 +16,8 @@ def add_zsi_config(cfg):
     if "ZSI" in cfg.MODEL:
         return cfg
     cfg.MODEL.ZSI = CN()
-    # Each iteration, BA-RPN's learned background vector overwrites the background embedding of
-    # the zero-shot detector and of the Semantic Mask Head (needs the BA-RPN head).
+    # BA-RPN's learned background vector is the background embedding of the zero-shot detector and
+    # of the Semantic Mask Head, read from BA-RPN at every use (needs the BA-RPN head).
     cfg.MODEL.ZSI.SYNC_BG = True
     # Weight of the encoder-decoder reconstruction loss (MSE) in the zero-shot detector; 0 = off.
     cfg.MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT = 0.5

@@ -10,52 +10,41 @@ __all__ = ["ZSIRCNN"]
 
 @META_ARCH_REGISTRY.register()
 class ZSIRCNN(ZeroShotRCNN):
-    """ZeroShotRCNN + Sync-bg: every forward pass (training and test), BA-RPN's learned background
-    vector becomes the background embedding of the zero-shot detector and of the Semantic Mask
-    Head. It is handed over as a tensor, not copied, so the heads' losses train BA-RPN's
-    background too (ZSI, Algorithm 1).
+    """ZeroShotRCNN + Sync-bg: BA-RPN's learned background vector is the background embedding of
+    the zero-shot detector and of the Semantic Mask Head, in training and at test. The heads read it
+    from BA-RPN at every use (wired once here, nothing is stored per forward pass), with gradient,
+    so the heads' losses train BA-RPN's background too (ZSI, Algorithm 1).
+
+    The wiring is a bound method of this model's own BA-RPN head, which copy.deepcopy and pickling
+    rebind to the copy's head. (torch.nn.DataParallel's replicas would keep the original's: use
+    DistributedDataParallel, as detectron2 does.)
     """
 
     @configurable
-    def __init__(self, *, sync_bg: bool, gzsi_per_group_nms: bool = False, **kwargs):
+    def __init__(self, *, sync_bg: bool, **kwargs):
         super().__init__(**kwargs)
         self.sync_bg = sync_bg
-        self.gzsi_per_group_nms = gzsi_per_group_nms
-        if sync_bg and not isinstance(getattr(self.proposal_generator, "rpn_head", None), BackgroundAwareRPNHead):
+        if not sync_bg:
+            return
+        rpn_head = getattr(self.proposal_generator, "rpn_head", None)
+        if not isinstance(rpn_head, BackgroundAwareRPNHead):
             raise ValueError(
                 "MODEL.ZSI.SYNC_BG needs BA-RPN's background vector: set MODEL.RPN.HEAD_NAME "
                 "'BackgroundAwareRPNHead', or MODEL.ZSI.SYNC_BG False."
             )
+        for bank in self.background_receivers():
+            bank.sync_background_from(rpn_head.background_vector)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         ret["sync_bg"] = cfg.MODEL.ZSI.SYNC_BG
-        ret["gzsi_per_group_nms"] = cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
         return ret
 
     def background_receivers(self):
-        """The class-embedding banks whose background Sync-bg overwrites."""
+        """The class-embedding banks whose background Sync-bg replaces."""
         receivers = [self.roi_heads.box_predictor.cls_score.classes]
         mask_classes = getattr(getattr(self.roi_heads, "mask_head", None), "classes", None)
         if mask_classes is not None:
             receivers.append(mask_classes)
         return receivers
-
-    def synchronize_background(self):
-        background = self.proposal_generator.rpn_head.background_vector()
-        for bank in self.background_receivers():
-            bank.synced_background = background
-        return background
-
-    def forward(self, batched_inputs):
-        if self.sync_bg and self.training:
-            self.synchronize_background()
-        return super().forward(batched_inputs)
-
-    def inference(self, batched_inputs, detected_instances=None, do_postprocess=True):
-        if self.sync_bg:
-            self.synchronize_background()
-        per_group = self.gzsi_per_group_nms and self.class_set.mode == "gzsi"
-        self.roi_heads.box_predictor.nms_groups = self.class_set.group_indices() if per_group else None
-        return super().inference(batched_inputs, detected_instances, do_postprocess)

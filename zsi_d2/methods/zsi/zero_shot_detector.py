@@ -11,7 +11,7 @@ changing the feature instead. On zs_shapes that collapsed the features to zero (
 loss 12 -> 0.002 in 80 iterations, classification stopped learning), and with only the target
 detached it blew them up (reconstruction loss 1e5, mask loss 177).
 """
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +27,23 @@ __all__ = ["ZeroShotDetectorPredictor"]
 
 
 class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
-    """The projection box predictor plus ZSI's reconstruction loss ("loss_box_reconstruction") and
-    optional per-group NMS at inference."""
+    """The projection box predictor plus ZSI's reconstruction loss and optional per-group NMS in GZSI.
+
+    It keeps detectron2's predictor contract: `forward` returns (scores, proposal_deltas) in
+    training too, so detectron2's box-head code (e.g. TRAIN_ON_PRED_BOXES) works unchanged. The
+    reconstruction needs the RoI features, which detectron2's `losses` is not given: ZSIROIHeads
+    passes them to `reconstruction_losses`.
+    """
 
     @configurable
-    def __init__(self, input_shape, *, reconstruction_weight: float = 0.5, **kwargs):
+    def __init__(self, input_shape, *, reconstruction_weight: float = 0.5, gzsi_per_group_nms: bool = False,
+                 **kwargs):
         super().__init__(input_shape, **kwargs)
         self.reconstruction_weight = reconstruction_weight
         input_dim = self.cls_score.project.in_features
         self.decoder = nn.Linear(self.cls_score.embedding_dim, input_dim) if reconstruction_weight > 0 else None
-        # Groups of local class indices that get their own NMS and top-k (set per evaluation).
+        self.gzsi_per_group_nms = gzsi_per_group_nms
+        # Groups of local class indices that get their own NMS and top-k; follows the class set.
         self.nms_groups: Optional[Sequence[torch.Tensor]] = None
 
     @classmethod
@@ -44,23 +51,25 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         # With Sync-bg the background comes from BA-RPN, so the head's own stays unused and frozen.
         ret = super().from_config(cfg, input_shape, learn_background=not cfg.MODEL.ZSI.SYNC_BG)
         ret["reconstruction_weight"] = cfg.MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT
+        ret["gzsi_per_group_nms"] = cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
         return ret
 
-    def forward(self, x):
-        x = x.flatten(1)
-        semantic = self.cls_score.project(x)
-        scores = self.cls_score.logits(semantic)
-        deltas = self.bbox_pred(x)
-        if self.training and self.decoder is not None:
-            feature = x.detach()
-            return scores, deltas, F.mse_loss(self.decoder(self.cls_score.project(feature)), feature)
-        return scores, deltas
+    def set_class_set(self, class_set):
+        super().set_class_set(class_set)
+        per_group = self.gzsi_per_group_nms and class_set.mode == "gzsi"
+        self.nms_groups = class_set.group_indices() if per_group else None
 
-    def losses(self, predictions, proposals):
-        losses = super().losses(predictions[:2], proposals)
-        if len(predictions) == 3:
-            losses["loss_box_reconstruction"] = self.reconstruction_weight * predictions[2]
-        return losses
+    def reconstruction_losses(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{"loss_box_reconstruction": ...} for the RoI features the predictor was given; {} when off.
+
+        The feature is detached (see the module docstring): the loss trains the semantic
+        projection and the decoder, never the feature.
+        """
+        if self.decoder is None:
+            return {}
+        feature = features.flatten(1).detach()
+        rebuilt = self.decoder(self.cls_score.project(feature))
+        return {"loss_box_reconstruction": self.reconstruction_weight * F.mse_loss(rebuilt, feature)}
 
     def inference(self, predictions, proposals):
         if not self.nms_groups:
