@@ -1,12 +1,15 @@
 """Leakage audit: a zero-shot training set must hold no unseen instance, segment or pixel.
 
-    python -m zsi_d2.data.audit DATASET_NAME [DATASET_NAME ...]
+    python -m zsi_d2.data.audit DATASET_NAME [DATASET_NAME ...] [--register my_datasets.py ...]
+    python -m zsi_d2.data.audit DATASET_NAME --config-file CONFIG   # its DATASETS.REGISTER_MODULES
 
-exits 1 and names the offending images when a training set leaks. `train_net.py` runs the same
-check before training (`check_training_sets`); DATASETS.CHECK_LEAKAGE False skips it, loudly.
+exits 1 and names the offending images when a training set leaks, 2 (one line) for an unknown
+dataset or registration module. `train_net.py` runs the same check before training
+(`check_training_sets`); DATASETS.CHECK_LEAKAGE False skips it, loudly.
 """
 import argparse
 import logging
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import List, Tuple
@@ -15,9 +18,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 
-__all__ = ["Leak", "AuditReport", "audit_dataset", "check_training_sets", "main"]
+from .metadata import DatasetSetupError, registered_metadata, segment_class_name
+from .register_modules import import_register_modules
+
+__all__ = ["Leak", "AuditReport", "audit_dataset", "audit_command", "check_training_sets", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +64,20 @@ class AuditReport:
 def _unseen_of(dataset_name, meta):
     unseen = meta.get("unseen_classes", None)
     if unseen is None:
-        raise KeyError(
-            f"Dataset '{dataset_name}' has no 'unseen_classes' metadata, so it cannot be audited. "
-            "Register it with zsi_d2.data.set_zero_shot_metadata(dataset_name, split_name, mode)."
+        raise DatasetSetupError(
+            f"Dataset '{dataset_name}' has no 'unseen_classes' metadata, so it cannot be audited. Make it "
+            f"zero-shot where it is registered: zsi_d2.data.make_zero_shot('{dataset_name}', SPLIT_NAME, MODE)."
         )
     return set(unseen)
 
 
 def audit_dataset(dataset_name: str, check_pixels: bool = True) -> AuditReport:
     """Look at every annotation, panoptic segment and (optionally) semantic label map."""
-    meta = MetadataCatalog.get(dataset_name)
+    meta = registered_metadata(dataset_name)
     unseen = _unseen_of(dataset_name, meta)
+    dicts = DatasetCatalog.get(dataset_name)  # may fill thing_classes (register_coco_instances): read after
     things = list(meta.get("thing_classes", []))
     stuff = list(meta.get("stuff_classes", []))
-    dicts = DatasetCatalog.get(dataset_name)
     report = AuditReport(dataset_name, num_images=len(dicts))
     ignore_label = meta.get("ignore_label", 255)
     unseen_stuff_ids = np.array([i for i, n in enumerate(stuff) if n in unseen], dtype=np.int64)
@@ -82,7 +88,7 @@ def audit_dataset(dataset_name: str, check_pixels: bool = True) -> AuditReport:
             if cls in unseen:
                 report.leaks.append(Leak(name, "instance", cls))
         for seg in d.get("segments_info", []):
-            cls = (things if seg.get("isthing", False) else stuff)[seg["category_id"]]
+            cls = segment_class_name(meta, seg)
             if cls in unseen:
                 report.leaks.append(Leak(name, "segment", cls))
         if check_pixels and "sem_seg_file_name" in d and unseen_stuff_ids.size:
@@ -91,6 +97,14 @@ def audit_dataset(dataset_name: str, check_pixels: bool = True) -> AuditReport:
             for label in np.intersect1d(labels, unseen_stuff_ids):
                 report.leaks.append(Leak(name, "pixels", stuff[int(label)]))
     return report
+
+
+def audit_command(dataset_names, register_modules=()) -> str:
+    """The audit command line for these datasets, with the modules that register them."""
+    words = ["python", "-m", "zsi_d2.data.audit", *dataset_names]
+    for module in register_modules:
+        words += ["--register", module]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def check_training_sets(cfg):
@@ -104,26 +118,47 @@ def check_training_sets(cfg):
     for name in cfg.DATASETS.TRAIN:
         report = audit_dataset(name)
         if not report.ok:
+            command = audit_command([name], cfg.DATASETS.REGISTER_MODULES)
             raise RuntimeError(
                 f"Training set '{name}' holds unseen-class labels; refusing to train.\n{report.format()}\n"
-                f"Re-prepare it (datasets/README.md) or audit it with: python -m zsi_d2.data.audit {name}"
+                f"Remove those labels (for zsi_d2's own datasets: re-prepare them, datasets/README.md), "
+                f"then audit it again with: {command}"
             )
         logger.info(report.format())
+
+
+def _register_modules(args):
+    modules = []
+    if args.config_file:
+        from ..config import get_zsi_d2_cfg
+
+        cfg = get_zsi_d2_cfg()
+        cfg.merge_from_file(args.config_file)
+        modules += list(cfg.DATASETS.REGISTER_MODULES)
+    return modules + list(args.register or [])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("datasets", nargs="+", help="registered dataset names")
+    parser.add_argument("--register", action="append", metavar="MODULE",
+                        help="dotted module name or .py file that registers the datasets (repeatable)")
+    parser.add_argument("--config-file", metavar="CONFIG", help="import the config's DATASETS.REGISTER_MODULES")
     parser.add_argument("--no-pixels", action="store_true", help="skip reading semantic label maps")
     parser.add_argument("--max-lines", type=int, default=20, help="offending entries printed per dataset")
     args = parser.parse_args(argv)
     import zsi_d2  # noqa: F401  (registers datasets)
 
     status = 0
-    for name in args.datasets:
-        report = audit_dataset(name, check_pixels=not args.no_pixels)
-        print(report.format(args.max_lines))
-        status |= int(not report.ok)
+    try:
+        import_register_modules(_register_modules(args))
+        for name in args.datasets:
+            report = audit_dataset(name, check_pixels=not args.no_pixels)
+            print(report.format(args.max_lines))
+            status |= int(not report.ok)
+    except (DatasetSetupError, FileNotFoundError, ModuleNotFoundError) as e:
+        print(f"audit: error: {e}", file=sys.stderr)
+        return 2
     return status
 
 

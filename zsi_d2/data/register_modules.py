@@ -4,6 +4,7 @@ Why: a dataset registered in the user's own script is unknown to any other proce
 module in the config (DATASETS.REGISTER_MODULES) or on the command line (`--register`) makes
 `train_net.py`, its worker processes and `python -m zsi_d2.data.audit` import it first.
 """
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -15,31 +16,56 @@ __all__ = ["import_register_modules"]
 logger = logging.getLogger(__name__)
 
 
+def _module_key(path):
+    """sys.modules key of a .py file: its stem plus a hash of its path, so that two files with the
+    same name in different folders are both imported."""
+    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return f"zsi_d2_user_{stem}_{digest}"
+
+
+def _import_file(name):
+    path = os.path.abspath(name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Dataset registration module '{name}' (DATASETS.REGISTER_MODULES / --register) does not exist "
+            f"(looked for {path}, relative paths start at the current folder): give the path of a .py file "
+            "or a dotted module name on PYTHONPATH."
+        )
+    key = _module_key(path)
+    if key in sys.modules:
+        return False
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[key]  # a failed import is not "done": the next call runs it again
+        raise
+    return True
+
+
+def _import_dotted(name):
+    if name in sys.modules:
+        return False
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if not e.name or not (name == e.name or name.startswith(e.name + ".")):
+            raise  # a module the user's module imports is missing: its own error says which
+        raise ModuleNotFoundError(
+            f"Dataset registration module '{name}' (DATASETS.REGISTER_MODULES / --register) cannot be "
+            "imported: put its folder on PYTHONPATH, or give the path of the .py file instead."
+        ) from None
+    return True
+
+
 def import_register_modules(modules):
     """Import each dotted module name or `.py` path once (a second call is a no-op)."""
+    if isinstance(modules, str):
+        modules = [modules]  # DATASETS.REGISTER_MODULES "my_datasets.py" (a string, not a list)
     for name in modules:
-        if name.endswith(".py"):
-            path = os.path.abspath(name)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"Dataset registration module '{name}' (DATASETS.REGISTER_MODULES / --register) does not "
-                    "exist: give the path of a .py file or a dotted module name on PYTHONPATH."
-                )
-            key = "zsi_d2_user_" + os.path.splitext(os.path.basename(path))[0]
-            if key in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(key, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[key] = module
-            spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as e:
-                if not e.name or not (name == e.name or name.startswith(e.name + ".")):
-                    raise  # a module the user's module imports is missing: its own error says which
-                raise ModuleNotFoundError(
-                    f"Dataset registration module '{name}' (DATASETS.REGISTER_MODULES / --register) cannot be "
-                    "imported: put its folder on PYTHONPATH, or give the path of the .py file instead."
-                ) from None
-        logger.info(f"Imported dataset registration module '{name}'")
+        imported = _import_file(name) if name.endswith(".py") else _import_dotted(name)
+        if imported:
+            logger.info(f"Imported dataset registration module '{name}'")
