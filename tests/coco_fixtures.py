@@ -22,10 +22,12 @@ from PIL import Image
 
 from zsi_d2.data import splits
 
-SHARED_PANOPTIC = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data",
-    "coco_panoptic_sample",
-)
+from conftest import SHARED_DATA  # noqa: E402  (the checkout-relative ../shared/data)
+
+SHARED_PANOPTIC = os.path.join(SHARED_DATA, "coco_panoptic_sample")
+# The one reason of every skip for missing shared data; conftest turns such skips into failures in
+# CI (CI=true), where the data must be present.
+SHARED_PANOPTIC_MISSING = f"shared COCO panoptic sample absent: {SHARED_PANOPTIC}"
 H, W = 32, 48
 FULL = (0, 0, W, H)  # x0, y0, x1, y1
 

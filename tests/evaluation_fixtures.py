@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
 
-COCO_PANOPTIC_SAMPLE = "/work/shared/data/coco_panoptic_sample"
+from coco_fixtures import SHARED_PANOPTIC as COCO_PANOPTIC_SAMPLE, SHARED_PANOPTIC_MISSING  # noqa: E402,F401
 
 # Non-contiguous dataset ids on purpose: results must use them, not 0..K-1.
 INSTANCE_CATEGORIES = [

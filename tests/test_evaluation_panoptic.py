@@ -10,7 +10,12 @@ import pytest
 import zsi_d2  # noqa: F401  (compat layer before detectron2)
 
 sys.path.insert(0, os.path.dirname(__file__))
-from evaluation_fixtures import COCO_PANOPTIC_SAMPLE, has_coco_panoptic_sample, write_panoptic_png  # noqa: E402
+from evaluation_fixtures import (  # noqa: E402
+    COCO_PANOPTIC_SAMPLE,
+    SHARED_PANOPTIC_MISSING,
+    has_coco_panoptic_sample,
+    write_panoptic_png,
+)
 
 import torch  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
@@ -182,10 +187,7 @@ def test_pq_compute_from_files(tmp_path):
         )
 
 
-requires_sample = pytest.mark.skipif(
-    not has_coco_panoptic_sample(),
-    reason=f"COCO panoptic sample not found at {COCO_PANOPTIC_SAMPLE}",
-)
+requires_sample = pytest.mark.skipif(not has_coco_panoptic_sample(), reason=SHARED_PANOPTIC_MISSING)
 
 
 @requires_sample
