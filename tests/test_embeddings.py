@@ -341,14 +341,40 @@ def test_minilm_templates_and_synonyms_match_manual(minilm_encode, no_network):
     torch.testing.assert_close(emb[1], expected1, atol=1e-5, rtol=1e-5)
 
 
-def test_minilm_loads_offline_without_env(minilm_encode, no_network, monkeypatch):
-    """Loading must work with the socket blocked even when HF_HUB_OFFLINE is not set."""
-    from zsi_d2.embeddings.sentence_encoder import _load_encoder
+# Run in a fresh interpreter: huggingface_hub reads HF_HUB_OFFLINE once, at import, so only a new
+# process without it shows what the loader does on its own. Every socket use is recorded and
+# refused before anything is imported; the child fails if any was attempted, even if caught.
+_OFFLINE_CHILD = r"""
+import socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[:2]))
+    raise OSError("network blocked by test_minilm_loads_offline_without_env")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+import huggingface_hub.constants
+assert not huggingface_hub.constants.HF_HUB_OFFLINE, "HF_HUB_OFFLINE leaked into the child"
+import torch
+from zsi_d2.embeddings import get_class_embeddings
+emb = get_class_embeddings("minilm", ["green square"], cache_dir="none")
+assert not attempts, f"network access attempted: {attempts}"
+torch.save(emb, sys.argv[1])
+"""
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    _load_encoder.cache_clear()
-    emb = get_class_embeddings("minilm", ["green square"], cache_dir="none")
+
+def test_minilm_loads_offline_without_env(minilm_encode, tmp_path):
+    """Loading must never reach for the network, even when HF_HUB_OFFLINE is not set."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_ENDPOINT="http://127.0.0.1:9")  # empty hub cache, no hub
+    out = tmp_path / "emb.pt"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _OFFLINE_CHILD, str(out)], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    emb = torch.load(out)
     torch.testing.assert_close(emb[0], minilm_encode(["green square"])[0], atol=1e-5, rtol=1e-5)
 
 
