@@ -7,15 +7,17 @@
 
 Each test dataset is evaluated with the class set its metadata asks for (seen + unseen for GZSI,
 unseen only for ZSI); evaluators follow the dataset's metadata; the training set is audited for
-unseen labels before training starts.
+unseen labels before training starts; checkpoints load only what fits (zsi_d2.engine.checkpoint).
+A known input mistake ends in one line on stderr and exit status 2.
 """
 import logging
 import os
+import sys
 import weakref
 
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
-from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import DatasetMapper
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -24,19 +26,50 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import import_register_modules
 from zsi_d2.data.audit import check_training_sets
+from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import ZeroShotCheckpointer, check_weights, launch, zero_shot_test
+from zsi_d2.engine.resume import RNGState, build_resumable_train_loader
+from zsi_d2.errors import EXIT_INPUT_ERROR, InputError
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
 
 logger = logging.getLogger("zsi_d2")
 
+EPILOG = """
+Zero-shot datasets: DATASETS.TRAIN holds seen classes only; each DATASETS.TEST entry is evaluated
+in the mode its metadata names: GZSI (seen + unseen classes scored together; seen/unseen/HM) or
+ZSI (unseen classes only). Built in: zs_shapes_{train,val,val_zsi} and the COCO splits
+(datasets/README.md). Your own datasets: a module that registers them, named in
+DATASETS.REGISTER_MODULES "['my_datasets.py']" (README, "Your own dataset").
+Splits (seen / unseen class lists) live in zsi_d2/data/splits.py.
+Leakage: training sets are audited for unseen labels before training (python -m zsi_d2.data.audit
+NAME does the same); DATASETS.CHECK_LEAKAGE False skips that, loudly.
+Weights: MODEL.WEIGHTS is a local file (never a URL). --eval-only loads every parameter from it or
+stops; a starting checkpoint trained on unseen classes is refused unless
+MODEL.ZERO_SHOT.ALLOW_UNSEEN_IN_WEIGHTS True.
+"""
+
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with zero-shot evaluators, class-set switching, a leakage check and a
-    checkpointer that loads closed-set detectron2 checkpoints safely."""
+    """DefaultTrainer with zero-shot evaluators, class-set switching, a leakage check, a checkpointer
+    that loads only what fits, and exact resumption (data order and random generators)."""
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.checkpointer = ZeroShotCheckpointer(self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+    def build_hooks(self):
+        # Called by DefaultTrainer.__init__ right after it builds its checkpointer and before the
+        # PeriodicCheckpointer hook takes it: replace it here so the hooks save with ours.
+        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
+        extra = {"data_sampler": sampler} if sampler is not None else {}
+        self.checkpointer = ZeroShotCheckpointer.from_config(
+            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, purpose="train",
+            trainer=weakref.proxy(self), rng=RNGState(), **extra,
+        )
+        return super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
+        if self.start_iter > 0 and sampler is not None:
+            sampler.seek(self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+            self._trainer._data_loader_iter = iter(self._trainer.data_loader)  # restart from the seek
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -46,7 +79,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         check_training_sets(cfg)
-        return build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, is_train=True))
+        return build_resumable_train_loader(cfg, DatasetMapper(cfg, is_train=True))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -57,24 +90,29 @@ class Trainer(DefaultTrainer):
         return results
 
 
-def setup(args):
+def build_config(args):
+    """The merged, frozen config; its registration modules imported and its inputs checked."""
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     import_register_modules(cfg.DATASETS.REGISTER_MODULES)
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsi_d2")
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        require_registered(name)
+    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if not resuming:
+        check_weights(cfg.MODEL.WEIGHTS, eval_only=args.eval_only)
     return cfg
 
 
 def main(args):
-    cfg = setup(args)
-    if not args.resume:
-        check_weights(cfg.MODEL.WEIGHTS)
+    cfg = build_config(args)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsi_d2")
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ZeroShotCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = ZeroShotCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, purpose="eval")
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -85,17 +123,16 @@ def main(args):
     return trainer.train()
 
 
-def invoke_main():
-    args = default_argument_parser().parse_args()
+def invoke_main(argv=None):
+    args = default_argument_parser(epilog=EPILOG).parse_args(argv)
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        build_config(args)  # known mistakes surface here, before a config dump or a process spawns
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except InputError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(EXIT_INPUT_ERROR)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ exactly as detectron2 does it, and `create_ddp_model` is told that CPU modules t
 """
 import functools
 import logging
+import sys
 from datetime import timedelta
 
 import torch
@@ -16,6 +17,8 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+
+from ..errors import EXIT_INPUT_ERROR, InputError
 
 __all__ = ["launch"]
 
@@ -34,12 +37,17 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
             raise ValueError("--dist-url must name the first machine for multi-machine CPU jobs")
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     logging.getLogger(__name__).info(f"No GPU: running {num_gpus_per_machine} CPU processes over gloo")
-    mp.spawn(
-        _cpu_worker,
-        nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
-        daemon=False,
-    )
+    try:
+        mp.spawn(
+            _cpu_worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+            daemon=False,
+        )
+    except mp.ProcessExitedException as e:
+        if e.exit_code == EXIT_INPUT_ERROR:  # the worker already printed its one line
+            raise SystemExit(EXIT_INPUT_ERROR) from None
+        raise
 
 
 def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url, args, timeout):
@@ -54,7 +62,11 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
     _let_ddp_wrap_cpu_modules()
     torch.set_num_threads(max(1, torch.get_num_threads() // procs_per_machine))
     comm.synchronize()
-    main_func(*args)
+    try:
+        main_func(*args)
+    except InputError as e:  # one line, as in a single process, instead of a spawn traceback
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(EXIT_INPUT_ERROR)
 
 
 def _let_ddp_wrap_cpu_modules():

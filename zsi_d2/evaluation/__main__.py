@@ -5,12 +5,14 @@ zsi_d2's evaluators (same per-class rules, same seen/unseen/HM summarisation) to
 files, so results exported by any framework can be scored next to zsi_d2's own.
 
     python -m zsi_d2.evaluation instance --gt instances.json --predictions results.json \\
-        --split coco_48_17 [--mode gzsi|zsi] [--json out.json]
+        --split coco_48_17 [--mode gzsi|zsi] [--json out.json] [--allow-empty]
     python -m zsi_d2.evaluation panoptic --gt panoptic.json --gt-folder panoptic/ \\
         --predictions pred.json [--pred-folder pred/] --unseen "cat,dog"
     python -m zsi_d2.evaluation semantic --gt gt_pngs/ --predictions pred_pngs/ \\
         --categories cats.json --unseen "cat,dog"
-    python -m zsi_d2.evaluation confusion --gt instances.json --predictions results.json \
+    python -m zsi_d2.evaluation semantic --gt datasets/zs_shapes/<preset>/val/sem_seg \\
+        --predictions pred_pngs/ --split zs_shapes        # or --dataset zs_shapes_val
+    python -m zsi_d2.evaluation confusion --gt instances.json --predictions results.json \\
         --split coco_48_17 [--iou-type segm|bbox] [--png confusion.png] [--json out.json]
 
 `confusion` prints which class each GT object is given (label_confusion.py): how many unseen
@@ -18,7 +20,12 @@ objects are found but called a seen class, the usual cause of a low GZSI unseen 
 
 Classes: --unseen lists unseen names (every other class of the GT is seen); --split NAME takes
 seen and unseen from zsi_d2.data.splits (split classes absent from the GT are skipped).
-Exit status: 0 on success, 2 on a usage or input error (message on stderr).
+Semantic label values: --categories FILE, or the `stuff_classes` of a registered dataset
+(--dataset NAME, or the registered datasets of --split), as detectron2's label PNGs index them.
+No silent numbers: an empty results list is refused (unless --allow-empty), and a seen or
+unseen group that cannot be scored (nan) is explained on stderr.
+Exit status: 0 on success, 2 on a usage or input error (one line on stderr naming the file or
+option).
 """
 import argparse
 import json
@@ -27,34 +34,42 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from .files import read_json
+
 logger = logging.getLogger("zsi_d2.evaluation")
 
 _TASKS = ("instance", "panoptic", "semantic")
 
 
 class CLIError(Exception):
-    """An input problem to report in one line, without a traceback."""
+    """An input problem to report in one line, without a traceback.
+
+    main() reports these, and the library's ValueError / FileNotFoundError (whose messages name
+    the file), as one line on stderr with exit status 2.
+    """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors in one line too (its default prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _require_file(path: str, what: str) -> str:
+    if os.path.isdir(path):
+        raise CLIError(f"{what} {path} is a folder, not a file")
     if not os.path.isfile(path):
         raise CLIError(f"{what} not found: {path}")
     return path
 
 
 def _require_dir(path: str, what: str) -> str:
+    if os.path.isfile(path):
+        raise CLIError(f"{what} {path} is a file, not a folder")
     if not os.path.isdir(path):
         raise CLIError(f"{what} not found: {path}")
     return path
-
-
-def _load_json(path: str, what: str):
-    _require_file(path, what)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CLIError(f"{what} {path} is not valid json: {e}") from None
 
 
 def resolve_classes(
@@ -94,73 +109,176 @@ def resolve_classes(
 
 
 def _load_instance_inputs(args):
-    """(COCO GT, results list, GT class names, seen, unseen) of an instance GT + results pair."""
-    from .instance import load_coco_gt
+    """(COCO GT, results list, GT class names, seen, unseen) of an instance GT + results pair.
 
-    _require_file(args.gt, "GT json (--gt)")
-    results = _load_json(args.predictions, "Predictions json (--predictions)")
+    Refuses an empty results list unless --allow-empty: its all-zero table looks like a result.
+    """
+    from .instance import check_coco_gt, coco_from_dataset
+
+    gt = read_json(args.gt, "GT json (--gt)")
+    check_coco_gt(gt, f"GT json (--gt) {args.gt}")
+    results = read_json(args.predictions, "Predictions json (--predictions)")
     if isinstance(results, dict) and "annotations" in results:
         results = results["annotations"]
     if not isinstance(results, list):
-        raise CLIError(f"{args.predictions} must hold a COCO results list")
-    coco_gt = load_coco_gt(args.gt)
+        raise CLIError(f"Predictions json (--predictions) {args.predictions} must hold a COCO results list "
+                       "[{image_id, category_id, score, bbox/segmentation}, ...]")
+    if not results:
+        if not args.allow_empty:
+            raise CLIError(f"Predictions json (--predictions) {args.predictions} holds no detection, so every "
+                           "number would be 0: check the model's output, or pass --allow-empty to score it anyway")
+        logger.warning(f"{args.predictions} holds no detection (--allow-empty): every AP and recall is 0")
+    coco_gt = coco_from_dataset(gt)
     names = [c["name"] for c in coco_gt.dataset["categories"]]
     seen, unseen = resolve_classes(names, args.unseen, args.split)
     return coco_gt, results, names, seen, unseen
+
+
+def _check_results(args, coco_gt, results, iou_type: str) -> None:
+    """validate_instance_results, its message prefixed with the predictions file."""
+    from .instance import validate_instance_results
+
+    try:
+        validate_instance_results(coco_gt, results, iou_type)
+    except ValueError as e:
+        raise CLIError(f"Predictions json (--predictions) {args.predictions}: {e}") from None
 
 
 def _run_instance(args) -> Tuple[dict, Sequence[str], Sequence[str], Sequence[str]]:
     from .instance import evaluate_instance_results
 
     coco_gt, results, names, seen, unseen = _load_instance_inputs(args)
+    _check_results(args, coco_gt, results, "bbox")  # the fields every task needs
     if args.tasks:
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        tasks = args.tasks
     else:
         tasks = ["bbox"] if (not results or any("bbox" in r for r in results)) else []
         if any("segmentation" in r for r in results):
             tasks.append("segm")
-        if not tasks:
-            raise CLIError(f"{args.predictions}: results have neither 'bbox' nor 'segmentation'")
-    thresholds = [float(t) for t in args.iou_thresholds.split(",")]
     out = {}
     for task in tasks:
+        _check_results(args, coco_gt, results, task)
         out[task] = evaluate_instance_results(
-            coco_gt, results, seen, unseen, args.mode, thresholds, args.max_dets, task
+            coco_gt, results, seen, unseen, args.mode, args.iou_thresholds, args.max_dets, task
         )
     return out, names, seen, unseen
 
 
 def _run_panoptic(args):
-    from .panoptic import evaluate_panoptic
+    from .panoptic import check_panoptic_json, evaluate_panoptic
 
-    gt = _load_json(args.gt, "GT panoptic json (--gt)")
+    gt = read_json(args.gt, "GT panoptic json (--gt)")
+    check_panoptic_json(gt, f"GT panoptic json (--gt) {args.gt}", "ground truth")
     _require_dir(args.gt_folder, "GT panoptic folder (--gt-folder)")
-    pred = _load_json(args.predictions, "Predictions panoptic json (--predictions)")
+    _require_file(args.predictions, "Predictions panoptic json (--predictions)")
     pred_folder = args.pred_folder or os.path.splitext(args.predictions)[0]
     _require_dir(pred_folder, "Prediction PNG folder (--pred-folder)")
     names = [c["name"] for c in gt["categories"]]
     seen, unseen = resolve_classes(names, args.unseen, args.split)
-    res = evaluate_panoptic(gt, args.gt_folder, pred, pred_folder, seen, unseen, args.mode)
+    # The predictions go in by path, so that pq_compute's messages name the file.
+    res = evaluate_panoptic(gt, args.gt_folder, args.predictions, pred_folder, seen, unseen, args.mode)
     return {"panoptic_seg": res}, names, seen, unseen
 
 
+def _categories_file(path: str) -> List[dict]:
+    categories = read_json(path, "Categories json (--categories)")
+    if not isinstance(categories, list) or not categories or not all(
+        isinstance(c, dict) and {"id", "name"} <= set(c) for c in categories
+    ):
+        raise CLIError(f"Categories json (--categories) {path} must be a json list of {{\"id\", \"name\"}} objects")
+    return categories
+
+
+def _registered_dataset(name: str):
+    """The metadata of a registered dataset; an unknown name lists the close registered ones."""
+    import difflib
+
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    registered = DatasetCatalog.list()
+    if name not in registered:
+        close = difflib.get_close_matches(name, registered, n=5)
+        hint = f" Close names: {close}." if close else ""
+        raise CLIError(f"--dataset '{name}' is not a registered dataset.{hint} A custom dataset is found when "
+                       "the module that registers it is named with --register")
+    return MetadataCatalog.get(name)
+
+
+def _label_space_of_split(split: str):
+    """(dataset name, metadata) of a registered dataset of `split` with a semantic label space.
+
+    All registered datasets of the split must agree on stuff_classes and ignore_label (they do
+    for zs_shapes and the COCO splits); otherwise --dataset has to say which one is meant.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    found = {}
+    for name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        if meta.get("zero_shot_split", None) == split and meta.get("stuff_classes", None):
+            found.setdefault((tuple(meta.stuff_classes), meta.get("ignore_label", 255)), []).append(name)
+    if not found:
+        raise CLIError(f"No registered dataset of split '{split}' has a semantic label space (stuff_classes): "
+                       "pass --categories FILE (a json list of {\"id\", \"name\"}) or --dataset NAME")
+    if len(found) > 1:
+        names = [v[0] for v in found.values()]
+        raise CLIError(f"Registered datasets of split '{split}' use different label spaces ({names}): "
+                       "say which with --dataset NAME")
+    name = next(iter(found.values()))[0]
+    return name, MetadataCatalog.get(name)
+
+
+def _semantic_label_space(args):
+    """(categories, ignore label, metadata or None): --categories, else --dataset, else --split.
+
+    A registered dataset's label PNGs hold indices into its `stuff_classes` (detectron2's
+    convention, which zs_shapes and the COCO preparations follow), ignore = `ignore_label`.
+    """
+    from .semantic import categories_from_metadata
+
+    if args.categories:
+        return _categories_file(args.categories), 255 if args.ignore_label is None else args.ignore_label, None
+    if args.dataset:
+        name, meta = args.dataset, _registered_dataset(args.dataset)
+    elif args.split:
+        name, meta = _label_space_of_split(args.split)
+    else:
+        raise CLIError("semantic evaluation needs the label values' classes: pass --categories FILE (a json "
+                       "list of {\"id\", \"name\"}), --dataset NAME or --split NAME of a registered dataset")
+    categories = categories_from_metadata(meta, name)
+    ignore = int(meta.get("ignore_label", 255)) if args.ignore_label is None else args.ignore_label
+    logger.info(f"Label values are indices into stuff_classes of '{name}' ({len(categories)} classes, "
+                f"ignore {ignore})")
+    return categories, ignore, (meta, name)
+
+
 def _run_semantic(args):
+    from .metrics import evaluated_groups, mode_from_metadata
     from .semantic import evaluate_semantic_folders
 
     _require_dir(args.gt, "GT label folder (--gt)")
     _require_dir(args.predictions, "Prediction label folder (--predictions)")
-    if not args.categories:
-        raise CLIError("semantic evaluation needs --categories (a json list of {\"id\", \"name\"})")
-    categories = _load_json(args.categories, "Categories json (--categories)")
-    if not isinstance(categories, list) or not all(
-        isinstance(c, dict) and {"id", "name"} <= set(c) for c in categories
-    ):
-        raise CLIError(f"{args.categories} must be a json list of {{\"id\", \"name\"}} objects")
+    if args.register:
+        from zsi_d2.data import import_register_modules
+
+        try:
+            import_register_modules(args.register)
+        except (ImportError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from None
+    categories, ignore, dataset = _semantic_label_space(args)
     names = [c["name"] for c in categories]
-    seen, unseen = resolve_classes(names, args.unseen, args.split)
-    res = evaluate_semantic_folders(
-        args.gt, args.predictions, categories, seen, unseen, args.mode, args.ignore_label
-    )
+    if args.unseen or args.split:
+        seen, unseen = resolve_classes(names, args.unseen, args.split)
+    elif dataset:
+        seen, unseen = evaluated_groups(*dataset, names, "semantic evaluation")
+    else:
+        raise CLIError("pass --unseen NAMES or --split NAME (or --dataset NAME) to say which classes are unseen")
+    if args.mode is None:  # only with --dataset: its zero_shot_mode, as the evaluators read it
+        try:
+            args.mode = mode_from_metadata(*dataset)
+        except ValueError as e:
+            raise CLIError(f"{e}: pass --mode gzsi or --mode zsi") from None
+    res = evaluate_semantic_folders(args.gt, args.predictions, categories, seen, unseen, args.mode, ignore)
     return {"sem_seg": res}, names, seen, unseen
 
 
@@ -173,6 +291,7 @@ def _run_confusion(args) -> int:
     )
 
     coco_gt, results, _, seen, unseen = _load_instance_inputs(args)
+    _check_results(args, coco_gt, results, args.iou_type)
     table = instance_label_confusion(coco_gt, results, args.iou_type, args.iou)
     summary = summarize_label_confusion(table, seen, unseen)
     print(f"Labels given to GT objects ({args.iou_type} IoU >= {args.iou}; highest-scoring overlapping detection)")
@@ -192,32 +311,76 @@ def _run_confusion(args) -> int:
     return 0
 
 
+def _iou_thresholds(text: str) -> List[float]:
+    from .instance import check_iou_thresholds
+
+    try:
+        return check_iou_thresholds([t for t in text.split(",") if t.strip()])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
+def _iou(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IoU in (0, 1], e.g. 0.5")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _instance_tasks(text: str) -> List[str]:
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in ("bbox", "segm")]
+    if bad or not tasks:
+        raise argparse.ArgumentTypeError(f"{text!r}: give bbox, segm or bbox,segm")
+    return list(dict.fromkeys(tasks))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m zsi_d2.evaluation",
         description="Zero-shot (seen / unseen / harmonic mean) evaluation of result files.",
     )
     sub = parser.add_subparsers(dest="task", required=True)
 
-    def class_arguments(p):
-        group = p.add_mutually_exclusive_group(required=True)
+    def class_arguments(p, required=True):
+        group = p.add_mutually_exclusive_group(required=required)
         group.add_argument("--unseen", help="comma-separated unseen class names; all other GT classes are seen")
         group.add_argument("--split", help="name of a split registered in zsi_d2.data.splits")
 
-    def common(p):
-        class_arguments(p)
-        p.add_argument("--mode", choices=("gzsi", "zsi"), default="gzsi",
-                       help="gzsi: all classes, report seen/unseen/HM; zsi: unseen classes only")
+    def common(p, required_classes=True):
+        class_arguments(p, required_classes)
+        p.add_argument("--mode", choices=("gzsi", "zsi"), default=None,
+                       help="gzsi (default): all classes, report seen/unseen/HM; zsi: unseen classes only")
         p.add_argument("--json", metavar="FILE", help="also write the numbers to this json file")
         p.add_argument("--per-class", action="store_true", help="also print per-class numbers")
         p.add_argument("--gt", required=True)
         p.add_argument("--predictions", required=True)
 
+    def allow_empty(p):
+        p.add_argument("--allow-empty", action="store_true",
+                       help="score an empty results list (all zeros) instead of refusing it")
+
     p = sub.add_parser("instance", help="COCO instances GT json + COCO results json (bbox and/or segm)")
     common(p)
-    p.add_argument("--tasks", help="comma-separated subset of bbox,segm (default: what the results contain)")
-    p.add_argument("--iou-thresholds", default="0.4,0.5,0.6", help="comma-separated IoU thresholds")
-    p.add_argument("--max-dets", type=int, default=100, help="detections per image (and Recall@N)")
+    allow_empty(p)
+    p.add_argument("--tasks", type=_instance_tasks,
+                   help="comma-separated subset of bbox,segm (default: what the results contain)")
+    p.add_argument("--iou-thresholds", type=_iou_thresholds, default="0.4,0.5,0.6",
+                   help="comma-separated IoU thresholds in (0, 1], at most two decimals")
+    p.add_argument("--max-dets", type=_positive_int, default=100, help="detections per image (and Recall@N)")
 
     p = sub.add_parser("panoptic", help="COCO panoptic GT json/folder + prediction json/folder")
     common(p)
@@ -225,36 +388,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred-folder", help="folder of predicted PNGs (default: --predictions without .json)")
 
     p = sub.add_parser("semantic", help="folders of GT and predicted label PNGs (same file names)")
-    common(p)
+    common(p, required_classes=False)
     p.add_argument("--categories", help="json list of {\"id\": label value, \"name\": class name}")
-    p.add_argument("--ignore-label", type=int, default=255)
+    p.add_argument("--dataset", metavar="NAME",
+                   help="registered dataset whose stuff_classes the label values index (default with --split: "
+                        "the split's registered datasets); also gives seen/unseen and the mode when not passed")
+    p.add_argument("--register", metavar="MODULE", action="append", default=[],
+                   help="module (dotted name or .py path) that registers --dataset; repeatable")
+    p.add_argument("--ignore-label", type=int, default=None,
+                   help="label value that is not scored (default: the dataset's ignore_label, else 255)")
 
     p = sub.add_parser("confusion", help="which class each GT object is given (instance results)")
     class_arguments(p)
+    allow_empty(p)
     p.add_argument("--gt", required=True)
     p.add_argument("--predictions", required=True)
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU a detection needs to label a GT object")
+    p.add_argument("--iou", type=_iou, default=0.5, help="IoU in (0, 1] a detection needs to label a GT object")
     p.add_argument("--png", metavar="FILE", help="also draw the row-normalised table")
     p.add_argument("--title", help="title of the drawing (default: the predictions path)")
     p.add_argument("--json", metavar="FILE", help="also write the table and summary to this json file")
     return parser
 
 
+class _Formatter(logging.Formatter):
+    """detectron2's log format; warnings say so, as detectron2's own formatter does."""
+
+    def formatMessage(self, record):
+        text = super().formatMessage(record)
+        return text.replace("]: ", "]: WARNING: ", 1) if record.levelno >= logging.WARNING else text
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current sys.stderr, which a caller (or a test) may have replaced since."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def _setup_cli_logging():
     """zsi_d2's log lines go to stderr so that stdout carries only the tables."""
     root = logging.getLogger("zsi_d2")
     if not any(getattr(h, "_zsi_d2_cli", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s]: %(message)s", "%m/%d %H:%M:%S"))
+        handler = _StderrHandler()
+        handler.setFormatter(_Formatter("[%(asctime)s %(name)s]: %(message)s", "%m/%d %H:%M:%S"))
         handler._zsi_d2_cli = True
         root.addHandler(handler)
     root.setLevel(logging.INFO)
 
 
+_UNSCORABLE = {  # why a per-class number is nan, per task (see metrics.py)
+    "bbox": "has ground truth", "segm": "has ground truth",
+    "panoptic_seg": "has a GT segment or a prediction", "sem_seg": "has a GT pixel or a prediction",
+}
+
+
+def _explain_nan_groups(results, seen, unseen, gt: str) -> None:
+    """Say why a whole group (and so the HM) is nan instead of printing nan without a word."""
+    from .metrics import nan_groups
+
+    hints = {"seen": "a ZSI test set holds unseen classes only: score it with --mode zsi",
+             "unseen": "the ground truth holds no unseen class (a training set?): check --unseen / --split"}
+    for task, res in results.items():
+        for group in nan_groups(res):
+            members = seen if group == "seen" else unseen
+            what = f"{group} and HM are" if any(k.endswith("/hm") for k in res) else f"{group} is"
+            why = (f"none of the {len(members)} {group} class(es) {_UNSCORABLE[task]} in {gt}" if members
+                   else f"no {group} class is a class of {gt}")
+            logger.warning(f"{task}: {what} nan: {why} ({hints[group]})")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "mode", "") is None and not getattr(args, "dataset", None):
+        args.mode = "gzsi"  # --dataset gives its own mode (semantic)
     _setup_cli_logging()
     try:
         if args.task == "confusion":  # prints its own report
@@ -262,7 +478,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runner = {"instance": _run_instance, "panoptic": _run_panoptic, "semantic": _run_semantic}[args.task]
         results, names, seen, unseen = runner(args)
     except (CLIError, FileNotFoundError, ValueError) as e:
-        print(f"{parser.prog} {args.task}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog} {args.task}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyError as e:
         print(f"{parser.prog} {args.task}: error: malformed input, missing field {e}", file=sys.stderr)
@@ -272,6 +488,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(f"Zero-shot {args.task} evaluation ({args.mode}): {len(seen)} seen, {len(unseen)} unseen classes")
     print(format_zero_shot_table(results))
+    _explain_nan_groups(results, seen, unseen, args.gt)
     if args.per_class:
         for task, res in results.items():
             print(f"\n{task} per class:\n" + format_per_class_table(res, names, seen, unseen))

@@ -27,10 +27,14 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from .files import read_json
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
 __all__ = [
     "ZeroShotInstanceEvaluator",
+    "check_coco_gt",
+    "check_iou_thresholds",
+    "coco_from_dataset",
     "evaluate_instance_results",
     "load_coco_gt",
     "validate_instance_results",
@@ -43,14 +47,73 @@ logger = logging.getLogger(__name__)
 _AREA_ALL = [0.0, 1e5 ** 2]
 
 
-def load_coco_gt(json_file: str) -> COCO:
-    """Load a COCO instances json quietly, failing with the path when it does not exist."""
-    json_file = PathManager.get_local_path(json_file)
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"COCO ground-truth json not found: {json_file}")
+def coco_from_dataset(dataset: Mapping) -> COCO:
+    """A pycocotools COCO built quietly from an already loaded (and checked) json dict."""
+    coco = COCO()
+    coco.dataset = dict(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(json_file)
+        coco.createIndex()
     return coco
+
+
+def check_coco_gt(dataset, source: str) -> None:
+    """Refuse what is not a COCO instances ground truth, naming `source` (a path) and the fix.
+
+    pycocotools fails on these with a bare AssertionError or KeyError: a results list (ground
+    truth and predictions swapped), a panoptic json, or a json without images or annotations.
+    """
+    if isinstance(dataset, list):
+        raise ValueError(
+            f"{source} holds a list (a COCO results file?), not a COCO instances ground truth with "
+            "'images', 'annotations' and 'categories': were the ground truth and the predictions swapped?"
+        )
+    if not isinstance(dataset, Mapping):
+        raise ValueError(f"{source} is not a COCO instances ground truth (a json object with 'images', "
+                         "'annotations' and 'categories')")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(dataset.get(k), list)]
+    if missing:
+        raise ValueError(f"{source} is not a COCO instances ground truth: it has no {missing} list(s)")
+    anns = dataset["annotations"]
+    if anns and isinstance(anns[0], Mapping) and "segments_info" in anns[0]:
+        raise ValueError(f"{source} is a COCO panoptic json, not an instances one: score it with the panoptic task")
+    if not anns:
+        raise ValueError(f"{source} has no annotations: there is nothing to score against")
+    bad = [i for i, a in enumerate(anns) if not isinstance(a, Mapping) or not {"id", "image_id", "category_id"} <= set(a)
+           or not ("bbox" in a or "segmentation" in a)]
+    if bad:
+        raise ValueError(f"{source}: {len(bad)} annotation(s) lack 'id', 'image_id', 'category_id' or a 'bbox'/"
+                         f"'segmentation' (e.g. annotation #{bad[0]}); is it a COCO instances ground truth?")
+    for key, fields in (("images", {"id"}), ("categories", {"id", "name"})):
+        bad = [i for i, x in enumerate(dataset[key]) if not isinstance(x, Mapping) or not fields <= set(x)]
+        if bad:
+            raise ValueError(f"{source}: every entry of '{key}' needs {sorted(fields)} (entry #{bad[0]} has not)")
+
+
+def load_coco_gt(json_file: str) -> COCO:
+    """Load and check a COCO instances json quietly; every failure names the path."""
+    dataset = read_json(json_file, "COCO ground-truth json")
+    check_coco_gt(dataset, json_file)
+    return coco_from_dataset(dataset)
+
+
+def check_iou_thresholds(thresholds: Sequence[float]) -> List[float]:
+    """IoU thresholds as floats in (0, 1], each named exactly by its "AP<100·t>" key.
+
+    Why: 50 instead of 0.5 would be scored at an IoU nobody reaches and printed as "AP5000", and
+    0.555 would be printed as "AP56": both are numbers that do not mean what they say.
+    """
+    out = [float(t) for t in thresholds]
+    if not out:
+        raise ValueError("IoU thresholds are empty")
+    for t in out:
+        if not 0 < t <= 1:
+            raise ValueError(f"IoU threshold {t:g} is outside (0, 1]: thresholds are fractions, e.g. 0.5")
+        if abs(t * 100 - round(t * 100)) > 1e-6:
+            raise ValueError(f"IoU threshold {t:g} has more than two decimals, so its key "
+                             f"{_ap_key(t)} would misname it: use multiples of 0.01")
+    if len({_ap_key(t) for t in out}) != len(out):
+        raise ValueError(f"IoU thresholds {[f'{t:g}' for t in out]} repeat a value")
+    return out
 
 
 def _ap_key(threshold: float) -> str:
@@ -82,9 +145,19 @@ def validate_instance_results(coco_gt: COCO, results: Sequence[Mapping], iou_typ
     """Check a COCO results list against the GT before pycocotools sees it.
 
     pycocotools fails on bad results with a bare assertion or KeyError deep inside; these checks
-    turn the common mistakes (contiguous instead of dataset category ids, wrong image ids, no
-    masks for segm) into errors that say what is wrong and what is valid.
+    turn the common mistakes (a ground truth given as results, contiguous instead of dataset
+    category ids, wrong image ids, no masks for segm) into errors that say what is wrong and what
+    is valid.
     """
+    if not isinstance(results, (list, tuple)):
+        raise ValueError("Results must be a COCO results list of {image_id, category_id, score, bbox/segmentation}")
+    fields = ("image_id", "category_id", "score")
+    bad = [i for i, r in enumerate(results) if not isinstance(r, Mapping) or not set(fields) <= set(r)]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} of {len(results)} result(s) lack one of {list(fields)} (e.g. result #{bad[0]}): a COCO "
+            "results list has a score per detection (is it a ground-truth file? were the files swapped?)"
+        )
     valid_cats = set(coco_gt.getCatIds())
     bad_cats = sorted({r["category_id"] for r in results} - valid_cats, key=str)
     if bad_cats:
@@ -104,22 +177,18 @@ def validate_instance_results(coco_gt: COCO, results: Sequence[Mapping], iou_typ
     key = "segmentation" if iou_type == "segm" else "bbox"
     missing = sum(1 for r in results if key not in r and not (iou_type == "bbox" and "segmentation" in r))
     if missing:
-        raise ValueError(
-            f"{missing} result(s) have no '{key}' field, which {iou_type!r} evaluation needs"
-        )
+        also = " (nor 'segmentation')" if iou_type == "bbox" else ""
+        raise ValueError(f"{missing} of {len(results)} result(s) have no '{key}' field{also}, which "
+                         f"{iou_type!r} evaluation needs")
 
 
 def _empty_results(coco_gt: COCO) -> COCO:
     """A results COCO with no detections (loadRes cannot take an empty list)."""
-    res = COCO()
-    res.dataset = {
+    return coco_from_dataset({
         "images": list(coco_gt.dataset["images"]),
         "categories": copy.deepcopy(coco_gt.dataset["categories"]),
         "annotations": [],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        res.createIndex()
-    return res
+    })
 
 
 def evaluate_instance_results(
@@ -142,7 +211,8 @@ def evaluate_instance_results(
         mode: "gzsi" evaluates seen + unseen classes and reports seen/unseen/hm; "zsi"
             restricts GT and results to unseen categories and reports unseen only.
         iou_thresholds: one "AP<100·t>" metric per threshold.
-        max_dets: detections kept per image (by score), also the "Recall@<max_dets>" metric.
+        max_dets: detections kept per image and class (by score; pycocotools' maxDets), also
+            the "Recall@<max_dets>" metric.
         iou_type: "bbox" or "segm".
 
     Returns:
@@ -154,6 +224,8 @@ def evaluate_instance_results(
     check_mode(mode)
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    if int(max_dets) < 1:
+        raise ValueError(f"max_dets must be at least 1, got {max_dets}")
     name_to_id = _category_names(coco_gt)
     unknown = [n for n in list(seen_names) + list(unseen_names) if n not in name_to_id]
     if unknown:
@@ -175,14 +247,17 @@ def evaluate_instance_results(
     # loadRes writes "id"/"area"/"iscrowd" into them.
     keep = set(eval_cat_ids)
     dts = [copy.deepcopy(dict(r)) for r in results if r["category_id"] in keep]
+    if results and not dts:
+        logger.warning(
+            f"None of the {len(results)} results is of an evaluated category ({mode}: {eval_names}); "
+            "every AP is 0"
+        )
     if iou_type == "segm":
         # As detectron2 does: without "bbox", loadRes takes the area from the mask.
         for d in dts:
             d.pop("bbox", None)
 
-    thresholds = [float(t) for t in iou_thresholds]
-    if not thresholds:
-        raise ValueError("iou_thresholds is empty")
+    thresholds = check_iou_thresholds(iou_thresholds)
     # Recall@N is reported at IoU 0.5, so 0.5 is always evaluated.
     all_thresholds = sorted(set(thresholds) | {0.5})
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "evaluated_groups",
+    "nan_groups",
     "nan_to_none",
     "ZERO_SHOT_MODES",
     "GROUP_SUFFIXES",
@@ -213,6 +214,17 @@ def format_per_class_table(
     if omitted:
         text += f"\n({omitted} class(es) without ground truth or predictions omitted)"
     return text
+
+
+def nan_groups(results: Mapping[str, float]) -> list:
+    """The groups ("seen", "unseen") of one task's flat results whose every number is nan, i.e.
+    none of their classes could be scored (see the rules above); their HM is nan too."""
+    out = []
+    for group in ("seen", "unseen"):
+        values = [v for k, v in results.items() if k.endswith("/" + group)]
+        if values and all(math.isnan(float(v)) for v in values):
+            out.append(group)
+    return out
 
 
 def nan_to_none(obj):

@@ -35,6 +35,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from .files import read_json
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "pq_from_segments",
     "pq_compute",
     "summarize_panoptic",
+    "check_panoptic_json",
     "evaluate_panoptic",
     "ZeroShotPanopticEvaluator",
 ]
@@ -262,13 +264,43 @@ def pq_from_segments(
     return stat
 
 
-def _load_json(path_or_dict) -> dict:
-    if isinstance(path_or_dict, Mapping):
-        return dict(path_or_dict)
-    if not os.path.isfile(path_or_dict):
-        raise FileNotFoundError(f"Panoptic json not found: {path_or_dict}")
-    with open(path_or_dict) as f:
-        return json.load(f)
+def _load_json(path_or_dict, what: str = "Panoptic json"):
+    if isinstance(path_or_dict, (Mapping, list, tuple)):
+        return path_or_dict
+    return read_json(path_or_dict, what)
+
+
+_ANNOTATION_FIELDS = ("image_id", "file_name", "segments_info")
+
+
+def check_panoptic_json(data, source: str, role: str = "ground truth") -> List[dict]:
+    """The annotations of a COCO panoptic json, refusing with `source` named what is not one.
+
+    role "ground truth" needs {"annotations", "categories"}; role "predictions" takes that or a
+    bare list of annotations and must not be empty. Catches a list given as GT (files swapped),
+    an instances json given as panoptic, and annotations without PNG or segments.
+    """
+    if role == "predictions" and isinstance(data, (list, tuple)):
+        anns = list(data)
+    elif isinstance(data, Mapping) and isinstance(data.get("annotations"), list):
+        anns = data["annotations"]
+    elif isinstance(data, (list, tuple)):
+        raise ValueError(f"{source} holds a list, not a COCO panoptic ground truth with 'annotations' and "
+                         "'categories': were the ground truth and the predictions swapped?")
+    else:
+        raise ValueError(f"{source} is not a COCO panoptic json: it has no 'annotations' list")
+    if role == "ground truth" and not isinstance(data.get("categories"), list):
+        raise ValueError(f"{source} is not a COCO panoptic ground truth: it has no 'categories' list")
+    if not anns:
+        raise ValueError(f"{source} holds no annotations: {'no image has a prediction' if role == 'predictions' else 'nothing to score against'}")
+    bad = [i for i, a in enumerate(anns) if not isinstance(a, Mapping) or not set(_ANNOTATION_FIELDS) <= set(a)]
+    if bad:
+        first = anns[bad[0]]
+        hint = (" (it looks like a COCO instances json: use the instance task)"
+                if isinstance(first, Mapping) and "bbox" in first else "")
+        raise ValueError(f"{source}: {len(bad)} annotation(s) lack one of {list(_ANNOTATION_FIELDS)} "
+                         f"(e.g. annotation #{bad[0]}){hint}")
+    return anns
 
 
 def pq_compute(
@@ -289,11 +321,11 @@ def pq_compute(
         categories: defaults to the GT's "categories".
         keep_category_ids: see `pq_from_segments` (zsi mode).
     """
-    gt = _load_json(gt_json)
-    if isinstance(pred_json, (list, tuple)):
-        pred = {"annotations": list(pred_json)}
-    else:
-        pred = _load_json(pred_json)
+    gt = _load_json(gt_json, "Panoptic GT json")
+    gt_source = gt_json if isinstance(gt_json, str) else "The panoptic ground truth"
+    check_panoptic_json(gt, gt_source, "ground truth")
+    pred_source = pred_json if isinstance(pred_json, str) else "The panoptic predictions"
+    pred_anns = check_panoptic_json(_load_json(pred_json, "Panoptic predictions json"), pred_source, "predictions")
     if pred_folder is None:
         if not isinstance(pred_json, str):
             raise ValueError("pred_folder is required when pred_json is not a path")
@@ -303,12 +335,16 @@ def pq_compute(
             raise FileNotFoundError(f"Panoptic {what} PNG folder not found: {folder}")
     categories = _categories_by_id(categories if categories is not None else gt["categories"])
 
-    pred_by_image = {a["image_id"]: a for a in pred.get("annotations", [])}
+    pred_by_image = {a["image_id"]: a for a in pred_anns}
+    missing = [a["image_id"] for a in gt["annotations"] if a["image_id"] not in pred_by_image]
+    if missing:
+        raise ValueError(
+            f"{pred_source} has no prediction for {len(missing)} of {len(gt['annotations'])} GT image(s) "
+            f"(e.g. image id {missing[0]!r}): panoptic evaluation needs one per GT image"
+        )
     stat = PQStat()
     for gt_ann in gt["annotations"]:
         image_id = gt_ann["image_id"]
-        if image_id not in pred_by_image:
-            raise ValueError(f"No prediction for the GT image with id {image_id!r}")
         pred_ann = pred_by_image[image_id]
         pq_from_segments(
             load_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"])),
@@ -386,7 +422,8 @@ def evaluate_panoptic(
     """Files in, zero-shot numbers out: `pq_compute` + `summarize_panoptic` (zsi restricts GT and
     predictions to the unseen categories first)."""
     check_mode(mode)
-    gt = _load_json(gt_json)
+    gt = _load_json(gt_json, "Panoptic GT json")
+    check_panoptic_json(gt, gt_json if isinstance(gt_json, str) else "The panoptic ground truth", "ground truth")
     keep = _category_ids_of(unseen_names, gt["categories"]) if mode == "zsi" else None
     stat = pq_compute(gt, gt_folder, pred_json, pred_folder, gt["categories"], keep)
     return summarize_panoptic(stat, gt["categories"], seen_names, unseen_names, mode)
@@ -416,7 +453,8 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
             if not hasattr(self._metadata, field):
                 raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which "
                                  "ZeroShotPanopticEvaluator needs")
-        self._gt_json = _load_json(PathManager.get_local_path(self._metadata.panoptic_json))
+        self._gt_json = _load_json(PathManager.get_local_path(self._metadata.panoptic_json), "panoptic_json")
+        check_panoptic_json(self._gt_json, self._metadata.panoptic_json, "ground truth")
         self._gt_root = PathManager.get_local_path(self._metadata.panoptic_root)
         self._gt_by_image = {a["image_id"]: a for a in self._gt_json["annotations"]}
         self._categories = _categories_by_id(self._gt_json["categories"])

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,6 +35,7 @@ __all__ = [
     "semantic_metrics",
     "load_label_png",
     "evaluate_semantic_folders",
+    "categories_from_metadata",
     "ZeroShotSemanticEvaluator",
 ]
 
@@ -190,6 +191,15 @@ def evaluate_semantic_folders(
         conf += confusion_matrix(gt, pred, len(ids), ignore_label=_UNLABELLED)
     logger.info(f"Scored {len(gt_files)} label maps from {pred_folder}")
     return semantic_metrics(conf, names, seen_names, unseen_names, mode)
+
+
+def categories_from_metadata(metadata, dataset_name: str) -> List[dict]:
+    """[{"id": label value, "name": class}] of a registered dataset: its label PNGs hold indices
+    into `stuff_classes` (detectron2's semantic convention, followed by every zsi_d2 dataset)."""
+    classes = metadata.get("stuff_classes", None)
+    if not classes:
+        raise ValueError(f"Dataset '{dataset_name}' has no metadata 'stuff_classes' (its semantic label space)")
+    return [{"id": i, "name": name} for i, name in enumerate(classes)]
 
 
 class ZeroShotSemanticEvaluator(DatasetEvaluator):

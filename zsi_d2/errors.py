@@ -1,0 +1,47 @@
+"""Errors that mean "your input is wrong", which `train_net.py` reports in one line.
+
+Why: a mistake in a config, a file or a dataset name deserves a sentence that names the thing and
+the fix, not a traceback after a 400-line config dump. Each class is also the builtin error a
+caller would expect (a missing file is still a FileNotFoundError), so `except ValueError` keeps
+working; `train_net.py` catches `InputError` at the top and exits with status 2.
+"""
+
+__all__ = [
+    "InputError",
+    "InputValueError",
+    "InputKeyError",
+    "InputFileNotFoundError",
+    "CheckpointMismatchError",
+    "LeakageError",
+    "EXIT_INPUT_ERROR",
+]
+
+# Exit status of train_net.py on a known input error (argparse uses 2 for usage errors too).
+EXIT_INPUT_ERROR = 2
+
+
+class InputError(Exception):
+    """A mistake in the user's input that the message fully explains."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputValueError(InputError, ValueError):
+    pass
+
+
+class InputKeyError(InputError, KeyError):
+    pass
+
+
+class InputFileNotFoundError(InputError, FileNotFoundError):
+    pass
+
+
+class CheckpointMismatchError(InputValueError):
+    """MODEL.WEIGHTS does not fit the model the config builds (or is not fair to start from)."""
+
+
+class LeakageError(InputError, RuntimeError):
+    """A training set holds labels of unseen classes."""

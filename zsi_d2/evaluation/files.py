@@ -1,0 +1,25 @@
+"""Reading the evaluators' input files so that every failure names the file.
+
+Why: `json.load` reports "Expecting value: line 1 column 1" without saying of which file, and
+a folder or a PNG given where a json belongs fails further down with an unrelated error.
+"""
+import json
+import os
+
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["read_json"]
+
+
+def read_json(path: str, what: str = "json file"):
+    """json.load of a path; a missing path, a folder or a non-json file is an error naming it."""
+    path = PathManager.get_local_path(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{what} {path} is a folder, not a json file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid json ({e})") from None
