@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import register_coco_instances, register_coco_panoptic
 from detectron2.evaluation import DatasetEvaluators
 
 from conftest import REPO_ROOT
@@ -23,6 +23,7 @@ from zsi_d2.data import (
     DatasetSetupError, get_split, import_register_modules, make_zero_shot, segment_class_name,
 )
 from zsi_d2.data import audit
+from zsi_d2.data.metadata import read_json_categories
 from zsi_d2.data.zs_shapes.generate import annotation_paths, ensure_generated
 from zsi_d2.evaluation import build_zero_shot_evaluator
 from zsi_d2.evaluation.instance import ZeroShotInstanceEvaluator
@@ -94,7 +95,8 @@ def _dump(path, obj):
 
 
 def _categories(names):
-    return [{"id": IDS[n], "name": n, "isthing": int(n in THINGS)} for n in names]
+    """In decreasing id order: detectron2 sorts a custom json's categories by id, and so must we."""
+    return [{"id": IDS[n], "name": n, "isthing": int(n in THINGS)} for n in sorted(names, key=IDS.get, reverse=True)]
 
 
 def _new_id(zs_categories):
@@ -135,7 +137,7 @@ def _write_panoptic(zs_pan, images, src_root, dst_root):
         out = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], axis=-1).astype(np.uint8)
         Image.fromarray(out).save(os.path.join(dst_root, rec["file_name"]))
         annotations.append(dict(rec, segments_info=segments))
-    return {"images": images, "annotations": annotations, "categories": _categories(sorted(IDS, key=IDS.get))}
+    return {"images": images, "annotations": annotations, "categories": _categories(IDS)}
 
 
 def _write_semantic(zs_sem_root, images, dst_root, stuff_classes):
@@ -376,24 +378,37 @@ def test_bad_names_get_one_clear_line(project, tmp_path):
     finally:
         _unregister(["my_bad_classes"])
 
+    with pytest.raises(DatasetSetupError) as err:
+        make_zero_shot("my_val", "my_split", "gzsi", tasks=("instance", "panoptic"))
+    assert "'my_val' cannot provide task(s) ['panoptic']: " in _one_line(err)
+    register_coco_panoptic("my_pan_no_meta", {}, str(tmp_path), str(tmp_path), str(tmp_path / "pan.json"))
+    try:
+        with pytest.raises(DatasetSetupError) as err:
+            make_zero_shot("my_pan_no_meta", "my_split", "gzsi")
+        assert "has no stuff_classes" in _one_line(err) and "coco_panoptic_metadata(panoptic_json)" in str(err.value)
+    finally:
+        _unregister(["my_pan_no_meta"])
 
-def test_audit_cli_unknown_dataset_names_close_names_and_the_register_fix(project, capsys):
-    folder, _ = project
-    assert audit.main(["my_trian", "--register", str(folder / "my_datasets.py")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Dataset 'my_trian' is not registered" in err
-    assert "'my_train'" in err and "--register my_datasets.py" in err
-    assert audit.main(["my_train", "--register", str(folder / "no_such_module.py")]) == 2
-    assert "no_such_module.py' (DATASETS.REGISTER_MODULES / --register) does not exist" in capsys.readouterr().err
 
-
-def test_audit_cli_reads_register_modules_from_a_config(project, tmp_path, capsys):
-    folder, _ = project
-    config = tmp_path / "my_config.yaml"
-    config.write_text(f"_BASE_: {os.path.join(REPO_ROOT, 'configs/zs_shapes/projection_mask_rcnn.yaml')}\n"
-                      f"DATASETS:\n  REGISTER_MODULES: ['{folder / 'my_datasets.py'}']\n")
-    assert audit.main(["my_train", "--config-file", str(config)]) == 0
-    assert f"my_train: {NUM_TRAIN} images, no unseen label: OK" in capsys.readouterr().out
+def test_categories_are_read_from_the_end_of_the_json(tmp_path):
+    """Without parsing images and annotations (here: not even valid JSON), past the word as a value
+    or inside a key, and searching back past a nested "categories" that is no category list; a bad
+    file is one line naming it."""
+    cats = [{"id": 3, "name": "fox"}, {"id": 1, "name": "cat"}]
+    trap = json.dumps([{"id": 9, "name": "trap"}])
+    tail = tmp_path / "tail.json"
+    tail.write_text('{"images": [NOT JSON], "categories": ' + json.dumps(cats)
+                    + ', "info": {"kinds": ["categories", ' + trap + '], "x \\"categories": ' + trap + "}}")
+    assert read_json_categories(str(tail)) == cats
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps({"categories": cats, "annotations": [{"categories": "not a category list"}]}))
+    assert read_json_categories(str(head)) == cats
+    for content, message in (("", "is empty"), ("[1, 2", "is not a JSON file"), ('{"images": []}', "no COCO 'categories'")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with pytest.raises(ValueError, match=message) as err:
+            read_json_categories(str(bad))
+        assert str(bad) in str(err.value) and "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------

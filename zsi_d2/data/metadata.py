@@ -105,7 +105,7 @@ def read_json_categories(path):
 
     Why: COCO (and zs_shapes) write the categories last, so they are read from the end of the file
     without parsing images and annotations, which detectron2 parses anyway when it loads the dataset.
-    Falls back to parsing the whole file when the key is not found that way.
+    Falls back to parsing the whole file when no "categories" list is found that way.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"COCO json not found: {path}")
@@ -240,13 +240,16 @@ def _fill_classes(dataset_name, meta):
     return list(dict.fromkeys(classes))
 
 
-def _check_classes_known(dataset_name, classes, split):
+def _check_classes_known(dataset_name, classes, split, mode):
     known = set(split.classes) | set(split.ignored)
     unknown = [c for c in classes if c not in known]
     if not unknown:
         ignored = [c for c in classes if c in set(split.ignored)]
-        if ignored:
-            logger.info(f"Dataset '{dataset_name}': classes {ignored} are ignored by split '{split.name}'")
+        if ignored and mode == "train":
+            logger.warning(
+                f"Dataset '{dataset_name}': classes {ignored} are ignored by split '{split.name}'; their annotations "
+                "must be removed from a training set (training refuses labels outside the seen classes)"
+            )
         return
     described = []
     for name in unknown:
@@ -287,7 +290,7 @@ def make_zero_shot(dataset_name, split_name, mode, tasks=None):
     )
     split = _get_split(split_name)
     classes = _fill_classes(dataset_name, meta)
-    _check_classes_known(dataset_name, classes, split)
+    _check_classes_known(dataset_name, classes, split, mode)
     tasks = _check_tasks(dataset_name, meta, tasks)
     _replace(
         dataset_name, meta,
