@@ -26,6 +26,18 @@ def instance_files(tmp_path_factory):
     return write_json(d / "gt.json", gt), write_json(d / "results.json", results), d
 
 
+def _table_after(printed, title):
+    """The rows (lists of cell strings) of the pipe table printed under the line `title`."""
+    lines = printed.splitlines()
+    start = lines.index(title) + 1
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows[0], rows[2:], lines[start + len(rows)] if start + len(rows) < len(lines) else ""
+
+
 def test_instance_cli_json(instance_files, capsys):
     gt, res, d = instance_files
     out_json = str(d / "out" / "numbers.json")
@@ -35,6 +47,14 @@ def test_instance_cli_json(instance_files, capsys):
     assert "bbox:" in printed and "segm:" in printed and "AP50" in printed and "HM" in printed
     with open(out_json) as f:
         numbers = json.load(f)
+    # --per-class: one row per class with GT, its group, and the json's numbers to 2 decimals.
+    for task in ("bbox", "segm"):
+        header, rows, after = _table_after(printed, f"{task} per class:")
+        assert header == ["class", "group", "AP40", "AP50", "AP60", "Recall@100"]
+        assert [r[:2] for r in rows] == [["cat", "seen"], ["dog", "seen"], ["bird", "unseen"], ["fish", "unseen"]]
+        for row in rows:
+            assert row[2:] == [f"{numbers[task][f'{m}/{row[0]}']:.2f}" for m in header[2:]], row
+        assert after == "(1 class(es) without ground truth or predictions omitted)"  # frog
     assert set(numbers) == {"bbox", "segm"}
     bbox = numbers["bbox"]
     assert {"AP40/seen", "AP50/unseen", "AP60/hm", "Recall@100/hm", "AP50/bird"} <= set(bbox)

@@ -78,8 +78,9 @@ def check_coco_gt(dataset, source: str) -> None:
         raise ValueError(f"{source} is a COCO panoptic json, not an instances one: score it with the panoptic task")
     if not anns:
         raise ValueError(f"{source} has no annotations: there is nothing to score against")
-    bad = [i for i, a in enumerate(anns) if not isinstance(a, Mapping) or not {"id", "image_id", "category_id"} <= set(a)
-           or not ("bbox" in a or "segmentation" in a)]
+    fields = {"id", "image_id", "category_id"}
+    bad = [i for i, a in enumerate(anns)
+           if not isinstance(a, Mapping) or not fields <= set(a) or not ("bbox" in a or "segmentation" in a)]
     if bad:
         raise ValueError(f"{source}: {len(bad)} annotation(s) lack 'id', 'image_id', 'category_id' or a 'bbox'/"
                          f"'segmentation' (e.g. annotation #{bad[0]}); is it a COCO instances ground truth?")

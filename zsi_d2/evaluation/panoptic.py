@@ -292,7 +292,8 @@ def check_panoptic_json(data, source: str, role: str = "ground truth") -> List[d
     if role == "ground truth" and not isinstance(data.get("categories"), list):
         raise ValueError(f"{source} is not a COCO panoptic ground truth: it has no 'categories' list")
     if not anns:
-        raise ValueError(f"{source} holds no annotations: {'no image has a prediction' if role == 'predictions' else 'nothing to score against'}")
+        what = "no image has a prediction" if role == "predictions" else "there is nothing to score against"
+        raise ValueError(f"{source} holds no annotations: {what}")
     bad = [i for i, a in enumerate(anns) if not isinstance(a, Mapping) or not set(_ANNOTATION_FIELDS) <= set(a)]
     if bad:
         first = anns[bad[0]]
