@@ -16,7 +16,10 @@ from zsi_d2.data.coco import (
     COCO_ZERO_SHOT_DATASETS, prepare_coco_split, prepared_paths, register_all_coco_zero_shot,
 )
 from zsi_d2.data.splits import COCO_THING_CLASSES, COCO_THING_IDS, get_split
-from zsi_d2.evaluation import build_zero_shot_evaluator
+from detectron2.evaluation import DatasetEvaluators
+from zsi_d2.evaluation import (
+    ZeroShotInstanceEvaluator, ZeroShotPanopticEvaluator, ZeroShotSemanticEvaluator, build_zero_shot_evaluator,
+)
 from zsi_d2.modeling.class_set import dataset_class_set
 
 import coco_fixtures as fx
@@ -96,13 +99,45 @@ def test_loaded_dicts(root):
 
 
 def test_evaluators_build_from_the_name(root):
+    """Each dataset gets the evaluators of the tasks it supports, in the mode its name says."""
+    def _built(cfg, name):
+        """[(evaluator class, mode, instance iou types or None)] of what the name builds, in order."""
+        built = build_zero_shot_evaluator(cfg, name)
+        evaluators = built._evaluators if isinstance(built, DatasetEvaluators) else [built]
+        return [(type(e), e._mode, getattr(e, "_tasks", None)) for e in evaluators], evaluators
+
     cfg = get_cfg()
     add_zsi_d2_config(cfg)
     cfg.MODEL.MASK_ON = True
     cfg.TEST.ZERO_SHOT_TASKS = ("instance", "panoptic", "semantic")
-    assert build_zero_shot_evaluator(cfg, "coco_2014_gzsi_48_17_test") is not None
-    assert build_zero_shot_evaluator(cfg, "coco_2017_zsp_119_14_val_zsi") is not None
-    assert build_zero_shot_evaluator(cfg, "coco_stuff_zss_156_15_val") is not None
+    kinds, (instance,) = _built(cfg, "coco_2014_gzsi_48_17_test")
+    assert kinds == [(ZeroShotInstanceEvaluator, "gzsi", ("bbox", "segm"))]
+    split = get_split("coco_48_17")
+    assert (instance._seen, instance._unseen) == (split.seen, split.unseen)
+    assert _built(cfg, "coco_2014_zsi_48_17_test_unseen")[0] == [(ZeroShotInstanceEvaluator, "zsi", ("bbox", "segm"))]
+
+    kinds, (instance, panoptic, semantic) = _built(cfg, "coco_2017_zsp_119_14_val_zsi")
+    assert kinds == [(ZeroShotInstanceEvaluator, "zsi", ("bbox", "segm")), (ZeroShotPanopticEvaluator, "zsi", None),
+                     (ZeroShotSemanticEvaluator, "zsi", None)]
+    pan = get_split("coco_panoptic_119_14")
+    meta = MetadataCatalog.get("coco_2017_zsp_119_14_val_zsi")
+    with open(meta.json_file) as f:
+        instance_names = {c["name"] for c in json.load(f)["categories"]}
+    # Instances are scored on the split's thing classes only; panoptic and semantic on all.
+    assert instance._unseen == tuple(n for n in pan.unseen if n in instance_names) != pan.unseen
+    assert panoptic._unseen == semantic._unseen == pan.unseen
+    assert semantic._class_names == list(meta.stuff_classes)
+
+    assert _built(cfg, "coco_stuff_zss_156_15_val")[0] == [(ZeroShotSemanticEvaluator, "gzsi", None)]
+    cfg.MODEL.MASK_ON = False  # no masks: boxes only
+    cfg.TEST.ZERO_SHOT_TASKS = ("semantic", "instance")
+    assert _built(cfg, "coco_2017_zsp_119_14_val")[0] == [(ZeroShotSemanticEvaluator, "gzsi", None),
+                                                        (ZeroShotInstanceEvaluator, "gzsi", ("bbox",))]
+    with pytest.raises(ValueError, match="supports .*'instance'.* nothing to evaluate"):
+        cfg.TEST.ZERO_SHOT_TASKS = ("semantic",)
+        build_zero_shot_evaluator(cfg, "coco_2014_gzsi_48_17_test")
+    with pytest.raises(ValueError, match="has zero_shot_mode='train'"):
+        build_zero_shot_evaluator(cfg, "coco_stuff_zss_156_15_train")
 
 
 def test_prepared_training_sets_pass_the_audit(root):
