@@ -281,9 +281,15 @@ def _register(name, gt_json, gt_root, mode):
     )
 
 
+# Image 1's prediction: the GT with apple a2 (pixels 4-5) left unlabelled (VOID).
+VOIDED_PRED = [[1, 1, 1, 1, 0, 0, 3, 3, 3, 3]]
+VOIDED_SEGS = [seg(1, 1), seg(3, 2)]
+
+
 @pytest.mark.parametrize("mode", ["gzsi", "zsi"])
 def test_evaluator_matches_files(tmp_path, mode):
-    gt = _write_dataset(tmp_path, [TWO_GT, TWO_GT], [TWO_GT_SEGS] * 2, [TWO_PRED, TWO_GT], [TWO_PRED_SEGS, TWO_GT_SEGS])
+    gt = _write_dataset(tmp_path, [TWO_GT, TWO_GT], [TWO_GT_SEGS] * 2, [TWO_PRED, VOIDED_PRED],
+                        [TWO_PRED_SEGS, VOIDED_SEGS])
     name = f"_zsi_test_panoptic_{mode}"
     _register(name, str(tmp_path / "gt.json"), str(tmp_path / "gt"), mode)
     ev = ZeroShotPanopticEvaluator(name, output_dir=str(tmp_path / "out"))
@@ -293,13 +299,18 @@ def test_evaluator_matches_files(tmp_path, mode):
                [{"panoptic_seg": (torch.tensor(TWO_PRED, dtype=torch.int32),
                                   [{"id": 5, "category_id": 1, "isthing": True},
                                    {"id": 6, "category_id": 2, "isthing": False}])}])
-    # Image 1: segments_info None -> category * label_divisor + instance, -1 = VOID.
-    labels = np.array(TWO_GT) * 0
+    # Image 1: segments_info None -> category * label_divisor + instance, -1 = VOID (apple a2).
+    labels = np.full_like(np.array(TWO_GT), -1)
     labels[np.array(TWO_GT) == 1] = 1 * 1000 + 0
-    labels[np.array(TWO_GT) == 2] = 1 * 1000 + 1
     labels[np.array(TWO_GT) == 3] = 2 * 1000
     ev.process([{"image_id": 1, "file_name": "a/0001.jpg"}], [{"panoptic_seg": (torch.from_numpy(labels), None)}])
     res = ev.evaluate()["panoptic_seg"]
+    # By hand. apple: image 0 TP (IoU .75) + FN, image 1 TP (IoU 1) + FN (a2 is VOID):
+    # PQ = 1.75 / (2 + 1). grass: TP .8 and TP 1 -> PQ .9. zsi: apple is not scored.
+    assert res["PQ/unseen"] == pytest.approx(90.0)
+    if mode == "gzsi":
+        assert res["PQ/seen"] == res["PQ/apple"] == pytest.approx(100 * 1.75 / 3)
+        assert res["RQ/apple"] == pytest.approx(100 * 2 / 3) and res["SQ/apple"] == pytest.approx(87.5)
     expected = evaluate_panoptic(gt, str(tmp_path / "gt"), str(tmp_path / "pred.json"), None,
                                  ["apple", "pear"], ["grass"], mode)
     assert list(res) == list(expected)
