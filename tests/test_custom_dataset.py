@@ -24,6 +24,7 @@ from zsi_d2.data import (
 )
 from zsi_d2.data import audit
 from zsi_d2.data.metadata import read_json_categories
+from zsi_d2.errors import LeakageError
 from zsi_d2.data.zs_shapes.generate import annotation_paths, ensure_generated
 from zsi_d2.evaluation import build_zero_shot_evaluator
 from zsi_d2.evaluation.instance import ZeroShotInstanceEvaluator
@@ -317,6 +318,8 @@ def test_segment_names_under_both_panoptic_conventions():
 # A leaking custom training set.
 # ---------------------------------------------------------------------------------------------
 def test_leaking_custom_train_set_is_refused_with_the_audit_command(project):
+    """The README's train command on a training json holding one unseen (fox) instance: refused
+    with the report and the audit command, which finds the leak when run as printed."""
     folder, data = project
     path = f"{data}/annotations/instances_train.json"
     original = _load(path)
@@ -324,22 +327,33 @@ def test_leaking_custom_train_set_is_refused_with_the_audit_command(project):
     fox = next(a for a in val["annotations"] if a["category_id"] == IDS["fox"])
     victim = original["images"][0]
     leaky = dict(original, annotations=original["annotations"] + [dict(fox, id=10 ** 6, image_id=victim["id"])])
-    module = str(folder / "my_datasets.py")
-    cfg = get_zsi_d2_cfg()
-    cfg.DATASETS.TRAIN = ("my_train",)
-    cfg.DATASETS.REGISTER_MODULES = [module]
+    train, _ = readme_commands()
     try:
         _dump(path, leaky)
-        with pytest.raises(RuntimeError, match="refusing to train") as err:
-            audit.check_training_sets(cfg)
-        message = str(err.value)
-        assert "instance of unseen class 'fox'" in message and victim["file_name"] in message
+        proc = _run([*train, *QUICK], folder)
+        assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+        message = proc.stderr[proc.stderr.index("ERROR: "):]
+        assert message.startswith("ERROR: Training set 'my_train' holds unseen-class labels; refusing to train.")
+        assert f"{victim['file_name']}: instance of unseen class 'fox'" in message
         command = message.rsplit("audit it again with: ", 1)[1].strip()
-        assert command == f"python -m zsi_d2.data.audit my_train --register {shlex.quote(module)}"
-        argv = shlex.split(command)
-        proc = _run([sys.executable, *argv[1:]], folder)  # the command as printed, with this python
+        assert command == "python -m zsi_d2.data.audit my_train --register my_datasets.py"
+        proc = _run([".venv/bin/python", *shlex.split(command)[1:]], folder)  # as printed, with the README's python
         assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert "my_train: LEAK: 1 unseen labels in 1 of" in proc.stdout and "'fox'" in proc.stdout
+        assert f"my_train: LEAK: 1 unseen labels in 1 of {NUM_TRAIN} images" in proc.stdout
+        assert f"{victim['file_name']}: instance of unseen class 'fox'" in proc.stdout
+    finally:
+        _dump(path, original)
+    cfg = get_zsi_d2_cfg()  # in this process too, the module list is part of the command
+    cfg.DATASETS.TRAIN = ("my_train",)
+    cfg.DATASETS.REGISTER_MODULES = [str(folder / "my_datasets.py"), "my.other_module"]
+    try:
+        _dump(path, leaky)
+        with pytest.raises(LeakageError, match="refusing to train") as err:
+            audit.check_training_sets(cfg)
+        assert str(err.value).endswith(
+            f"python -m zsi_d2.data.audit my_train --register {shlex.quote(str(folder / 'my_datasets.py'))} "
+            "--register my.other_module"
+        )
     finally:
         _dump(path, original)
 
@@ -409,6 +423,39 @@ def test_categories_are_read_from_the_end_of_the_json(tmp_path):
         with pytest.raises(ValueError, match=message) as err:
             read_json_categories(str(bad))
         assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_audit_cli_unknown_dataset_names_close_names_and_the_register_fix(project, capsys):
+    folder, _ = project
+    assert audit.main(["my_trian", "--register", str(folder / "my_datasets.py")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Dataset 'my_trian' is not registered" in err
+    assert "'my_train'" in err and "--register my_datasets.py" in err
+    assert audit.main(["my_train", "--register", str(folder / "no_such_module.py")]) == 2
+    assert "no_such_module.py' (DATASETS.REGISTER_MODULES / --register) does not exist" in capsys.readouterr().err
+    assert audit.main(["my_train", "--register", "no_such_package.datasets"]) == 2
+    assert "'no_such_package.datasets' (DATASETS.REGISTER_MODULES / --register) cannot be imported" \
+        in capsys.readouterr().err
+
+
+def test_audit_cli_reads_register_modules_from_a_config(project, tmp_path, capsys):
+    """A module only the config names (not imported before) registers the dataset the audit reads."""
+    _, data = project
+    module = tmp_path / "cfg_datasets.py"
+    module.write_text(
+        "from zsi_d2.data import make_zero_shot\n"
+        "from detectron2.data.datasets import register_coco_instances\n"
+        f"register_coco_instances('my_cfg_train', {{}}, {data + '/annotations/instances_train.json'!r}, {data + '/train'!r})\n"
+        "make_zero_shot('my_cfg_train', 'my_split', 'train')\n"
+    )
+    config = tmp_path / "my_config.yaml"
+    config.write_text(f"_BASE_: {os.path.join(REPO_ROOT, 'configs/zs_shapes/projection_mask_rcnn.yaml')}\n"
+                      f"DATASETS:\n  REGISTER_MODULES: ['{module}']\n")
+    try:
+        assert audit.main(["my_cfg_train", "--config-file", str(config)]) == 0
+        assert f"my_cfg_train: {NUM_TRAIN} images, no unseen label: OK" in capsys.readouterr().out
+    finally:
+        _unregister([n for n in ("my_cfg_train",) if n in DatasetCatalog.list()])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog
 
+from ..errors import InputError, LeakageError
 from .metadata import DatasetSetupError, registered_metadata, segment_class_name
 from .register_modules import import_register_modules
 
@@ -119,7 +120,7 @@ def check_training_sets(cfg):
         report = audit_dataset(name)
         if not report.ok:
             command = audit_command([name], cfg.DATASETS.REGISTER_MODULES)
-            raise RuntimeError(
+            raise LeakageError(
                 f"Training set '{name}' holds unseen-class labels; refusing to train.\n{report.format()}\n"
                 f"Remove those labels (for zsi_d2's own datasets: re-prepare them, datasets/README.md), "
                 f"then audit it again with: {command}"
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
             report = audit_dataset(name, check_pixels=not args.no_pixels)
             print(report.format(args.max_lines))
             status |= int(not report.ok)
-    except (DatasetSetupError, FileNotFoundError, ModuleNotFoundError) as e:
+    except (InputError, FileNotFoundError, ModuleNotFoundError) as e:  # known mistakes: one line, no traceback
         print(f"audit: error: {e}", file=sys.stderr)
         return 2
     return status

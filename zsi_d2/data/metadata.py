@@ -13,6 +13,7 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import InputFileNotFoundError, InputKeyError, InputValueError
 from .splits import get_split, list_splits
 
 __all__ = [
@@ -35,14 +36,12 @@ _REGISTER_HINT = (
 )
 
 
-class DatasetSetupError(KeyError, ValueError):
+class DatasetSetupError(InputKeyError, ValueError):
     """A known mistake in a dataset's zero-shot registration; str() is the one-line message.
 
-    A KeyError (unknown names) and a ValueError (bad values) for callers that catch either.
+    A KeyError (unknown names) and a ValueError (bad values) for callers that catch either; an
+    InputError, so train_net.py prints it as one line.
     """
-
-    def __str__(self):
-        return str(self.args[0]) if self.args else ""
 
 
 def _close_names(name, candidates, n=5):
@@ -108,11 +107,11 @@ def read_json_categories(path):
     Falls back to parsing the whole file when no "categories" list is found that way.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"COCO json not found: {path}")
+        raise InputFileNotFoundError(f"COCO json not found: {path}")
     decoder = json.JSONDecoder()
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            raise ValueError(f"{path} is empty, not a COCO json")
+            raise InputValueError(f"{path} is empty, not a COCO json")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             pos = buf.rfind(b'"categories"')
             while pos >= 0:
@@ -124,9 +123,9 @@ def read_json_categories(path):
         with open(path) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a JSON file ({e})") from None
+        raise InputValueError(f"{path} is not a JSON file ({e})") from None
     if not isinstance(data, dict) or not _is_category_list(data.get("categories")):
-        raise ValueError(f"{path} has no COCO 'categories' list (each with 'id' and 'name')")
+        raise InputValueError(f"{path} has no COCO 'categories' list (each with 'id' and 'name')")
     return data["categories"]
 
 
@@ -148,7 +147,7 @@ def coco_panoptic_metadata(panoptic_json):
     """
     cats = sorted(read_json_categories(panoptic_json), key=lambda c: c["id"])
     if any("isthing" not in c for c in cats):
-        raise ValueError(f"{panoptic_json}: every panoptic category needs 'isthing' (1 thing, 0 stuff)")
+        raise InputValueError(f"{panoptic_json}: every panoptic category needs 'isthing' (1 thing, 0 stuff)")
     names = [c["name"] for c in cats]
     return {
         "thing_classes": list(names),
@@ -222,7 +221,7 @@ def _fill_classes(dataset_name, meta):
     if not meta.get("thing_classes", None) and meta.get("json_file", None) and not meta.get("stuff_classes", None):
         json_file = meta.json_file
         if not os.path.isfile(json_file):
-            raise FileNotFoundError(f"Dataset '{dataset_name}': json_file not found: {json_file}")
+            raise InputFileNotFoundError(f"Dataset '{dataset_name}': json_file not found: {json_file}")
         meta.set(**_coco_instances_classes(json_file))  # what load_coco_json will set, with equal values
     if meta.get("panoptic_json", None) and not meta.get("stuff_classes", None):
         raise DatasetSetupError(

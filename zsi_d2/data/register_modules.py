@@ -11,9 +11,15 @@ import logging
 import os
 import sys
 
-__all__ = ["import_register_modules"]
+from ..errors import InputError, InputFileNotFoundError
+
+__all__ = ["import_register_modules", "RegisterModuleNotFoundError"]
 
 logger = logging.getLogger(__name__)
+
+
+class RegisterModuleNotFoundError(InputError, ModuleNotFoundError):
+    """A dotted registration module that cannot be imported (train_net.py prints it as one line)."""
 
 
 def _module_key(path):
@@ -27,7 +33,7 @@ def _module_key(path):
 def _import_file(name):
     path = os.path.abspath(name)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise InputFileNotFoundError(
             f"Dataset registration module '{name}' (DATASETS.REGISTER_MODULES / --register) does not exist "
             f"(looked for {path}, relative paths start at the current folder): give the path of a .py file "
             "or a dotted module name on PYTHONPATH."
@@ -54,7 +60,7 @@ def _import_dotted(name):
     except ModuleNotFoundError as e:
         if not e.name or not (name == e.name or name.startswith(e.name + ".")):
             raise  # a module the user's module imports is missing: its own error says which
-        raise ModuleNotFoundError(
+        raise RegisterModuleNotFoundError(
             f"Dataset registration module '{name}' (DATASETS.REGISTER_MODULES / --register) cannot be "
             "imported: put its folder on PYTHONPATH, or give the path of the .py file instead."
         ) from None
