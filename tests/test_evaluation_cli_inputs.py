@@ -312,3 +312,37 @@ def test_semantic_label_space_errors(zs_shapes_val, tmp_path, capsys):
     cats = write_json(tmp_path / "cats.json", {"a": 1})
     assert main(["semantic", "--gt", root, "--predictions", root, "--categories", cats, "--unseen", "a"]) == 2
     assert f"Categories json (--categories) {cats} must be a json list" in error_line(capsys, "semantic")
+
+
+REGISTER_MODULE = '''
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from zsi_d2.data import ZeroShotSplit, register_split, set_zero_shot_metadata
+
+register_split(ZeroShotSplit("_cli_abc", seen=("a", "b"), unseen=("c",), stuff=("a", "b", "c")))
+DatasetCatalog.register("_cli_abc_val", lambda: [])
+MetadataCatalog.get("_cli_abc_val").set(stuff_classes=["a", "b", "c"], ignore_label=255,
+                                        sem_seg_root=os.path.join(os.path.dirname(__file__), "gt"))
+set_zero_shot_metadata("_cli_abc_val", "_cli_abc", "gzsi", tasks=("semantic",))
+'''
+
+
+def test_semantic_custom_dataset_through_register(tmp_path, capsys):
+    """--register imports the user's module; --dataset then gives labels, groups and mode."""
+    module = tmp_path / "my_abc_datasets.py"
+    module.write_text(REGISTER_MODULE)
+    gt = np.array([[0, 0, 1, 1], [2, 2, 255, 2]], dtype=np.uint8)  # the semantic tests' hand example
+    pred = np.array([[0, 1, 1, 1], [2, 0, 0, 2]], dtype=np.uint8)
+    for sub, arr in (("gt", gt), ("pred", pred)):
+        os.makedirs(tmp_path / sub)
+        Image.fromarray(arr).save(tmp_path / sub / "x.png")
+    out_json = str(tmp_path / "o.json")
+    assert main(["semantic", "--gt", str(tmp_path / "gt"), "--predictions", str(tmp_path / "pred"),
+                 "--dataset", "_cli_abc_val", "--register", str(module), "--json", out_json]) == 0
+    assert "Zero-shot semantic evaluation (gzsi): 2 seen, 1 unseen classes" in capsys.readouterr().out
+    with open(out_json) as f:
+        sem = json.load(f)["sem_seg"]
+    # a: 1/3, b: 2/3 (seen 1/2); c: 2/3; hIoU 4/7; pAcc 5/7
+    assert sem["IoU/a"] == pytest.approx(100 / 3) and sem["IoU/c"] == pytest.approx(200 / 3)
+    assert sem["mIoU/hm"] == pytest.approx(400 / 7) and sem["pAcc"] == pytest.approx(500 / 7)
