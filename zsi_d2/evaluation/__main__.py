@@ -191,16 +191,15 @@ def _categories_file(path: str) -> List[dict]:
 
 def _registered_dataset(name: str):
     """The metadata of a registered dataset; an unknown name lists the close registered ones."""
-    import difflib
+    from detectron2.data import MetadataCatalog
 
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from zsi_d2.data.catalog import require_registered
+    from zsi_d2.errors import InputError
 
-    registered = DatasetCatalog.list()
-    if name not in registered:
-        close = difflib.get_close_matches(name, registered, n=5)
-        hint = f" Close names: {close}." if close else ""
-        raise CLIError(f"--dataset '{name}' is not a registered dataset.{hint} A custom dataset is found when "
-                       "the module that registers it is named with --register")
+    try:
+        require_registered(name, "--dataset")
+    except InputError as e:
+        raise CLIError(f"{e} (Here: name that module with --register MODULE.)") from None
     return MetadataCatalog.get(name)
 
 
@@ -467,6 +466,8 @@ def _explain_nan_groups(results, seen, unseen, gt: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from zsi_d2.errors import InputError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "mode", "") is None and not getattr(args, "dataset", None):
@@ -477,7 +478,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _run_confusion(args)
         runner = {"instance": _run_instance, "panoptic": _run_panoptic, "semantic": _run_semantic}[args.task]
         results, names, seen, unseen = runner(args)
-    except (CLIError, FileNotFoundError, ValueError) as e:
+    except (CLIError, InputError, FileNotFoundError, ValueError) as e:
         print(f"{parser.prog} {args.task}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyError as e:
