@@ -18,8 +18,27 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def config_name(config):
+    return os.path.splitext(os.path.basename(config))[0]
+
+
+def check_configs(configs):
+    """Every config exists and names its runs uniquely (ROOT/<config name>_s<seed>): two configs
+    of one name would share run folders, and the second would be skipped as done."""
+    missing = [c for c in configs if not os.path.isfile(c)]
+    if missing:
+        raise SystemExit(f"run_seeds: config file(s) not found: {missing}")
+    by_name = {}
+    for c in configs:
+        by_name.setdefault(config_name(c), []).append(c)
+    clashes = {n: cs for n, cs in by_name.items() if len(cs) > 1}
+    if clashes:
+        raise SystemExit(f"run_seeds: configs {clashes} share a file name, so their runs would share folders: "
+                         "run them in separate calls with different --root")
+
+
 def run_one(config, seed, root, opts, threads):
-    name = f"{os.path.splitext(os.path.basename(config))[0]}_s{seed}"
+    name = f"{config_name(config)}_s{seed}"
     out = os.path.join(root, name)
     if os.path.isfile(os.path.join(out, "zero_shot_results.json")):
         return name, "done before", 0.0
@@ -42,6 +61,7 @@ def main(argv=None):
     p.add_argument("--root", default="output/runs")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides for every run")
     args = p.parse_args(argv)
+    check_configs(args.configs)
     threads = max(1, (os.cpu_count() or 1) // args.parallel)
     jobs = [(c, s) for c in args.configs for s in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
@@ -51,8 +71,7 @@ def main(argv=None):
             name, status, seconds = f.result()
             print(f"{name}: {status} ({seconds / 60:.1f} min)", flush=True)
             failed |= status.startswith("FAILED")
-    groups = [f"{os.path.splitext(os.path.basename(c))[0]}={args.root}/{os.path.splitext(os.path.basename(c))[0]}_s*"
-              for c in args.configs]
+    groups = [f"{config_name(c)}={os.path.join(args.root, config_name(c))}_s*" for c in args.configs]
     subprocess.call([sys.executable, os.path.join(REPO, "tools", "summarize_runs.py"), *groups])
     return 1 if failed else 0
 
