@@ -29,7 +29,7 @@ from zsi_d2.data.audit import check_training_sets
 from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import ZeroShotCheckpointer, check_weights, launch, zero_shot_test
 from zsi_d2.engine.resume import RNGState, build_resumable_train_loader
-from zsi_d2.errors import EXIT_INPUT_ERROR, InputError
+from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
 
 logger = logging.getLogger("zsi_d2")
@@ -58,9 +58,10 @@ class Trainer(DefaultTrainer):
         # PeriodicCheckpointer hook takes it: replace it here so the hooks save with ours.
         sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
         extra = {"data_sampler": sampler} if sampler is not None else {}
+        # detectron2 0.6's trainer state lacks the optimizer (momentum, current lr): saved here.
         self.checkpointer = ZeroShotCheckpointer.from_config(
-            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, purpose="train",
-            trainer=weakref.proxy(self), rng=RNGState(), **extra,
+            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, purpose="train", trainer=weakref.proxy(self),
+            optimizer=self._trainer.optimizer, rng=RNGState(), **extra,
         )
         return super().build_hooks()
 
@@ -92,6 +93,8 @@ class Trainer(DefaultTrainer):
 
 def build_config(args):
     """The merged, frozen config; its registration modules imported and its inputs checked."""
+    if not os.path.isfile(args.config_file):
+        raise InputFileNotFoundError(f"--config-file '{args.config_file}' does not exist (configs/ holds the shipped ones)")
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
@@ -131,7 +134,7 @@ def invoke_main(argv=None):
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except InputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
+        print(format_input_error(e), file=sys.stderr)
         sys.exit(EXIT_INPUT_ERROR)
 
 

@@ -46,7 +46,7 @@ def test_unseen_label_in_training_is_refused(toy_datasets):
 
 def test_missing_metadata_is_a_clear_error():
     MetadataCatalog.get("toy_cs_plain").set(thing_classes=["a"])
-    with pytest.raises(KeyError, match="set_zero_shot_metadata"):
+    with pytest.raises(KeyError, match="make_zero_shot"):
         dataset_class_set("toy_cs_plain")
 
 

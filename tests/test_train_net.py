@@ -1,11 +1,14 @@
-"""train_net.py end to end on zs_shapes (tiny): train, evaluate, resume from the checkpoint,
-and the same with 2 CPU processes over gloo."""
+"""train_net.py end to end on zs_shapes (tiny): train, evaluate, a run killed and resumed ends with
+the same weights, 2 CPU processes over gloo score like one, and known mistakes end in one line."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 
@@ -21,13 +24,18 @@ TINY = [
 CONFIG = os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml")
 
 
-def _run(args, timeout=420):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", CONFIG, *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-    )
+def _command(args, config=CONFIG):
+    return [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, *args]
+
+
+def _run(args, timeout=420, config=CONFIG):
+    proc = subprocess.run(_command(args, config), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"train_net failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout + proc.stderr
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +65,101 @@ def test_eval_only_reproduces_the_numbers(trained, tmp_path):
     assert again == first
 
 
-def test_two_cpu_processes_over_gloo(tmp_path):
-    log = _run(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(tmp_path)])
+def test_two_cpu_processes_over_gloo_train_and_score_like_one(trained, tmp_path):
+    """If results were not gathered across processes, rank 0 would score half the images."""
+    out, _ = trained
+    log = _run(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path / "train")])
     assert "Rank of current process: 0. World size: 2" in log
-    rank1_log = (tmp_path / "log.txt.rank1").read_text()  # detectron2 logs other ranks to files
+    rank1_log = (tmp_path / "train" / "log.txt.rank1").read_text()  # detectron2 logs other ranks to files
     assert "Rank of current process: 1. World size: 2" in rank1_log
-    assert (tmp_path / "zero_shot_results.json").is_file()
+    _run(["--eval-only", "--num-gpus", "2", *TINY, "MODEL.WEIGHTS", str(out / "model_final.pth"),
+          "OUTPUT_DIR", str(tmp_path / "eval")])
+    two = json.loads((tmp_path / "eval" / "zero_shot_results.json").read_text())
+    one = json.loads((out / "zero_shot_results.json").read_text())
+    assert two == one
+
+
+def test_a_killed_run_resumes_to_the_same_weights(trained, tmp_path):
+    """Killed (SIGKILL) after its first checkpoint, resumed with --resume: the final weights equal
+    those of the uninterrupted 12-iteration run, bit for bit (data order and generators restored)."""
+    out, _ = trained
+    args = [*TINY, "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "4", "OUTPUT_DIR", str(tmp_path)]
+    proc = subprocess.Popen(_command(args), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = tmp_path / "last_checkpoint", time.time() + 300
+    while not (last.is_file() and last.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "model_final.pth").exists(), "the run finished before it could be killed"
+    log = _run(["--resume", *args])
+    resumed_from = int(log.split("Starting training from iteration ")[1].split()[0])
+    assert 0 < resumed_from < 12
+    final, reference = _weights(tmp_path / "model_final.pth"), _weights(out / "model_final.pth")
+    differing = [k for k in reference if not torch.equal(final[k], reference[k])]
+    assert not differing, f"{len(differing)} of {len(reference)} tensors differ, e.g. {differing[:3]}"
+
+
+def test_periodic_checkpoints_are_written_by_the_zero_shot_checkpointer():
+    """DefaultTrainer hands its checkpointer to the PeriodicCheckpointer hook while building the
+    hooks; replacing it afterwards would leave the hook saving with detectron2's."""
+    from detectron2.engine import hooks
+
+    from conftest import tiny_cfg
+    from zsi_d2.engine import ZeroShotCheckpointer
+
+    sys.path.insert(0, REPO_ROOT)
+    try:
+        import train_net
+    finally:
+        sys.path.pop(0)
+    cfg = tiny_cfg("MODEL.EFFICIENTNET.WEIGHTS", "", "SOLVER.MAX_ITER", "1", "DATASETS.CHECK_LEAKAGE", "False")
+    trainer = train_net.Trainer(cfg)
+    periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
+    assert periodic and periodic[0].checkpointer is trainer.checkpointer
+    assert isinstance(trainer.checkpointer, ZeroShotCheckpointer) and trainer.checkpointer.purpose == "train"
+    assert {"optimizer", "rng", "data_sampler", "trainer"} <= set(trainer.checkpointer.checkpointables)
+
+
+def _fails_in_one_line(args, expected, config=CONFIG):
+    proc = subprocess.run(_command(args, config), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
+    assert last.startswith("ERROR: ") and expected in last, last
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return last
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--eval-only", *TINY], "--eval-only needs MODEL.WEIGHTS"),
+    ([*TINY, "DATASETS.TEST", "('zs_shapes_tiny_vall',)"],
+     "Dataset 'zs_shapes_tiny_vall' is not registered. Close names: zs_shapes_tiny_val"),
+    ([*TINY, "MODEL.WEIGHTS", "https://example.org/model_final.pkl"], "is a URL"),
+    ([*TINY, "MODEL.WEIGHTS", "no/such/model.pth"], "MODEL.WEIGHTS='no/such/model.pth' does not exist"),
+    ([*TINY, "DATASETS.REGISTER_MODULES", "['no_such_datasets.py']"], "no_such_datasets.py"),
+])
+def test_known_mistakes_end_in_one_line_before_any_work(args, expected):
+    _fails_in_one_line(args, expected)
+
+
+def test_a_missing_config_file_is_one_line():
+    _fails_in_one_line(TINY, "no/such/config.yaml", config="no/such/config.yaml")
+
+
+def test_evaluating_a_checkpoint_of_another_model_is_one_line(trained):
+    """The baseline's checkpoint under the ZSI config: BA-RPN and the mask head would be random."""
+    out, _ = trained
+    zsi = os.path.join(REPO_ROOT, "configs/zsi/zs_shapes/zsi_mask_rcnn.yaml")
+    last = _fails_in_one_line(["--eval-only", *TINY, "MODEL.WEIGHTS", str(out / "model_final.pth")],
+                              "does not fit this config", config=zsi)
+    assert "meta_architecture=ZeroShotRCNN" in last and "config.yaml" in last
+
+
+def test_help_explains_the_zero_shot_options():
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--help"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    for phrase in ("GZSI", "ZSI", "DATASETS.CHECK_LEAKAGE", "DATASETS.REGISTER_MODULES", "zsi_d2/data/splits.py",
+                   "ALLOW_UNSEEN_IN_WEIGHTS"):
+        assert phrase in proc.stdout
 
 
 def test_visualize_predictions_writes_a_picture(trained, tmp_path):

@@ -16,6 +16,7 @@ With a real detectron2 (built from source, with `_C`) step 2 does nothing.
 import importlib
 import sys
 import types
+import warnings
 
 import numpy as np
 
@@ -85,6 +86,9 @@ def _install_compiled_ops_stand_in():
 
 def apply():
     """Idempotent; safe to call before or after detectron2 is imported."""
+    # fvcore calls torch.jit.script at import; today's torch warns about it on every command, in
+    # two lines that would stand before any one-line error a CLI prints.
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     _restore_numpy_aliases()
     if HAS_COMPILED_OPS is None:
         _install_compiled_ops_stand_in()

@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointMismatchError",
     "LeakageError",
     "EXIT_INPUT_ERROR",
+    "format_input_error",
 ]
 
 # Exit status of train_net.py on a known input error (argparse uses 2 for usage errors too).
@@ -45,3 +46,10 @@ class CheckpointMismatchError(InputValueError):
 
 class LeakageError(InputError, RuntimeError):
     """A training set holds labels of unseen classes."""
+
+
+def format_input_error(error: InputError) -> str:
+    """For a terminal: the message's detail lines first, then 'ERROR: <first line>' last, where a
+    reader looks. Messages put a self-contained summary (what is wrong, the fix) on their first line."""
+    first, *details = str(error).splitlines() or [""]
+    return "\n".join(details + [f"ERROR: {first}"])

@@ -121,9 +121,10 @@ def check_training_sets(cfg):
         if not report.ok:
             command = audit_command([name], cfg.DATASETS.REGISTER_MODULES)
             raise LeakageError(
-                f"Training set '{name}' holds unseen-class labels; refusing to train.\n{report.format()}\n"
-                f"Remove those labels (for zsi_d2's own datasets: re-prepare them, datasets/README.md), "
-                f"then audit it again with: {command}"
+                f"Training set '{name}' holds {len(report.leaks)} unseen-class labels in "
+                f"{len(report.leaking_images())} images; refusing to train. Remove those labels (for zsi_d2's own "
+                f"datasets: re-prepare them, datasets/README.md), then audit it again with: {command}\n"
+                f"{report.format()}"
             )
         logger.info(report.format())
 

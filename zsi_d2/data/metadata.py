@@ -11,9 +11,10 @@ import logging
 import mmap
 import os
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 
 from ..errors import InputFileNotFoundError, InputKeyError, InputValueError
+from .catalog import require_registered
 from .splits import get_split, list_splits
 
 __all__ = [
@@ -50,16 +51,8 @@ def _close_names(name, candidates, n=5):
 
 
 def registered_metadata(dataset_name, hint=_REGISTER_HINT):
-    """The dataset's Metadata; a name DatasetCatalog does not know is an error listing close names.
-
-    Why: MetadataCatalog.get creates an empty entry for any name, so a typo would surface later as
-    a missing field instead of "not registered".
-    """
-    names = DatasetCatalog.list()
-    if dataset_name not in names:
-        close = _close_names(dataset_name, names)
-        close = f"Close names: {close}. " if close else f"No close name among the {len(names)} registered datasets. "
-        raise DatasetSetupError(f"Dataset '{dataset_name}' is not registered. {close}Fix: {hint}.")
+    """The dataset's Metadata; a name DatasetCatalog does not know is an error listing close names."""
+    require_registered(dataset_name, fix=hint, error=DatasetSetupError)
     return MetadataCatalog.get(dataset_name)
 
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from .attributes import attribute_vocabulary
-from .base import CFG_KEY, EmbeddingOptions, get_source_class, validate_class_names
+from .base import CFG_KEY, EmbeddingOptions, MissingEmbeddingError, get_source_class, validate_class_names
 from .cache import CACHE_FORMAT_VERSION, EmbeddingCache, resolve_cache_dir
-from .word_vectors import BACKGROUND
+from .word_vectors import BACKGROUND, plain_file_dim
 
 __all__ = ["build_background_embedding", "build_class_embeddings", "get_class_embeddings", "resolve_split"]
 
@@ -182,4 +182,16 @@ def build_background_embedding(cfg, class_names: Optional[Sequence[str]] = None)
                 "set MODEL.ZERO_SHOT.SPLIT (or pass class_names to build_background_embedding)"
             )
         kwargs["vocabulary"] = attribute_vocabulary(validate_class_names(class_names))
-    return get_class_embeddings(source, (BACKGROUND,), **kwargs)[0]
+    try:
+        return get_class_embeddings(source, (BACKGROUND,), **kwargs)[0]
+    except MissingEmbeddingError:
+        if source != "word_vectors":
+            raise
+    # A plain "word v1 ... vD" file need not contain the word "background": no class name describes
+    # background anyway, so it starts as a random unit vector and is learned (as in every zsi_d2 head).
+    dim = plain_file_dim(cfg.MODEL.ZERO_SHOT.EMBEDDING.PATH)
+    logger.warning(
+        f"The word-vector file {cfg.MODEL.ZERO_SHOT.EMBEDDING.PATH} has no word 'background': the background "
+        "embedding starts as a random unit vector and is learned. Add a 'background' line to the file to fix it."
+    )
+    return F.normalize(torch.randn(dim), dim=0)

@@ -106,12 +106,20 @@ def _needed_tokens(class_names: Sequence[str]) -> Set[str]:
     return needed
 
 
-def _scan_plain_file(path: str, needed: Set[str]) -> Tuple[Dict[str, np.ndarray], Optional[int]]:
+def plain_file_dim(path: str) -> Optional[int]:
+    """D of a "word v1 ... vD" file, from its first vector line (a word2vec header is skipped)."""
+    vectors, dim = _scan_plain_file(path, set(), max_lines=2)
+    return dim
+
+
+def _scan_plain_file(path: str, needed: Set[str], max_lines: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], Optional[int]]:
     """Read only the vectors of `needed` words: a 5 GB GloVe file must not be loaded whole."""
     vectors: Dict[str, np.ndarray] = {}
     dim = None
     with _open_text(path) as f:
         for lineno, line in enumerate(f):
+            if max_lines is not None and lineno >= max_lines and dim is not None:
+                break
             if lineno == 0:
                 header = line.split()
                 if len(header) == 2 and all(_NUMBER.match(t) for t in header):

@@ -228,13 +228,14 @@ class ZeroShotCheckpointer(DetectionCheckpointer):
     def _require_everything(self, missing, wrong, description):
         if not missing and not wrong:
             return
+        example = wrong[0][0] if wrong else missing[0]
         lines = [f"  {k}: checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in wrong[:10]]
         if missing:
             lines.append(f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}")
         raise CheckpointMismatchError(
-            f"{self._where()} does not fit this config: {len(wrong)} parameters with other shapes, {len(missing)} "
-            "missing. Evaluating it would score randomly initialised layers.\n" + "\n".join(lines) + "\n"
-            f"{description} Evaluate it with the config it was trained with."
+            f"{self._where()} does not fit this config ({len(missing)} parameters missing, {len(wrong)} with other "
+            f"shapes, e.g. {example}): evaluating it would score randomly initialised layers. {description} "
+            "Evaluate it with the config it was trained with.\n" + "\n".join(lines)
         )
 
     def _require_fitting_start(self, missing, wrong, description):
@@ -242,9 +243,9 @@ class ZeroShotCheckpointer(DetectionCheckpointer):
         if bad:
             lines = "\n".join(f"  {k}: checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in bad[:10])
             raise CheckpointMismatchError(
-                f"{self._where()} does not fit this config ({len(bad)} parameters with other shapes; only the "
-                f"class-count-dependent layers may differ):\n{lines}\n{description} Check MODEL.BACKBONE / FPN / "
-                "heads and MODEL.ZERO_SHOT.EMBEDDING against the model the checkpoint was trained with."
+                f"{self._where()} does not fit this config ({len(bad)} parameters with other shapes, e.g. {bad[0][0]}; "
+                f"only the class-count-dependent layers may differ). {description} Check MODEL.BACKBONE / FPN / "
+                f"heads and MODEL.ZERO_SHOT.EMBEDDING against the model the checkpoint was trained with.\n{lines}"
             )
         if len(missing) + len(wrong) >= len(self.model.state_dict()):
             raise CheckpointMismatchError(

@@ -18,7 +18,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
-from ..errors import EXIT_INPUT_ERROR, InputError
+from ..errors import EXIT_INPUT_ERROR, InputError, format_input_error
 
 __all__ = ["launch"]
 
@@ -65,7 +65,7 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
     try:
         main_func(*args)
     except InputError as e:  # one line, as in a single process, instead of a spawn traceback
-        print(f"ERROR: {e}", file=sys.stderr)
+        print(format_input_error(e), file=sys.stderr)
         sys.exit(EXIT_INPUT_ERROR)
 
 

@@ -70,6 +70,13 @@ def build_resumable_train_loader(cfg, mapper):
             "so it sees other images than the run it continues (TrainingSampler resumes exactly)."
         )
     loader = build_detection_train_loader(**kwargs)
+    # A DataLoader draws its workers' base seed from the global torch generator whenever an
+    # iterator starts (lazily, at the first batch): a private generator keeps that draw out of the
+    # stream the model samples from, so a resumed run's restart costs the model no draw.
+    inner = loader if isinstance(loader, torch.utils.data.DataLoader) else getattr(loader, "dataset", None)
+    if isinstance(inner, torch.utils.data.DataLoader):
+        seed = sampler._seed if sampler is not None else comm.shared_random_seed()
+        inner.generator = torch.Generator().manual_seed(seed)
     loader.resumable_sampler = sampler
     return loader
 
@@ -91,13 +98,17 @@ class RNGState:
     def load_state_dict(self, state):
         if comm.get_rank() != 0:
             return  # only rank 0's generators were saved; other ranks keep their own seeding
+        self._restore(state)
+        logger.info("Restored the random generators of the checkpoint")
+
+    @staticmethod
+    def _restore(state):
         random.setstate(_as_python_state(state["python"]))
         n = state["numpy"]
         np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-        logger.info("Restored the random generators of the checkpoint")
 
 
 def _as_python_state(state):

@@ -199,7 +199,7 @@ def _registered_dataset(name: str):
     try:
         require_registered(name, "--dataset")
     except InputError as e:
-        raise CLIError(f"{e} (Here: name that module with --register MODULE.)") from None
+        raise CLIError(str(e)) from None
     return MetadataCatalog.get(name)
 
 

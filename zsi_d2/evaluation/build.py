@@ -4,6 +4,8 @@ import logging
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators
 
+from ..errors import InputValueError
+
 from .instance import ZeroShotInstanceEvaluator
 from .panoptic import ZeroShotPanopticEvaluator
 from .semantic import ZeroShotSemanticEvaluator
@@ -20,14 +22,14 @@ def build_zero_shot_evaluator(cfg, dataset_name, output_folder=None):
     asks for (TEST.ZERO_SHOT_TASKS); the ZSI/GZSI mode comes from the metadata too."""
     meta = MetadataCatalog.get(dataset_name)
     if meta.get("evaluator_type", None) != "zero_shot":
-        raise ValueError(
+        raise InputValueError(
             f"Dataset '{dataset_name}' has evaluator_type={meta.get('evaluator_type', None)!r}, not "
             "'zero_shot': zsi_d2 evaluates only datasets with zero-shot metadata (seen/unseen classes "
-            "and mode). Use zsi_d2.data.set_zero_shot_metadata(...) for a custom dataset."
+            "and mode). Make it zero-shot where it is registered: zsi_d2.data.make_zero_shot(name, split, mode)."
         )
     unknown = [t for t in cfg.TEST.ZERO_SHOT_TASKS if t not in ZERO_SHOT_TASKS]
     if unknown:
-        raise ValueError(f"TEST.ZERO_SHOT_TASKS has unknown tasks {unknown}; choose from {ZERO_SHOT_TASKS}")
+        raise InputValueError(f"TEST.ZERO_SHOT_TASKS has unknown tasks {unknown}; choose from {ZERO_SHOT_TASKS}")
     supported = tuple(meta.get("zero_shot_tasks", ("instance",)))
     tasks = [t for t in cfg.TEST.ZERO_SHOT_TASKS if t in supported]
     if not tasks:

@@ -17,6 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import MetadataCatalog
 
+from ..errors import InputKeyError
+
 __all__ = [
     "ClassSet",
     "ZeroShotModule",
@@ -83,10 +85,10 @@ class ClassSet:
 def _metadata_field(meta, dataset_name, field):
     value = meta.get(field, None)
     if value is None:
-        raise KeyError(
+        raise InputKeyError(
             f"Dataset '{dataset_name}' has no zero-shot metadata field '{field}'. Zero-shot datasets "
-            "carry seen_classes, unseen_classes and zero_shot_mode; register yours with "
-            "zsi_d2.data.set_zero_shot_metadata(dataset_name, split_name, mode)."
+            "carry seen_classes, unseen_classes and zero_shot_mode; make yours zero-shot where it is "
+            "registered: zsi_d2.data.make_zero_shot(dataset_name, split_name, mode)."
         )
     return value
 
