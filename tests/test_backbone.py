@@ -74,12 +74,7 @@ def _batchnorms(backbone):
     return [(n, m) for n, m in backbone.body.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
-@pytest.mark.parametrize("norm", [
-    "FrozenBN",
-    pytest.param("BN", marks=pytest.mark.xfail(strict=True, reason=(
-        "zsi_d2/modeling/backbone/efficientnet_lite.py keeps the frozen stages' BatchNorms in train mode "
-        "with NORM=BN, so their statistics move (detectron2 converts frozen stages to FrozenBatchNorm2d)"))),
-])
+@pytest.mark.parametrize("norm", ["FrozenBN", "BN"])
 def test_frozen_part_keeps_every_weight_and_statistic(norm):
     """After a training step, every BatchNorm (FrozenBN) or every one of the frozen stages (BN) still
     has its weights and running statistics, and every parameter of the frozen stages is unchanged."""

@@ -83,30 +83,33 @@ class EfficientNetLite(Backbone):
         # conversion would drop it. Freezing = fixed affine parameters + statistics in eval mode.
         self._frozen_bn = norm == "FrozenBN"
         if self._frozen_bn:
-            for m in self._batchnorms():
+            for m in self._batchnorms(self.body):
                 m.requires_grad_(False)
-        self._freeze_stem_and_stages(freeze_at)
+        frozen = self._freeze_stem_and_stages(freeze_at)
+        # BatchNorms kept in eval mode: all of them with FrozenBN; with BN those of the frozen stages,
+        # as detectron2's FrozenBatchNorm2d conversion of frozen stages keeps their statistics fixed.
+        self._eval_batchnorms = self._batchnorms(self.body) if self._frozen_bn else [
+            m for module in frozen for m in self._batchnorms(module)
+        ]
         self.train()
 
-    def _batchnorms(self):
-        return [m for m in self.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    @staticmethod
+    def _batchnorms(module):
+        return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def train(self, mode=True):
         super().train(mode)
-        if self._frozen_bn:
-            for m in self._batchnorms():
-                m.eval()
+        for m in getattr(self, "_eval_batchnorms", ()):
+            m.eval()
         return self
 
     def _freeze_stem_and_stages(self, freeze_at):
-        # freeze_at=1 freezes the stem (conv_stem, bn1); k>1 also freezes the first k-1 block groups.
-        if freeze_at >= 1:
-            for module in (self.body.conv_stem, self.body.bn1):
-                for p in module.parameters():
-                    p.requires_grad_(False)
-        for group in list(self.body.blocks)[: max(freeze_at - 1, 0)]:
-            for p in group.parameters():
-                p.requires_grad_(False)
+        """freeze_at=1 freezes the stem (conv_stem, bn1); k>1 also the first k-1 block groups."""
+        frozen = [self.body.conv_stem, self.body.bn1] if freeze_at >= 1 else []
+        frozen += list(self.body.blocks)[: max(freeze_at - 1, 0)]
+        for module in frozen:
+            module.requires_grad_(False)
+        return frozen
 
     def forward(self, x):
         feats = self.body(x)
