@@ -295,7 +295,7 @@ def test_semantic_label_space_errors(zs_shapes_val, tmp_path, capsys):
     assert main(["semantic", "--gt", root, "--predictions", root, "--dataset", "zs_shapes_tiny_vall"]) == 2
     line = error_line(capsys, "semantic")
     assert "--dataset 'zs_shapes_tiny_vall' is not registered. Close names: zs_shapes_tiny_val," in line
-    assert "--register MODULE" in line
+    assert "--register my_datasets.py for the audit and evaluation CLIs" in line
     assert main(["semantic", "--gt", root, "--predictions", root, "--unseen", "red circle"]) == 2
     assert "pass --categories FILE" in error_line(capsys, "semantic")
     assert main(["semantic", "--gt", root, "--predictions", root, "--split", "voc_15_5"]) == 2
