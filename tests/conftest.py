@@ -31,6 +31,19 @@ def _isolated_caches(tmp_path_factory):
             os.environ[k] = v
 
 
+# train_net.py command-line options for a quick run on the 'tiny' preset (subprocess tests).
+TINY_OPTS = [
+    "DATASETS.TRAIN", "('zs_shapes_tiny_train',)",
+    "DATASETS.TEST", "('zs_shapes_tiny_val', 'zs_shapes_tiny_val_zsi')",
+    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes",
+    "DATALOADER.NUM_WORKERS", "0",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.WARMUP_ITERS", "2",
+    "SOLVER.STEPS", "()",
+]
+BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml")
+
+
 def tiny_cfg(*opts, config="configs/zs_shapes/projection_mask_rcnn.yaml"):
     """A zs_shapes config on the 'tiny' preset with the fast attribute embeddings."""
     from zsi_d2.config import get_zsi_d2_cfg

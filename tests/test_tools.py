@@ -13,7 +13,7 @@ from pycocotools import mask as mask_util
 
 from detectron2.data import MetadataCatalog
 
-from conftest import REPO_ROOT
+from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS
 
 
 def _tool(name):
@@ -229,16 +229,8 @@ def test_summarize_runs_confusion_needs_a_registered_test_set(two_runs, tmp_path
 # ---------------------------------------------------------------------------------------------
 # run_seeds: real tiny runs
 # ---------------------------------------------------------------------------------------------
-CONFIG = os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml")
-TINY = [
-    "DATASETS.TRAIN", "('zs_shapes_tiny_train',)",
-    "DATASETS.TEST", "('zs_shapes_tiny_val', 'zs_shapes_tiny_val_zsi')",
-    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes",
-    "DATALOADER.NUM_WORKERS", "0",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.STEPS", "()",
-]
+CONFIG = BASELINE_CONFIG
+TINY = TINY_OPTS
 SEEDS = (3, 4)
 
 

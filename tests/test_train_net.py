@@ -10,18 +10,10 @@ import time
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS
 
-TINY = [
-    "DATASETS.TRAIN", "('zs_shapes_tiny_train',)",
-    "DATASETS.TEST", "('zs_shapes_tiny_val', 'zs_shapes_tiny_val_zsi')",
-    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes",
-    "DATALOADER.NUM_WORKERS", "0",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.STEPS", "()",
-]
-CONFIG = os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml")
+TINY = TINY_OPTS
+CONFIG = BASELINE_CONFIG
 
 
 def _command(args, config=CONFIG):
