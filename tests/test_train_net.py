@@ -170,3 +170,21 @@ def test_visualize_predictions_writes_a_picture(trained, tmp_path):
     ])
     image = cv2.imread(str(png))
     assert image is not None and image.shape[0] > 3 * 128 and image.shape[1] > 2 * 128  # 3 rows, GT | prediction
+
+
+def test_visualize_predictions_refuses_a_checkpoint_that_does_not_fit(trained, tmp_path):
+    """Drawing a random model's predictions would be as misleading as scoring them."""
+    from zsi_d2.errors import CheckpointMismatchError
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        import visualize_predictions
+    finally:
+        sys.path.pop(0)
+    out, _ = trained
+    zsi = os.path.join(REPO_ROOT, "configs/zsi/zs_shapes/zsi_mask_rcnn.yaml")
+    with pytest.raises(CheckpointMismatchError, match="does not fit this config"):
+        visualize_predictions.main([
+            "--config-file", zsi, "--weights", str(out / "model_final.pth"), "--dataset", "zs_shapes_tiny_val",
+            "--output", str(tmp_path / "pred.png"), *TINY,
+        ])

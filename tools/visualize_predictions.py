@@ -7,6 +7,7 @@
 import argparse
 import logging
 import os
+import sys
 
 import cv2
 import torch
@@ -14,13 +15,15 @@ from tqdm import tqdm
 
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data.detection_utils import annotations_to_instances, read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.engine import ZeroShotCheckpointer
+from zsi_d2.data.catalog import require_registered
+from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, format_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.utils.visualizer import draw_zero_shot_instances, image_grid
 
@@ -42,6 +45,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="zsi_d2")
+    require_registered(args.dataset, "--dataset")
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
@@ -51,7 +55,7 @@ def main(argv=None):
     if not os.path.isfile(args.weights):
         raise FileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(args.weights)
+    ZeroShotCheckpointer.from_config(cfg, model, purpose="eval").load(args.weights)  # every parameter, or an error
     model.eval()
     meta = MetadataCatalog.get(args.dataset)
     dicts = DatasetCatalog.get(args.dataset)
@@ -76,4 +80,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as e:  # a checkpoint that does not fit the config, an unknown dataset: one line
+        print(format_input_error(e), file=sys.stderr)
+        sys.exit(EXIT_INPUT_ERROR)

@@ -14,7 +14,7 @@ import os
 from detectron2.data import MetadataCatalog
 
 from ..errors import InputFileNotFoundError, InputKeyError, InputValueError
-from .catalog import require_registered
+from .catalog import REGISTER_FIX, require_registered
 from .splits import get_split, list_splits
 
 __all__ = [
@@ -30,12 +30,6 @@ ZERO_SHOT_MODES = ("train", "gzsi", "zsi")
 # The detectron2 fields whose meaning depends on the task; (in order) what each registration provides.
 _TASK_ORDER = ("instance", "panoptic", "semantic")
 
-_REGISTER_HINT = (
-    "register it first (detectron2's register_coco_instances / register_coco_panoptic / DatasetCatalog.register), "
-    "and name the module that does so: DATASETS.REGISTER_MODULES \"['my_datasets.py']\" for train_net.py, "
-    "--register my_datasets.py for python -m zsi_d2.data.audit"
-)
-
 
 class DatasetSetupError(InputKeyError, ValueError):
     """A known mistake in a dataset's zero-shot registration; str() is the one-line message.
@@ -50,7 +44,7 @@ def _close_names(name, candidates, n=5):
     return ", ".join(repr(c) for c in close) if close else ""
 
 
-def registered_metadata(dataset_name, hint=_REGISTER_HINT):
+def registered_metadata(dataset_name, hint=REGISTER_FIX):
     """The dataset's Metadata; a name DatasetCatalog does not know is an error listing close names."""
     require_registered(dataset_name, fix=hint, error=DatasetSetupError)
     return MetadataCatalog.get(dataset_name)

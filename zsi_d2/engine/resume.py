@@ -19,7 +19,7 @@ import torch
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
-__all__ = ["ResumableTrainingSampler", "RNGState", "build_resumable_train_loader"]
+__all__ = ["ResumableTrainingSampler", "RNGState", "build_resumable_train_loader", "restart_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +70,26 @@ def build_resumable_train_loader(cfg, mapper):
             "so it sees other images than the run it continues (TrainingSampler resumes exactly)."
         )
     loader = build_detection_train_loader(**kwargs)
-    # A DataLoader draws its workers' base seed from the global torch generator whenever an
-    # iterator starts (lazily, at the first batch): a private generator keeps that draw out of the
-    # stream the model samples from, so a resumed run's restart costs the model no draw.
-    inner = loader if isinstance(loader, torch.utils.data.DataLoader) else getattr(loader, "dataset", None)
-    if isinstance(inner, torch.utils.data.DataLoader):
-        seed = sampler._seed if sampler is not None else comm.shared_random_seed()
-        inner.generator = torch.Generator().manual_seed(seed)
     loader.resumable_sampler = sampler
     return loader
+
+
+def restart_loader(loader, num_samples: int):
+    """A fresh iterator over `loader` that starts `num_samples` images into the sampler's stream.
+
+    A DataLoader draws its workers' base seed from the global torch generator when an iterator
+    starts (lazily, at its first batch). The run being continued made that draw at its first
+    batch, before the saved generator states; a second one here would shift every later random
+    draw of the model, so the restarted iterator draws from a private generator instead.
+    """
+    sampler = getattr(loader, "resumable_sampler", None)
+    if sampler is None:
+        return iter(loader)
+    sampler.seek(num_samples)
+    inner = loader if isinstance(loader, torch.utils.data.DataLoader) else getattr(loader, "dataset", None)
+    if isinstance(inner, torch.utils.data.DataLoader):
+        inner.generator = torch.Generator().manual_seed(sampler._seed + num_samples)
+    return iter(loader)
 
 
 class RNGState:
