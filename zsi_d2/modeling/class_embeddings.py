@@ -82,8 +82,19 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
         return self.background if self._background_source is None else self._background_source()
 
     def weights(self) -> torch.Tensor:
+        return self.weights_of(self.active)
+
+    def weights_of(self, index: torch.Tensor) -> torch.Tensor:
+        """(len(index) + 1, D) unit vectors of the classes at `index` (into class_names), then background."""
         bg = F.normalize(self.current_background(), dim=0)
-        return torch.cat([self.embeddings[self.active], bg[None]], dim=0)
+        return torch.cat([self.embeddings[index], bg[None]], dim=0)
+
+    def index_of(self, names) -> torch.Tensor:
+        """Positions of `names` in class_names (an error names any class without an embedding)."""
+        missing = [n for n in names if n not in self.class_names]
+        if missing:
+            raise KeyError(f"No embedding for classes {missing}: this model was built for {list(self.class_names)}.")
+        return torch.tensor([self.class_names.index(n) for n in names], dtype=torch.long, device=self.embeddings.device)
 
 
 def build_class_embeddings_module(cfg, kind: str = "thing", learn_background: bool = True) -> ClassEmbeddings:

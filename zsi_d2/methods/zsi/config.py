@@ -26,4 +26,8 @@ def add_zsi_config(cfg):
     # GZSI inference: NMS and top-k run separately within seen and within unseen classes, as in
     # the reference code, so unseen detections are not crowded out by seen ones.
     cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS = False
+    # Test-time class scores of the zero-shot detector: "direct" (cosine with every active class,
+    # softmax over them, the paper's Fig. 3) or "seen_projection" (the reference code: softmax over
+    # seen + background, then each class scored as p · V_seen · v_class, ConSE-style).
+    cfg.MODEL.ZSI.UNSEEN_SCORING = "direct"
     return cfg

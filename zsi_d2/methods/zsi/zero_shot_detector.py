@@ -21,9 +21,13 @@ from detectron2.config import configurable
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detectron2.structures import Instances
 
+from ...errors import InputValueError
+from ...modeling.class_set import default_class_set
 from ...modeling.roi_heads.projection_box_predictor import ProjectionBoxPredictor
 
-__all__ = ["ZeroShotDetectorPredictor"]
+__all__ = ["ZeroShotDetectorPredictor", "UNSEEN_SCORING"]
+
+UNSEEN_SCORING = ("direct", "seen_projection")
 
 
 class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
@@ -37,8 +41,15 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
 
     @configurable
     def __init__(self, input_shape, *, reconstruction_weight: float = 0.5, gzsi_per_group_nms: bool = False,
-                 **kwargs):
+                 unseen_scoring: str = "direct", seen_classes: Sequence[str] = (), **kwargs):
         super().__init__(input_shape, **kwargs)
+        if unseen_scoring not in UNSEEN_SCORING:
+            raise InputValueError(f"MODEL.ZSI.UNSEEN_SCORING must be one of {UNSEEN_SCORING}, got '{unseen_scoring}'")
+        if unseen_scoring == "seen_projection" and not seen_classes:
+            raise InputValueError("MODEL.ZSI.UNSEEN_SCORING 'seen_projection' needs the seen classes: set DATASETS.TRAIN")
+        self.unseen_scoring = unseen_scoring
+        # The classes the detector was trained on: what "seen_projection" scores through.
+        self.seen_classes = tuple(seen_classes)
         self.reconstruction_weight = reconstruction_weight
         input_dim = self.cls_score.project.in_features
         self.decoder = nn.Linear(self.cls_score.embedding_dim, input_dim) if reconstruction_weight > 0 else None
@@ -52,7 +63,32 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         ret = super().from_config(cfg, input_shape, learn_background=not cfg.MODEL.ZSI.SYNC_BG)
         ret["reconstruction_weight"] = cfg.MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT
         ret["gzsi_per_group_nms"] = cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
+        ret["unseen_scoring"] = cfg.MODEL.ZSI.UNSEEN_SCORING
+        ret["seen_classes"] = default_class_set(cfg).names if cfg.DATASETS.TRAIN else ()
         return ret
+
+    def forward(self, x):
+        if self.training or self.unseen_scoring == "direct":
+            return super().forward(x)
+        x = x.flatten(1)
+        return self.seen_projection_scores(x), self.bbox_pred(x)
+
+    def seen_projection_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K + 1) scores of the K active classes and background, as the reference scores them at
+        test time: p = softmax over the seen classes + background, then score(c) = p · V_seen · v_c
+        (V_seen: the seen and background unit vectors, v_c: class c's). Scores, not logits:
+        `predict_probs` returns them as they are."""
+        classifier = self.cls_score
+        semantic = classifier.project(x.flatten(1))
+        seen = classifier.classes.weights_of(classifier.classes.index_of(self.seen_classes))
+        p = F.softmax(classifier.log_logit_scale.exp() * F.normalize(semantic, dim=1) @ seen.t(), dim=1)
+        return (p @ seen) @ classifier.classes.weights().t()
+
+    def predict_probs(self, predictions, proposals):
+        if self.training or self.unseen_scoring == "direct":
+            return super().predict_probs(predictions, proposals)
+        scores, _ = predictions
+        return scores.split([len(p) for p in proposals], dim=0)
 
     def set_class_set(self, class_set):
         super().set_class_set(class_set)
@@ -74,8 +110,10 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
     def inference(self, predictions, proposals):
         if not self.nms_groups:
             return super().inference(predictions, proposals)
-        # Per-group NMS (the reference's GZSI inference): one softmax over all classes, then NMS and
-        # top-k within each group, so confident seen detections cannot crowd out unseen ones.
+        # Per-group NMS (the reference's GZSI inference): NMS and top-k within seen and within unseen
+        # classes, so confident seen detections cannot crowd out unseen ones. (With "direct" scoring
+        # the class probabilities come from one softmax over all classes, which the reference does
+        # not compute; "seen_projection" is the reference's scoring.)
         boxes = self.predict_boxes(predictions, proposals)
         scores = self.predict_probs(predictions, proposals)
         results = []
