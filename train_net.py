@@ -27,7 +27,7 @@ from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import import_register_modules
 from zsi_d2.data.audit import check_training_sets
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.engine import ZeroShotCheckpointer, check_weights, launch, zero_shot_test
+from zsi_d2.engine import ZeroShotCheckpointer, build_optimizer, check_weights, launch, zero_shot_test
 from zsi_d2.engine.resume import RNGState, build_resumable_train_loader, restart_loader
 from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
@@ -70,6 +70,10 @@ class Trainer(DefaultTrainer):
         if self.start_iter > 0:  # continue with the first image the saved run had not trained on
             loader = self._trainer.data_loader
             self._trainer._data_loader_iter = restart_loader(loader, self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)  # detectron2's, plus CLIP_TYPE "full_model"
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
