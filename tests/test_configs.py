@@ -48,3 +48,20 @@ def test_config_names_registered_datasets(config):
     cfg.merge_from_file(os.path.join(REPO_ROOT, config))
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     assert names and set(names) <= set(DatasetCatalog.list()), f"unregistered: {set(names) - set(DatasetCatalog.list())}"
+
+
+@pytest.mark.parametrize("split, lr, warmup", [("48_17", 0.01, 500), ("65_15", 0.0075, 7000)])
+def test_coco_zsi_configs_follow_the_reference_schedule(split, lr, warmup):
+    """The reference ZSI configs per split (../shared/reference, section 2, and the issue's review)."""
+    from zsi_d2.config import get_zsi_d2_cfg
+
+    for name in ("zsi_mask_rcnn_R_101_FPN_1x", "zsd_faster_rcnn_R_101_FPN_1x", "zsi_mask_rcnn_R_101_FPN_1x_reference_protocol"):
+        cfg = get_zsi_d2_cfg()
+        cfg.merge_from_file(os.path.join(REPO_ROOT, f"configs/zsi/coco_{split}/{name}.yaml"))
+        assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.IMS_PER_BATCH) == (lr, warmup, 8)
+        assert abs(cfg.SOLVER.WARMUP_FACTOR - 1 / 3) < 1e-9
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        assert (clip.ENABLED, clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE) == (True, "full_model", 35.0, 2.0)
+        assert cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN == 2000 and cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
+        expected = "seen_projection" if name.endswith("reference_protocol") else "direct"
+        assert cfg.MODEL.ZSI.UNSEEN_SCORING == expected
