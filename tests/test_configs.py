@@ -65,3 +65,15 @@ def test_coco_zsi_configs_follow_the_reference_schedule(split, lr, warmup):
         assert cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN == 2000 and cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
         expected = "seen_projection" if name.endswith("reference_protocol") else "direct"
         assert cfg.MODEL.ZSI.UNSEEN_SCORING == expected
+
+
+def test_each_coco_split_names_its_own_word_vector_file():
+    from zsi_d2.config import get_zsi_d2_cfg
+
+    paths = {}
+    for split in ("48_17", "65_15"):
+        cfg = get_zsi_d2_cfg()
+        cfg.merge_from_file(os.path.join(REPO_ROOT, f"configs/zsi/coco_{split}/zsi_mask_rcnn_R_101_FPN_1x.yaml"))
+        assert cfg.MODEL.ZERO_SHOT.EMBEDDING.SOURCE == "word_vectors" and cfg.MODEL.ZERO_SHOT.EMBEDDING.DIM == 300
+        paths[split] = cfg.MODEL.ZERO_SHOT.EMBEDDING.PATH
+    assert paths == {s: f"datasets/embeddings/word_w2v_withbg_{s}.txt" for s in paths}

@@ -6,6 +6,9 @@
   `column_names` (background + the split's classes, seen then unseen).
 * Plain text layout: one "word v1 ... vD" line per word (GloVe; word2vec text with its
   "count dim" header line is accepted too; .gz files are read transparently).
+* word2vec binary layout (`.bin` / `.bin.gz`, e.g. GoogleNews-vectors-negative300.bin): a
+  "count dim" header line, then per word its bytes, a space and D little-endian float32 values.
+  Read by the same rules as the plain layout (only the needed words are kept).
 
 Plain-layout names are resolved per synonym ("tv, monitor" -> "tv" and "monitor"): first as one
 token ("traffic light", "traffic_light", case-insensitively), else as the raw mean of its words
@@ -52,10 +55,43 @@ def _first_lines(path: str, n: int = 2) -> List[str]:
     return lines
 
 
+def _is_word2vec_binary(path: str) -> bool:
+    return path.endswith((".bin", ".bin.gz"))
+
+
+def _scan_binary_file(path: str, needed: Set[str], max_words: Optional[int] = None):
+    """Vectors of the `needed` words of a word2vec binary file (streamed: GoogleNews is 3.6 GB)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    vectors: Dict[str, np.ndarray] = {}
+    with opener(path, "rb") as f:
+        header = f.readline().split()
+        if len(header) != 2 or not all(t.isdigit() for t in header):
+            raise ValueError(f"Word-vector file {path} is not a word2vec binary file (no 'count dim' header line)")
+        count, dim = int(header[0]), int(header[1])
+        for _ in range(count if max_words is None else min(count, max_words)):
+            word = bytearray()
+            while True:
+                ch = f.read(1)
+                if ch in (b" ", b""):
+                    break
+                if ch != b"\n":
+                    word += ch
+            values = f.read(4 * dim)
+            if len(values) < 4 * dim:
+                raise ValueError(f"Word-vector file {path} ends inside the vector of '{word.decode(errors='replace')}'")
+            token = word.decode("utf-8", errors="replace")
+            if token in needed and token not in vectors:
+                vectors[token] = np.frombuffer(values, dtype="<f4").astype(np.float32)
+    return vectors, dim
+
+
 def detect_layout(path: str) -> str:
-    """MATRIX when the file is .npy or its first line is all numbers, else PLAIN ("word v1 ..")."""
+    """MATRIX when the file is .npy or its first line is all numbers, else PLAIN ("word v1 .." text
+    or word2vec binary)."""
     if path.endswith(".npy"):
         return MATRIX
+    if _is_word2vec_binary(path):
+        return PLAIN
     lines = _first_lines(path)
     if not lines:
         raise ValueError(f"Word-vector file {path} is empty")
@@ -108,6 +144,8 @@ def _needed_tokens(class_names: Sequence[str]) -> Set[str]:
 
 def plain_file_dim(path: str) -> Optional[int]:
     """D of a "word v1 ... vD" file, from its first vector line (a word2vec header is skipped)."""
+    if _is_word2vec_binary(path):
+        return _scan_binary_file(path, set(), max_words=0)[1]
     vectors, dim = _scan_plain_file(path, set(), max_lines=2)
     return dim
 
@@ -251,7 +289,8 @@ class WordVectorSource(EmbeddingSource):
 
     # -- plain "word v1 .. vD" layout ----------------------------------------------------------
     def _embed_plain(self, class_names):
-        vectors, dim = _scan_plain_file(self.path, _needed_tokens(class_names))
+        scan = _scan_binary_file if _is_word2vec_binary(self.path) else _scan_plain_file
+        vectors, dim = scan(self.path, _needed_tokens(class_names))
         if dim is None or dim < 1:
             raise ValueError(f"Word-vector file {self.path} holds no 'word v1 ... vD' lines")
         rows, problems = [], []
