@@ -86,3 +86,31 @@ def test_training_is_the_same_for_both_scorings():
 def test_an_unknown_scoring_is_one_clear_error():
     with pytest.raises(InputValueError, match="MODEL.ZSI.UNSEEN_SCORING must be one of"):
         _model("conse")
+
+
+@pytest.mark.parametrize("scoring", ["direct", "seen_projection"])
+def test_semantic_mask_head_channels_follow_the_scoring(scoring):
+    """Mask logits of a class = its row · the explicit semantic map; with "seen_projection" the row
+    of a class outside the training classes is v_c · V_seenᵀ V_seen (the reference's test time)."""
+    from detectron2.structures import Instances
+
+    model = _model(scoring)
+    head = model.roi_heads.mask_head
+    bank = head.classes
+    torch.manual_seed(2)
+    x = torch.randn(2, head.convs[0].in_channels, 14, 14)
+    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val") as class_set:
+        unseen = class_set.names.index(class_set.unseen[0])
+        seen = class_set.names.index(head.seen_classes[0])
+        instances = Instances((28, 28), pred_classes=torch.tensor([unseen, seen]))
+        masks = head(x, [instances])[0].pred_masks[:, 0]  # (2, 28, 28) probabilities
+        semantic = head.semantic_map(x)
+        unit = dict(zip(bank.class_names, F.normalize(bank.embeddings, dim=1)))
+        background = F.normalize(model.proposal_generator.rpn_head.background_vector(), dim=0)
+        v_seen = torch.stack([unit[n] for n in head.seen_classes] + [background])
+        rows = [unit[class_set.names[unseen]], unit[class_set.names[seen]]]
+        if scoring == "seen_projection":
+            rows[0] = rows[0] @ v_seen.t() @ v_seen
+        for i, row in enumerate(rows):
+            expected = torch.sigmoid(torch.einsum("d,dhw->hw", row, semantic[i]))
+            torch.testing.assert_close(masks[i], expected, atol=1e-5, rtol=1e-4)

@@ -4,6 +4,9 @@ Why: a standard mask head has one output channel per seen class, so an unseen cl
 the head predicts a D x 28 x 28 semantic map and the class channels are fixed 1x1 convolutions
 whose weights are the class embeddings, so any class with an embedding gets a mask channel.
 """
+from typing import Sequence
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -17,7 +20,7 @@ from detectron2.modeling.roi_heads.mask_head import (
 )
 
 from ...modeling.class_embeddings import ClassEmbeddings, build_class_embeddings_module
-from ...modeling.class_set import ZeroShotModule
+from ...modeling.class_set import ZeroShotModule, default_class_set
 from .composed_conv import compose_after_1x1
 
 __all__ = ["SemanticMaskHead"]
@@ -41,8 +44,13 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, conv_dims, classes: ClassEmbeddings,
-                 reconstruction_weight: float = 0.5, **kwargs):
+                 reconstruction_weight: float = 0.5, unseen_scoring: str = "direct",
+                 seen_classes: Sequence[str] = (), **kwargs):
         super().__init__(**kwargs)
+        # "seen_projection" (the reference's test time): a class that was not trained on gets the
+        # mask logits of the seen channels mapped back through the seen vectors, v_c · V_seenᵀ V_seen.
+        self.unseen_scoring = unseen_scoring
+        self.seen_classes = tuple(seen_classes)
         if not conv_dims:
             raise ValueError("SemanticMaskHead needs at least one conv (MODEL.ROI_MASK_HEAD.NUM_CONV >= 1)")
         convs, channels = [], input_shape.channels
@@ -69,8 +77,20 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
             conv_dims=[cfg.MODEL.ROI_MASK_HEAD.CONV_DIM] * cfg.MODEL.ROI_MASK_HEAD.NUM_CONV,
             classes=build_class_embeddings_module(cfg, learn_background=not cfg.MODEL.ZSI.SYNC_BG),
             reconstruction_weight=cfg.MODEL.ZSI.MASK_RECONSTRUCTION_WEIGHT,
+            unseen_scoring=cfg.MODEL.ZSI.UNSEEN_SCORING,
+            seen_classes=default_class_set(cfg).names if cfg.DATASETS.TRAIN else (),
         )
         return ret
+
+    def class_weights(self):
+        """(K + 1, D) rows of the class channels: the class embeddings, or at test time with
+        "seen_projection" the projected rows for classes outside the seen (training) ones."""
+        weights = self.classes.weights()
+        if self.training or self.unseen_scoring == "direct":
+            return weights
+        seen = self.classes.weights_of(self.classes.index_of(self.seen_classes))
+        trained = torch.tensor([n in self.seen_classes for n in self.classes.active_names] + [True])
+        return torch.where(trained[:, None].to(weights.device), weights, weights @ seen.t() @ seen)
 
     def set_class_names(self, names):
         self.classes.set_class_names(names)
@@ -85,7 +105,7 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
 
     def forward(self, x, instances):
         visual = F.relu(self.deconv(self.convs(x)))
-        logits = self._through_semantic(visual, self.classes.weights())  # (R, K + 1, 28, 28)
+        logits = self._through_semantic(visual, self.class_weights())  # (R, K + 1, 28, 28)
         if self.training:
             losses = {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
             if self.decoder is not None:
