@@ -101,6 +101,7 @@ def assert_class_set_follows_dataset(cfg, batch):
         assert model.roi_heads.box_predictor.num_classes == len(unseen_ids)
         out = model(inputs)
     predicted = set(torch.cat([o["instances"].pred_classes for o in out]).tolist())
+    assert predicted, "no predictions: the class-set check below would pass vacuously"
     assert predicted <= unseen_ids, "ZSI predictions must be unseen classes, in dataset ids"
     assert all(o["instances"].pred_masks.shape[1:] == inputs[0]["image"].shape[1:] for o in out)
     with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val"):
