@@ -27,6 +27,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..errors import CheckpointMismatchError, InputValueError
+from ..modeling.class_set import training_class_names
 
 __all__ = ["ZeroShotCheckpointer", "CLASS_COUNT_PARAMETERS", "describe_checkpoint", "checkpoint_summary"]
 
@@ -60,8 +61,6 @@ def _listing(keys, limit=8):
 
 def checkpoint_summary(cfg) -> dict:
     """What a checkpoint of `cfg`'s model was made for; saved with every zsi_d2 checkpoint."""
-    from ..modeling.class_set import default_class_set
-
     emb = cfg.MODEL.ZERO_SHOT.EMBEDDING
     summary = {
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
@@ -73,7 +72,7 @@ def checkpoint_summary(cfg) -> dict:
         "train_datasets": list(cfg.DATASETS.TRAIN),
     }
     if cfg.DATASETS.TRAIN:
-        summary["trained_classes"] = list(default_class_set(cfg).names)
+        summary["trained_classes"] = list(training_class_names(cfg))
     return summary
 
 
@@ -141,16 +140,11 @@ class ZeroShotCheckpointer(DetectionCheckpointer):
     @classmethod
     def from_config(cls, cfg, model, save_dir: str = "", *, purpose: str, **checkpointables):
         """seen = the classes the training set trains (its class set), unseen = its split's unseen."""
-        seen, unseen = (), ()
-        if cfg.DATASETS.TRAIN:
-            from detectron2.data import MetadataCatalog
+        from detectron2.data import MetadataCatalog
 
-            from ..modeling.class_set import default_class_set
-
-            seen = default_class_set(cfg).names
-            unseen = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("unseen_classes", ())
+        unseen = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("unseen_classes", ()) if cfg.DATASETS.TRAIN else ()
         return cls(
-            model, save_dir, purpose=purpose, seen_classes=seen, unseen_classes=unseen,
+            model, save_dir, purpose=purpose, seen_classes=training_class_names(cfg), unseen_classes=unseen,
             allow_unseen_in_weights=cfg.MODEL.ZERO_SHOT.ALLOW_UNSEEN_IN_WEIGHTS,
             summary=checkpoint_summary(cfg), **checkpointables,
         )

@@ -26,6 +26,7 @@ __all__ = [
     "use_class_set",
     "dataset_class_set",
     "apply_class_set",
+    "training_class_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,11 @@ def default_class_set(cfg, kind: str = "thing") -> ClassSet:
     if not datasets:
         raise ValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from")
     return dataset_class_set(datasets[0], kind)
+
+
+def training_class_names(cfg) -> Tuple[str, ...]:
+    """The classes a model of `cfg` trains on (the first training set's class set); () without one."""
+    return default_class_set(cfg).names if cfg.DATASETS.TRAIN else ()
 
 
 class ZeroShotModule(abc.ABC):

@@ -20,7 +20,7 @@ from detectron2.modeling.roi_heads.mask_head import (
 )
 
 from ...modeling.class_embeddings import ClassEmbeddings, build_class_embeddings_module
-from ...modeling.class_set import ZeroShotModule, default_class_set
+from ...modeling.class_set import ZeroShotModule, training_class_names
 from .composed_conv import compose_after_1x1
 
 __all__ = ["SemanticMaskHead"]
@@ -78,7 +78,7 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
             classes=build_class_embeddings_module(cfg, learn_background=not cfg.MODEL.ZSI.SYNC_BG),
             reconstruction_weight=cfg.MODEL.ZSI.MASK_RECONSTRUCTION_WEIGHT,
             unseen_scoring=cfg.MODEL.ZSI.UNSEEN_SCORING,
-            seen_classes=default_class_set(cfg).names if cfg.DATASETS.TRAIN else (),
+            seen_classes=training_class_names(cfg),
         )
         return ret
 

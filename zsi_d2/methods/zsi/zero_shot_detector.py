@@ -22,7 +22,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_i
 from detectron2.structures import Instances
 
 from ...errors import InputValueError
-from ...modeling.class_set import default_class_set
+from ...modeling.class_set import training_class_names
 from ...modeling.roi_heads.projection_box_predictor import ProjectionBoxPredictor
 
 __all__ = ["ZeroShotDetectorPredictor", "UNSEEN_SCORING"]
@@ -64,7 +64,7 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         ret["reconstruction_weight"] = cfg.MODEL.ZSI.BOX_RECONSTRUCTION_WEIGHT
         ret["gzsi_per_group_nms"] = cfg.MODEL.ZSI.GZSI_PER_GROUP_NMS
         ret["unseen_scoring"] = cfg.MODEL.ZSI.UNSEEN_SCORING
-        ret["seen_classes"] = default_class_set(cfg).names if cfg.DATASETS.TRAIN else ()
+        ret["seen_classes"] = training_class_names(cfg)
         return ret
 
     def forward(self, x):
