@@ -9,6 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from conftest import assert_checkpoint_round_trip, assert_class_set_follows_dataset, tiny_cfg
+from zsi_d2.errors import InputValueError
 from zsi_d2.methods.zsi import BackgroundAwareRPNHead, SemanticMaskHead, ZeroShotDetectorPredictor
 from zsi_d2.modeling import use_class_set
 
@@ -241,8 +242,8 @@ def test_semantic_mask_head_composed_convs_match_the_explicit_semantic_map(cfg):
     def losses(composed):
         visual = torch.relu(head.deconv(head.convs(x)))
         if composed:
-            logits = head._through_semantic(visual, head.classes.weights())
-            rebuilt = head._through_semantic(visual.detach(), head.decoder.weight.flatten(1), head.decoder.bias)
+            logits = head._class_logits(visual)
+            rebuilt = head._rebuild(visual.detach())
         else:
             semantic = head.to_semantic(visual)
             logits = torch.einsum("rdhw,kd->rkhw", semantic, head.classes.weights())
@@ -261,3 +262,33 @@ def test_semantic_mask_head_composed_convs_match_the_explicit_semantic_map(cfg):
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-5)
     assert head.semantic_map(x).shape == (3, head.classes.dim, 28, 28)
+
+
+def test_semantic_mask_head_conv3x3_encoder_is_the_reference_form(cfg, batch):
+    """SMH_ENCODER conv3x3: 3x3 conv C->D + ReLU, learnable 3x3 D->D, scored by the class
+    embeddings; the 3x3 decoder pair rebuilds the visual map; the whole model trains."""
+    torch.manual_seed(0)
+    model = build_model(_cfg("MODEL.ZSI.SMH_ENCODER", "conv3x3"))
+    head = model.roi_heads.mask_head
+    first, second = head.to_semantic
+    assert (first.kernel_size, second.kernel_size) == ((3, 3), (3, 3))
+    assert (first.out_channels, second.in_channels, second.out_channels) == (head.classes.dim,) * 3
+    assert [c.kernel_size for c in head.decoder] == [(3, 3), (3, 3)]
+    assert head.decoder[-1].out_channels == head.convs[-1].out_channels
+    x = torch.randn(2, head.convs[0].in_channels, 14, 14)
+    visual = torch.relu(head.deconv(head.convs(x)))
+    semantic = second(torch.relu(first(visual)))
+    expected = torch.einsum("rdhw,kd->rkhw", semantic, head.classes.weights())
+    torch.testing.assert_close(head._class_logits(visual), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(head.semantic_map(x), semantic)
+    decoded = head.decoder[1](torch.relu(head.decoder[0](semantic)))
+    torch.testing.assert_close(head._rebuild(visual), decoded)
+    losses = _train_step(model, batch)
+    assert {"loss_mask", "loss_mask_reconstruction"} <= losses.keys()
+    for name in ("to_semantic.1.weight", "decoder.0.weight"):
+        assert dict(head.named_parameters())[name].grad.abs().sum() > 0, name
+
+
+def test_unknown_smh_encoder_is_one_clear_error():
+    with pytest.raises(InputValueError, match="SMH_ENCODER"):
+        build_model(_cfg("MODEL.ZSI.SMH_ENCODER", "conv5x5"))

@@ -30,4 +30,7 @@ def add_zsi_config(cfg):
     # softmax over them, the paper's Fig. 3) or "seen_projection" (the reference code: softmax over
     # seen + background, then each class scored as p · V_seen · v_class, ConSE-style).
     cfg.MODEL.ZSI.UNSEEN_SCORING = "direct"
+    # Semantic Mask Head encoder/decoder: "linear" (1x1 maps, applied as composed convs) or
+    # "conv3x3" (the reference code's 3x3 conv + ReLU + 3x3 conv, and a 3x3 decoder pair).
+    cfg.MODEL.ZSI.SMH_ENCODER = "linear"
     return cfg

@@ -19,11 +19,14 @@ from detectron2.modeling.roi_heads.mask_head import (
     mask_rcnn_loss,
 )
 
+from ...errors import InputValueError
 from ...modeling.class_embeddings import ClassEmbeddings, build_class_embeddings_module
 from ...modeling.class_set import ZeroShotModule, training_class_names
 from .composed_conv import compose_after_1x1
 
-__all__ = ["SemanticMaskHead"]
+__all__ = ["SemanticMaskHead", "SMH_ENCODERS"]
+
+SMH_ENCODERS = ("linear", "conv3x3")
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
@@ -36,17 +39,24 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
     space and the decoder, never the feature itself (see zero_shot_detector.py for why).
     The background channel comes last; Sync-bg overwrites its vector.
 
-    The 1x1 projection to D, the class-embedding 1x1 convs and the decoder are all linear, so they
-    are applied as composed 1x1 convs (same values and gradients, see `semantic_map` for the
-    explicit path): the D x 28 x 28 map per RoI is never materialised, which on a CPU made the
-    head the most expensive part of a ZSI step.
+    Encoder/decoder (MODEL.ZSI.SMH_ENCODER):
+    - "linear" (default): a 1x1 projection to D and a 1x1 decoder. With the class-embedding 1x1
+      convs everything after the deconv is linear, so it is applied as composed 1x1 convs (same
+      values and gradients, see `semantic_map` for the explicit path): the D x 28 x 28 map per RoI
+      is never materialised, which on a CPU made the head the most expensive part of a ZSI step.
+    - "conv3x3" (the reference code's form): 3x3 conv C->D + ReLU, then a learnable 3x3 conv
+      D->D, scored by the class-embedding 1x1 convs; the decoder is a 3x3 pair D->D + ReLU, D->C.
+      The semantic map is materialised (nothing to compose).
     """
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, conv_dims, classes: ClassEmbeddings,
                  reconstruction_weight: float = 0.5, unseen_scoring: str = "direct",
-                 seen_classes: Sequence[str] = (), **kwargs):
+                 seen_classes: Sequence[str] = (), encoder: str = "linear", **kwargs):
         super().__init__(**kwargs)
+        if encoder not in SMH_ENCODERS:
+            raise InputValueError(f"MODEL.ZSI.SMH_ENCODER must be one of {SMH_ENCODERS}, got '{encoder}'")
+        self.encoder = encoder
         # "seen_projection" (the reference's test time): a class that was not trained on gets the
         # mask logits of the seen channels mapped back through the seen vectors, v_c · V_seenᵀ V_seen.
         self.unseen_scoring = unseen_scoring
@@ -59,15 +69,28 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
             channels = dim
         self.convs = nn.Sequential(*convs)
         self.deconv = ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
-        self.to_semantic = Conv2d(channels, classes.dim, kernel_size=1)
         self.classes = classes
         self.reconstruction_weight = reconstruction_weight
-        self.decoder = Conv2d(classes.dim, channels, kernel_size=1) if reconstruction_weight > 0 else None
-        for m in [*self.convs, self.deconv]:
+        dim = classes.dim
+        if encoder == "linear":
+            self.to_semantic = Conv2d(channels, dim, kernel_size=1)
+            self.decoder = Conv2d(dim, channels, kernel_size=1) if reconstruction_weight > 0 else None
+            relu_layers, last = [], self.to_semantic
+        else:
+            self.to_semantic = nn.Sequential(
+                Conv2d(channels, dim, kernel_size=3, padding=1, activation=F.relu),
+                Conv2d(dim, dim, kernel_size=3, padding=1),
+            )
+            self.decoder = nn.Sequential(
+                Conv2d(dim, dim, kernel_size=3, padding=1, activation=F.relu),
+                Conv2d(dim, channels, kernel_size=3, padding=1),
+            ) if reconstruction_weight > 0 else None
+            relu_layers, last = [self.to_semantic[0]], self.to_semantic[1]
+        for m in [*self.convs, self.deconv, *relu_layers]:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.constant_(m.bias, 0)
-        nn.init.normal_(self.to_semantic.weight, std=0.001)
-        nn.init.constant_(self.to_semantic.bias, 0)
+        nn.init.normal_(last.weight, std=0.001)
+        nn.init.constant_(last.bias, 0)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -79,6 +102,7 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
             reconstruction_weight=cfg.MODEL.ZSI.MASK_RECONSTRUCTION_WEIGHT,
             unseen_scoring=cfg.MODEL.ZSI.UNSEEN_SCORING,
             seen_classes=training_class_names(cfg),
+            encoder=cfg.MODEL.ZSI.SMH_ENCODER,
         )
         return ret
 
@@ -99,19 +123,28 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
         """The explicit D x 28 x 28 semantic map of each RoI (for inspection; forward composes it)."""
         return self.to_semantic(F.relu(self.deconv(self.convs(x))))
 
-    def _through_semantic(self, visual, weight, bias=None):
-        """`weight @ to_semantic(visual) + bias` as one 1x1 conv: weight is (out, D)."""
-        return F.conv2d(visual, *compose_after_1x1(self.to_semantic, weight, bias))
+    def _class_logits(self, visual):
+        """(R, K + 1, 28, 28) class-channel logits of the visual map (R, C, 28, 28)."""
+        weights = self.class_weights()
+        if self.encoder == "linear":  # weights @ to_semantic(visual) as one 1x1 conv
+            return F.conv2d(visual, *compose_after_1x1(self.to_semantic, weights))
+        return F.conv2d(self.to_semantic(visual), weights[:, :, None, None])
+
+    def _rebuild(self, feature):
+        """The decoder's reconstruction of the visual map from its semantic map."""
+        if self.encoder == "linear":  # decoder(to_semantic(feature)) as one 1x1 conv
+            return F.conv2d(feature, *compose_after_1x1(self.to_semantic, self.decoder.weight.flatten(1),
+                                                        self.decoder.bias))
+        return self.decoder(self.to_semantic(feature))
 
     def forward(self, x, instances):
         visual = F.relu(self.deconv(self.convs(x)))
-        logits = self._through_semantic(visual, self.class_weights())  # (R, K + 1, 28, 28)
+        logits = self._class_logits(visual)
         if self.training:
             losses = {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
             if self.decoder is not None:
                 feature = visual.detach()
-                rebuilt = self._through_semantic(feature, self.decoder.weight.flatten(1), self.decoder.bias)
-                losses["loss_mask_reconstruction"] = self.reconstruction_weight * F.mse_loss(rebuilt, feature)
+                losses["loss_mask_reconstruction"] = self.reconstruction_weight * F.mse_loss(self._rebuild(feature), feature)
             return losses
         mask_rcnn_inference(logits, instances)
         return instances
