@@ -89,24 +89,43 @@ def test_deterministic_across_roots(tmp_path):
     assert os.path.basename(a) == os.path.basename(b)
     ha, hb = _tree_hashes(a), _tree_hashes(b)
     d = get_difficulty(PRESET)
-    assert len([p for p in ha if p.endswith(".png")]) == 3 * (d.num_train + d.num_val)
+    assert len([p for p in ha if p.endswith(".png")]) == 3 * (d.num_train + 2 * d.num_val)  # + calib
     assert ha == hb
 
 
-def test_train_has_no_unseen_instance_segment_or_pixel(tiny_base):
-    inst = _load(os.path.join(tiny_base, "annotations", "instances_train.json"))
+def test_calib_is_added_to_an_older_cache_without_touching_train_or_val(tmp_path):
+    """A cache written before the calib subset existed gets it in place, byte-identical to a fresh
+    generation; train and val (and the folder name, i.e. the hash) are unchanged."""
+    import shutil
+
+    base = ensure_generated(PRESET, root=str(tmp_path / "a"))
+    fresh = _tree_hashes(base)
+    shutil.rmtree(os.path.join(base, "calib"))
+    for kind in ("instances", "panoptic"):
+        os.remove(os.path.join(base, "annotations", f"{kind}_calib.json"))
+    older = _tree_hashes(base)
+    assert ensure_generated(PRESET, root=str(tmp_path / "a")) == base
+    assert _tree_hashes(base) == fresh
+    assert {k: v for k, v in fresh.items() if k in older} == older
+    train, calib = (_tree_hashes(os.path.join(base, s, "images")) for s in ("train", "calib"))
+    assert not set(train.values()) & set(calib.values()), "calib must be new images, not train ones"
+
+
+@pytest.mark.parametrize("subset", ["train", "calib"])
+def test_train_has_no_unseen_instance_segment_or_pixel(tiny_base, subset):
+    inst = _load(os.path.join(tiny_base, "annotations", f"instances_{subset}.json"))
     assert inst["annotations"], "train should have instances"
     unseen_thing_ids = _category_ids(inst, [c for c in SPLIT.unseen if c in SPLIT.things])
     leaked = sorted({a["category_id"] for a in inst["annotations"]} & unseen_thing_ids)
     assert not leaked, f"train instances of unseen category ids {leaked}"
-    pan = _load(os.path.join(tiny_base, "annotations", "panoptic_train.json"))
+    pan = _load(os.path.join(tiny_base, "annotations", f"panoptic_{subset}.json"))
     unseen_ids = _category_ids(pan, SPLIT.unseen)
     segments = [s for p in pan["annotations"] for s in p["segments_info"]]
     leaked = sorted({s["category_id"] for s in segments} & unseen_ids)
     assert segments and not leaked, f"train panoptic segments of unseen category ids {leaked}"
     unseen_labels = _sem_labels(SPLIT.unseen)
     for image in inst["images"]:
-        sem = _png(os.path.join(tiny_base, "train", "sem_seg", image["file_name"]))
+        sem = _png(os.path.join(tiny_base, subset, "sem_seg", image["file_name"]))
         assert not np.isin(sem, unseen_labels).any(), image["file_name"]
 
 
@@ -187,7 +206,7 @@ def test_registration_metadata_and_dicts(tiny_root):
     for name in ("zs_shapes_train", "zs_shapes_val", "zs_shapes_val_zsi", "zs_shapes_default_val"):
         assert name in DatasetCatalog.list()
     for preset in PRESETS:
-        for subset in ("train", "val", "val_zsi"):
+        for subset in ("train", "val", "val_zsi", "calib"):
             assert f"zs_shapes_{preset}_{subset}" in DatasetCatalog.list()
     assert MetadataCatalog.get("zs_shapes_val").zs_shapes_difficulty == "default"
 

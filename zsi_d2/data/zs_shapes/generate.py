@@ -7,13 +7,17 @@ generator version and the split, so a changed setting never reuses a stale cache
     train/panoptic/000001.png    COCO panoptic PNG (id = R + 256 G + 256^2 B, VOID = 0)
     train/sem_seg/000001.png     uint8 index into split.classes, 255 = ignore (distractors)
     val/...                      same for the validation images
-    annotations/instances_{train,val,val_zsi}.json   COCO instances, RLE masks (things only)
-    annotations/panoptic_{train,val,val_zsi}.json    COCO panoptic
+    calib/...                    held-out images drawn like train (seen classes only), never
+                                 trained on: for choosing test-time settings without unseen labels
+    annotations/instances_{train,val,val_zsi,calib}.json   COCO instances, RLE masks (things only)
+    annotations/panoptic_{train,val,val_zsi,calib}.json    COCO panoptic
     meta.json                    difficulty, generator version, counts (written last)
 
 Why these rules:
-- Train images are rendered from *seen* classes only (no unseen thing, no unseen stuff pixel),
-  validation from all classes: the zero-shot protocol is enforced by construction, not filtering.
+- Train (and calib) images are rendered from *seen* classes only (no unseen thing, no unseen stuff
+  pixel), validation from all classes: the zero-shot protocol is enforced by construction.
+- calib has as many images as val and its own RNG stream, so it does not change the train and val
+  bytes (nor the dataset hash): a cache made before calib existed gets it added in place.
 - Distractors (split.ignored) are drawn but never annotated: VOID in panoptic, 255 in semantic.
 - Each image has its own RNG seeded by (seed, split, index): same difficulty -> same bytes.
 - Generation goes to a temp folder that is renamed into place, under a file lock, so an
@@ -50,7 +54,8 @@ logger = logging.getLogger(__name__)
 
 SPLIT_NAME = "zs_shapes"
 IGNORE_LABEL = 255
-_SPLIT_CODES = {"train": 0, "val": 1}  # part of each image's RNG seed
+_SPLIT_CODES = {"train": 0, "val": 1, "calib": 2}  # part of each image's RNG seed
+_SEEN_ONLY = ("train", "calib")  # subsets rendered from seen classes only
 
 
 def datasets_root(root: Optional[str] = None) -> str:
@@ -132,7 +137,7 @@ def _categories(split, things_only):
 def _generate_subset(subset, difficulty, split, out_dir, progress):
     classes = split.classes
     class_index = {c: i for i, c in enumerate(classes)}
-    if subset == "train":
+    if subset in _SEEN_ONLY:
         pool = [c for c in classes if c in set(split.seen)]
     else:
         pool = list(classes)
@@ -146,7 +151,7 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
 
     images, instances, panoptic = [], [], []
     stats = Counter()
-    num = difficulty.num_train if subset == "train" else difficulty.num_val
+    num = difficulty.num_train if subset == "train" else difficulty.num_val  # val and calib
     size = difficulty.image_size
     for index in range(num):
         image_id = index + 1
@@ -245,23 +250,26 @@ def _dump(path, obj):
         json.dump(obj, f, separators=(",", ":"))
 
 
+def _subset_summary(stats, split):
+    per_class = {kind: {c: stats[(kind, c)] for c in split.classes if (kind, c) in stats}
+                 for kind in ("thing", "stuff")}
+    return {
+        "images": stats["images"], "instances": stats["instances"],
+        "distractors": stats["distractors"], "dropped_objects": stats["dropped_objects"],
+        "things": per_class["thing"], "stuff_segments": per_class["stuff"],
+    }
+
+
 def generate_dataset(difficulty: ZsShapesDifficulty, out_dir: str, split: ZeroShotSplit,
                      label: str = "custom") -> dict:
     """Write a complete dataset into `out_dir` (which should be a fresh folder). Returns stats."""
     check_split(split)
     start = time.perf_counter()
-    total = difficulty.num_train + difficulty.num_val
+    total = difficulty.num_train + 2 * difficulty.num_val
     summary = {}
     with tqdm(total=total, desc=f"zs_shapes {label}", unit="img", leave=False) as progress:
-        for subset in ("train", "val"):
-            stats = _generate_subset(subset, difficulty, split, out_dir, progress)
-            per_class = {kind: {c: stats[(kind, c)] for c in split.classes if (kind, c) in stats}
-                         for kind in ("thing", "stuff")}
-            summary[subset] = {
-                "images": stats["images"], "instances": stats["instances"],
-                "distractors": stats["distractors"], "dropped_objects": stats["dropped_objects"],
-                "things": per_class["thing"], "stuff_segments": per_class["stuff"],
-            }
+        for subset in ("train", "val", "calib"):
+            summary[subset] = _subset_summary(_generate_subset(subset, difficulty, split, out_dir, progress), split)
     meta = {
         "generator_version": GENERATOR_VERSION, "difficulty": difficulty.to_dict(),
         "difficulty_name": label, "hash": difficulty_hash(difficulty, split), "split": split.name,
@@ -295,11 +303,33 @@ def _is_complete(path):
     return os.path.isfile(os.path.join(path, "meta.json"))
 
 
+def _has_calib(path):
+    # The instances json is the last file the calib subset writes.
+    return os.path.isfile(annotation_paths(path, "calib")["json_file"])
+
+
+def _add_calib(final, difficulty, split, label):
+    """Add the calib subset to a dataset cached before it existed (train/val are untouched)."""
+    parent, name = os.path.split(final)
+    tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    logger.info("zs_shapes: adding the %d held-out 'calib' images to %s", difficulty.num_val, final)
+    try:
+        with tqdm(total=difficulty.num_val, desc=f"zs_shapes {label} calib", unit="img", leave=False) as progress:
+            _generate_subset("calib", difficulty, split, tmp, progress)
+        os.rename(os.path.join(tmp, "calib"), os.path.join(final, "calib"))
+        made, target = annotation_paths(tmp, "calib"), annotation_paths(final, "calib")
+        for key in ("panoptic_json", "json_file"):  # json_file last: it marks calib complete
+            os.replace(made[key], target[key])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_generated(preset: Union[str, ZsShapesDifficulty] = "default", root: Optional[str] = None,
                      split_name: str = SPLIT_NAME) -> str:
     """Return the dataset folder of `preset`, generating it first if it is not cached yet."""
     final = dataset_dir(preset, root, split_name)
-    if _is_complete(final):
+    if _is_complete(final) and _has_calib(final):
         return final
     split = get_split(split_name)
     check_split(split)
@@ -307,7 +337,9 @@ def ensure_generated(preset: Union[str, ZsShapesDifficulty] = "default", root: O
     label = resolve_preset(preset) if isinstance(preset, str) else "custom"
     parent, name = os.path.split(final)
     with _file_lock(os.path.join(parent, f".{name}.lock")):
-        if _is_complete(final):  # another process finished while we waited
+        if _is_complete(final):  # complete, or another process finished while we waited
+            if not _has_calib(final):
+                _add_calib(final, difficulty, split, label)
             return final
         # We hold the lock: any temp folder or incomplete target is debris of an interrupted run.
         for stale in glob.glob(os.path.join(parent, f".{name}.tmp-*")):

@@ -8,6 +8,8 @@ Names, for every preset P (and, for "default", also without the "_P"):
     zs_shapes_P_train     seen classes only (the renderer never draws an unseen class here)
     zs_shapes_P_val       GZSI: all images, all annotations
     zs_shapes_P_val_zsi   ZSI: images with an unseen instance; unseen instance annotations only
+    zs_shapes_P_calib     held-out images drawn like train (seen classes only), never trained on:
+                          where test-time settings such as calibrated stacking are chosen
 """
 import json
 import logging
@@ -27,7 +29,8 @@ __all__ = ["register_all_zs_shapes", "load_zs_shapes", "dataset_names", "zs_shap
 
 logger = logging.getLogger(__name__)
 
-_VARIANTS = {"train": "train", "val": "gzsi", "val_zsi": "zsi"}  # subset -> zero_shot_mode
+# subset -> zero_shot_mode; calib holds seen classes only, like train, so it is audited like train.
+_VARIANTS = {"train": "train", "val": "gzsi", "val_zsi": "zsi", "calib": "train"}
 
 
 def dataset_names(preset: str, short: bool = False):
