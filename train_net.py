@@ -46,6 +46,8 @@ NAME does the same); DATASETS.CHECK_LEAKAGE False skips that, loudly.
 Weights: MODEL.WEIGHTS is a local file (never a URL). --eval-only loads every parameter from it or
 stops; a starting checkpoint trained on unseen classes is refused unless
 MODEL.ZERO_SHOT.ALLOW_UNSEEN_IN_WEIGHTS True.
+Seen bias: MODEL.ZERO_SHOT.CALIBRATION.DATASETS "('zs_shapes_calib',)" chooses a calibrated-stacking
+gamma on held-out seen-only images before testing (or set CALIBRATION.GAMMA yourself).
 """
 
 
@@ -103,7 +105,7 @@ def build_config(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     import_register_modules(cfg.DATASETS.REGISTER_MODULES)
-    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + list(cfg.MODEL.ZERO_SHOT.CALIBRATION.DATASETS):
         require_registered(name)
     resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if not resuming:

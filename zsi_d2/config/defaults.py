@@ -52,4 +52,20 @@ def add_zsi_d2_config(cfg):
     # Allow MODEL.WEIGHTS to be a checkpoint that was trained on the unseen classes (for example a
     # closed-set COCO Mask R-CNN). Its unseen numbers are then not zero-shot results.
     cfg.MODEL.ZERO_SHOT.ALLOW_UNSEEN_IN_WEIGHTS = False
+
+    # Calibrated stacking at test time (zsi_d2.modeling.calibration): gamma is subtracted from the
+    # seen classes' scores (the R-CNN predictors: their logits) so fewer objects go to seen classes.
+    cfg.MODEL.ZERO_SHOT.CALIBRATION = CN()
+    # The gamma to use; 0 = off. Replaced by the chosen one when DATASETS is set.
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.GAMMA = 0.0
+    # Held-out datasets of seen classes only, not trained on (e.g. zs_shapes_calib): if set, gamma is
+    # chosen on them before testing, without any unseen label (zsi_d2.engine.calibration).
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.DATASETS = ()
+    # Chosen gamma: the largest whose share of held-out seen objects labelled unseen is <= this.
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.TARGET_RATE = 0.05
+    # Gammas tried: 0 to SEARCH_MAX in steps of SEARCH_STEP.
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX = 10.0
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.SEARCH_STEP = 0.25
+    # A detection labels an object when their boxes overlap by at least this IoU.
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.MATCH_IOU = 0.5
     return cfg

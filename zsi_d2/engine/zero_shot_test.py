@@ -8,6 +8,7 @@ from detectron2.utils import comm
 
 from ..evaluation.metrics import nan_to_none
 from ..modeling.class_set import use_class_set
+from .calibration import calibrate_for_test
 
 __all__ = ["zero_shot_test", "save_results"]
 
@@ -22,10 +23,13 @@ def zero_shot_test(test_fn, cfg, model, evaluators=None):
 
     Why: GZSI (seen + unseen) and ZSI (unseen only) need different class sets; taking them from
     each dataset's metadata means no flag is flipped by hand between evaluations.
+    Calibrated stacking (MODEL.ZERO_SHOT.CALIBRATION) is set up first: its gamma is chosen on the
+    held-out seen-only datasets it names, never on these test sets.
     """
     datasets = list(cfg.DATASETS.TEST)
     if evaluators is not None and len(evaluators) != len(datasets):
         raise ValueError(f"{len(evaluators)} evaluators given for {len(datasets)} test datasets")
+    calibrate_for_test(cfg, model)
     results = OrderedDict()
     for i, name in enumerate(datasets):
         one = cfg.clone()

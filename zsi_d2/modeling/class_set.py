@@ -10,7 +10,7 @@ import abc
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -94,10 +94,11 @@ def _metadata_field(meta, dataset_name, field):
     return value
 
 
-def dataset_class_set(dataset_name: str, kind: str = "thing") -> ClassSet:
-    """The class set a dataset asks for: seen (train), seen + unseen (gzsi) or unseen (zsi)."""
+def dataset_class_set(dataset_name: str, kind: str = "thing", mode: Optional[str] = None) -> ClassSet:
+    """The class set a dataset asks for: seen (train), seen + unseen (gzsi) or unseen (zsi); `mode`
+    overrides the dataset's own (e.g. GZSI scoring on seen-only held-out images)."""
     meta = MetadataCatalog.get(dataset_name)
-    mode = _metadata_field(meta, dataset_name, "zero_shot_mode")
+    mode = mode or _metadata_field(meta, dataset_name, "zero_shot_mode")
     if mode not in _MODES:
         raise ValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {_MODES}, got '{mode}'")
     classes = tuple(_metadata_field(meta, dataset_name, f"{kind}_classes"))
@@ -162,11 +163,12 @@ def apply_class_set(model, class_set: ClassSet):
 
 
 @contextlib.contextmanager
-def use_class_set(model, dataset_name: str, kind: str = "thing"):
-    """Within the block, `model` scores the classes `dataset_name` asks for; restored afterwards."""
+def use_class_set(model, dataset_name: str, kind: str = "thing", mode: Optional[str] = None):
+    """Within the block, `model` scores the classes `dataset_name` asks for (or those of `mode`);
+    restored afterwards."""
     inner = model.module if isinstance(model, DistributedDataParallel) else model
     previous = getattr(inner, "class_set", None)
-    class_set = dataset_class_set(dataset_name, kind)
+    class_set = dataset_class_set(dataset_name, kind, mode)
     logger.info(f"Class set for '{dataset_name}' ({class_set.mode}): {len(class_set.names)} classes")
     apply_class_set(inner, class_set)
     try:

@@ -87,8 +87,8 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
     def predict_probs(self, predictions, proposals):
         if self.training or self.unseen_scoring == "direct":
             return super().predict_probs(predictions, proposals)
-        scores, _ = predictions
-        return scores.split([len(p) for p in proposals], dim=0)
+        scores, _ = predictions  # already scores: calibrated stacking subtracts gamma from them
+        return self.calibrate(scores).split([len(p) for p in proposals], dim=0)
 
     def set_class_set(self, class_set):
         super().set_class_set(class_set)

@@ -4,6 +4,7 @@ import logging
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
+from ..calibration import SeenCalibrated
 from ..class_embeddings import build_class_embeddings_module
 from ..class_set import ZeroShotModule
 from ..embedding_classifier import EmbeddingClassifier
@@ -23,16 +24,20 @@ def build_embedding_classifier(cfg, input_dim, kind="thing", learn_background=Tr
     )
 
 
-class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule):
+class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule, SeenCalibrated):
     """Class scores = similarity of projected RoI features with class-name embeddings.
 
     Box regression is class-agnostic: an unseen class has no regressor of its own.
+    Calibrated stacking (MODEL.ZERO_SHOT.CALIBRATION) subtracts gamma from the seen classes'
+    logits before the softmax. (Subtracting it from the probabilities instead would leave each
+    class's ranking, hence its AP, unchanged, and only drop low seen scores under the threshold.)
     """
 
     @configurable
-    def __init__(self, input_shape, *, classifier: EmbeddingClassifier, **kwargs):
+    def __init__(self, input_shape, *, classifier: EmbeddingClassifier, calibration_gamma: float = 0.0, **kwargs):
         kwargs["num_classes"] = classifier.num_active
         super().__init__(input_shape, **kwargs)
+        self.calibration_gamma = calibration_gamma
         if self.bbox_pred.out_features != len(self.box2box_transform.weights):
             raise ValueError(
                 "Zero-shot box prediction needs class-agnostic box regression: set "
@@ -45,8 +50,17 @@ class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule):
         ret = super().from_config(cfg, input_shape)
         input_dim = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         ret["classifier"] = build_embedding_classifier(cfg, input_dim, learn_background=learn_background)
+        ret["calibration_gamma"] = cfg.MODEL.ZERO_SHOT.CALIBRATION.GAMMA
         return ret
 
     def set_class_names(self, names):
         self.cls_score.set_class_names(names)
         self.num_classes = len(names)
+
+    def set_class_set(self, class_set):
+        super().set_class_set(class_set)
+        self.set_calibration_seen(class_set.names, class_set.unseen)  # + the background column
+
+    def predict_probs(self, predictions, proposals):
+        scores, deltas = predictions
+        return super().predict_probs((self.calibrate(scores), deltas), proposals)
