@@ -264,6 +264,35 @@ def test_semantic_mask_head_composed_convs_match_the_explicit_semantic_map(cfg):
     assert head.semantic_map(x).shape == (3, head.classes.dim, 28, 28)
 
 
+@pytest.mark.parametrize("encoder", ["linear", "conv3x3"])
+def test_semantic_mask_head_reconstruction_loss_is_the_mse_of_the_rebuilt_map(encoder):
+    """The linear head computes the MSE from the feature's second moments: same value and gradients
+    as rebuilding the map explicitly (decoder(to_semantic(f))) and taking its MSE."""
+    torch.manual_seed(0)
+    head = build_model(_cfg("MODEL.ZSI.SMH_ENCODER", encoder)).roi_heads.mask_head
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # biases are zero at init: make every term count
+    feature = torch.relu(torch.randn(4, head.convs[-1].out_channels, 28, 28)) + 0.1
+    results = []
+    for explicit in (True, False):
+        head.zero_grad()
+        if explicit:
+            rebuilt = head.decoder(head.to_semantic(feature)) if encoder == "conv3x3" else \
+                torch.einsum("cd,rdhw->rchw", head.decoder.weight[:, :, 0, 0], head.to_semantic(feature)) \
+                + head.decoder.bias[None, :, None, None]
+            loss = torch.nn.functional.mse_loss(rebuilt, feature)
+        else:
+            loss = head.reconstruction_loss(feature)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-6)
+    assert results[0][1].keys() == results[1][1].keys() and any("decoder" in n for n in results[0][1])
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-3, atol=1e-6)
+
+
 def test_semantic_mask_head_conv3x3_encoder_is_the_reference_form(cfg, batch):
     """SMH_ENCODER conv3x3: 3x3 conv C->D + ReLU, learnable 3x3 D->D, scored by the class
     embeddings; the 3x3 decoder pair rebuilds the visual map; the whole model trains."""

@@ -137,14 +137,33 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
                                                         self.decoder.bias))
         return self.decoder(self.to_semantic(feature))
 
+    def reconstruction_loss(self, feature):
+        """MSE between the detached visual map (R, C, 28, 28) and its reconstruction `_rebuild`.
+
+        With the linear encoder the residual of every pixel is A f + c (A = the composed 1x1 map
+        minus the identity, c its bias), so the mean of its square is
+        (tr(A S Aᵀ) + 2 cᵀ A m + N cᵀ c) / (N C) with S = Σ f fᵀ and m = Σ f over the N pixels.
+        S and m are constants (the feature is detached): one C x C product replaces the rebuilt
+        map, its MSE and their backward pass, with the same value and gradients (tested).
+        """
+        if self.encoder != "linear":
+            return F.mse_loss(self._rebuild(feature), feature)
+        weight, bias = compose_after_1x1(self.to_semantic, self.decoder.weight.flatten(1), self.decoder.bias)
+        residual_map = weight.flatten(1) - torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        pixels = feature.transpose(0, 1).reshape(feature.shape[1], -1)  # (C, N)
+        second_moment, total = pixels @ pixels.t(), pixels.sum(dim=1)
+        count = pixels.shape[1]
+        squared = ((residual_map @ second_moment) * residual_map).sum() + 2 * bias @ (residual_map @ total) \
+            + count * bias @ bias
+        return squared / (count * pixels.shape[0])
+
     def forward(self, x, instances):
         visual = F.relu(self.deconv(self.convs(x)))
         logits = self._class_logits(visual)
         if self.training:
             losses = {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
             if self.decoder is not None:
-                feature = visual.detach()
-                losses["loss_mask_reconstruction"] = self.reconstruction_weight * F.mse_loss(self._rebuild(feature), feature)
+                losses["loss_mask_reconstruction"] = self.reconstruction_weight * self.reconstruction_loss(visual.detach())
             return losses
         mask_rcnn_inference(logits, instances)
         return instances
