@@ -115,3 +115,29 @@ def test_fixed_gamma_from_the_config_and_bad_gamma():
     assert model.roi_heads.box_predictor.calibration_gamma == 1.25
     with pytest.raises(InputValueError, match="GAMMA must be >= 0"):
         set_calibration_gamma(model, -1.0)
+
+
+def test_holdout_split_partitions_a_training_set_deterministically():
+    from zsi_d2.data.holdout import is_held_out, register_holdout_split
+
+    fit, held = register_holdout_split("zs_shapes_tiny_train", fraction=0.25, seed=3)
+    all_files = [d["file_name"] for d in DatasetCatalog.get("zs_shapes_tiny_train")]
+    fit_files = [d["file_name"] for d in DatasetCatalog.get(fit)]
+    held_files = [d["file_name"] for d in DatasetCatalog.get(held)]
+    assert sorted(fit_files + held_files) == sorted(all_files) and not set(fit_files) & set(held_files)
+    assert 0 < len(held_files) < len(all_files) / 2
+    assert held_files == [f for f in all_files if is_held_out(f, 0.25, seed=3)]
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(held)
+    assert meta.seen_classes == MetadataCatalog.get("zs_shapes_tiny_train").seen_classes
+    assert meta.get("json_file") is None, "a held-out part must not point evaluators at the whole json"
+    # Trained on the fit part, calibrated on the held-out part: accepted; on the fit part: refused.
+    model = build_model(_cfg())
+    ok = _cfg("DATASETS.TRAIN", f"('{fit}',)", "MODEL.ZERO_SHOT.CALIBRATION.DATASETS", f"('{held}',)")
+    from zsi_d2.engine.calibration import _check_held_out
+
+    _check_held_out(ok, [held])
+    bad = _cfg("DATASETS.TRAIN", f"('{fit}',)", "MODEL.ZERO_SHOT.CALIBRATION.DATASETS", f"('{fit}',)")
+    with pytest.raises(InputValueError, match="shares"):
+        choose_calibration(bad, model)
