@@ -128,6 +128,8 @@ def _fails_in_one_line(args, expected, config=CONFIG):
     ([*TINY, "MODEL.WEIGHTS", "https://example.org/model_final.pkl"], "is a URL"),
     ([*TINY, "MODEL.WEIGHTS", "no/such/model.pth"], "MODEL.WEIGHTS='no/such/model.pth' does not exist"),
     ([*TINY, "DATASETS.REGISTER_MODULES", "['no_such_datasets.py']"], "no_such_datasets.py"),
+    ([*TINY, "MODEL.ZERO_SHOT.CALIBRATION.DATASETS", "('zs_shapes_tiny_calibb',)"],
+     "Dataset 'zs_shapes_tiny_calibb' is not registered"),
 ])
 def test_known_mistakes_end_in_one_line_before_any_work(args, expected):
     _fails_in_one_line(args, expected)
@@ -144,6 +146,24 @@ def test_evaluating_a_checkpoint_of_another_model_is_one_line(trained):
     last = _fails_in_one_line(["--eval-only", *TINY, "MODEL.WEIGHTS", str(out / "model_final.pth")],
                               "does not fit this config", config=zsi)
     assert "meta_architecture=ZeroShotRCNN" in last and "config.yaml" in last
+
+
+def test_eval_only_chooses_the_calibration_gamma_on_held_out_images_only(trained, tmp_path):
+    out, _ = trained
+    weights = ["MODEL.WEIGHTS", str(out / "model_final.pth")]
+    log = _run(["--eval-only", *TINY, *weights, "MODEL.ZERO_SHOT.CALIBRATION.DATASETS", "('zs_shapes_tiny_calib',)",
+                "MODEL.ZERO_SHOT.CALIBRATION.MATCH_IOU", "0.05", "OUTPUT_DIR", str(tmp_path)])
+    chosen = json.loads((tmp_path / "calibration.json").read_text())
+    from zsi_d2.modeling.calibration import choose_gamma
+
+    shares = {float(g): v for g, v in chosen["shares"].items()}
+    assert chosen["datasets"] == ["zs_shapes_tiny_calib"] and chosen["gamma"] == choose_gamma(shares, chosen["target_rate"])
+    assert f"chose gamma {chosen['gamma']:.2f}" in log
+    assert (tmp_path / "zero_shot_results.json").is_file()
+    last = _fails_in_one_line(["--eval-only", *TINY, *weights, "MODEL.ZERO_SHOT.CALIBRATION.DATASETS",
+                               "('zs_shapes_tiny_val',)", "OUTPUT_DIR", str(tmp_path / "leak")],
+                              "Calibration dataset 'zs_shapes_tiny_val' holds unseen-class labels")
+    assert "seen classes only" in last
 
 
 def test_help_explains_the_zero_shot_options():
