@@ -141,3 +141,10 @@ def test_holdout_split_partitions_a_training_set_deterministically():
     bad = _cfg("DATASETS.TRAIN", f"('{fit}',)", "MODEL.ZERO_SHOT.CALIBRATION.DATASETS", f"('{fit}',)")
     with pytest.raises(InputValueError, match="shares"):
         choose_calibration(bad, model)
+
+
+def test_no_matched_held_out_object_is_a_clear_error_not_a_gamma():
+    cfg = _cfg("MODEL.ZERO_SHOT.CALIBRATION.DATASETS", f"('{CALIB}',)", "MODEL.ZERO_SHOT.CALIBRATION.MATCH_IOU", "1.01",
+               "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX", "0.5", "MODEL.MASK_ON", "False")
+    with pytest.raises(InputValueError, match="no ground-truth object was matched"):
+        choose_calibration(cfg, build_model(cfg))
