@@ -150,12 +150,15 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
             return F.mse_loss(self._rebuild(feature), feature)
         weight, bias = compose_after_1x1(self.to_semantic, self.decoder.weight.flatten(1), self.decoder.bias)
         residual_map = weight.flatten(1) - torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
-        pixels = feature.transpose(0, 1).reshape(feature.shape[1], -1)  # (C, N)
-        second_moment, total = pixels @ pixels.t(), pixels.sum(dim=1)
-        count = pixels.shape[1]
+        per_roi = feature.flatten(2)  # (R, C, P): batched products need no (C, N) copy of the map
+        second_moment = torch.matmul(per_roi, per_roi.transpose(1, 2)).sum(dim=0)
+        total = per_roi.sum(dim=(0, 2))
+        count = per_roi.shape[0] * per_roi.shape[2]
+        if count == 0:  # no foreground RoI in the batch: a zero that keeps the graph (as mask_rcnn_loss)
+            return (weight.sum() + bias.sum()) * 0.0
         squared = ((residual_map @ second_moment) * residual_map).sum() + 2 * bias @ (residual_map @ total) \
             + count * bias @ bias
-        return squared / (count * pixels.shape[0])
+        return squared / (count * per_roi.shape[1])
 
     def forward(self, x, instances):
         visual = F.relu(self.deconv(self.convs(x)))
