@@ -275,3 +275,36 @@ def test_run_seeds_refuses_configs_that_would_share_run_folders(tmp_path, monkey
         run_seeds.main([str(tmp_path / "a" / "same.yaml"), str(tmp_path / "b" / "same.yaml"), "--root", str(tmp_path)])
     with pytest.raises(SystemExit, match="config file.* not found.*nope.yaml"):
         run_seeds.main([str(tmp_path / "nope.yaml"), "--root", str(tmp_path)])
+
+
+def test_benchmark_step_times_vanilla_and_zsi_on_the_same_batches(monkeypatch):
+    """vanilla = detectron2's own Mask R-CNN on the first config's backbone/data; every model gets
+    the same batches; ratios are per iteration against the first entry."""
+    bench = _tool("benchmark_step")
+    from detectron2.modeling import build_model
+    from detectron2.modeling.meta_arch import GeneralizedRCNN
+    from detectron2.modeling.roi_heads import StandardROIHeads
+
+    opts = [*TINY_OPTS, "MODEL.EFFICIENTNET.WEIGHTS", ""]
+    zsi = os.path.join(REPO_ROOT, "configs/zsi/zs_shapes/zsi_mask_rcnn.yaml")
+    entries, base = bench.parse_entries(["vanilla", f"zsi={zsi}"], opts)
+    (label, vanilla), (zsi_label, zsi_cfg) = entries
+    assert (label, zsi_label) == ("vanilla", "zsi")
+    model = build_model(vanilla)
+    assert type(model) is GeneralizedRCNN and type(model.roi_heads) is StandardROIHeads
+    assert vanilla.MODEL.ROI_HEADS.NUM_CLASSES == len(MetadataCatalog.get("zs_shapes_tiny_train").thing_classes)
+    assert vanilla.MODEL.BACKBONE.NAME == zsi_cfg.MODEL.BACKBONE.NAME and vanilla.DATASETS.TRAIN == zsi_cfg.DATASETS.TRAIN
+    assert vanilla.SOLVER.IMS_PER_BATCH == zsi_cfg.SOLVER.IMS_PER_BATCH
+    seen = {}
+    real_step = bench.step
+
+    def recording_step(model, optimizer, batch):
+        seen.setdefault(type(model).__name__, []).append(id(batch))
+        return real_step(model, optimizer, batch)
+
+    monkeypatch.setattr(bench, "step", recording_step)
+    rows = bench.benchmark(entries, base, iters=2, warmup=1)
+    assert seen["GeneralizedRCNN"] == seen["ZSIRCNN"] and len(seen["ZSIRCNN"]) == 3
+    assert [r["model"] for r in rows] == ["vanilla", "zsi"] and rows[0]["ratio_to_first"] == 1.0
+    assert all(r["median_s"] > 0 for r in rows)
+    assert "x first" in bench.format_rows(rows, 1, 2)
