@@ -174,14 +174,20 @@ def test_help_explains_the_zero_shot_options():
         assert phrase in proc.stdout
 
 
-def test_visualize_predictions_writes_a_picture(trained, tmp_path):
-    import cv2
-
+def _visualize_predictions():
+    """tools/visualize_predictions.py as a module."""
     sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
     try:
         import visualize_predictions
     finally:
         sys.path.pop(0)
+    return visualize_predictions
+
+
+def test_visualize_predictions_writes_a_picture(trained, tmp_path):
+    import cv2
+
+    visualize_predictions = _visualize_predictions()
     out, _ = trained
     png = tmp_path / "pred.png"
     visualize_predictions.main([
@@ -196,11 +202,7 @@ def test_visualize_predictions_refuses_a_checkpoint_that_does_not_fit(trained, t
     """Drawing a random model's predictions would be as misleading as scoring them."""
     from zsi_d2.errors import CheckpointMismatchError
 
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-    try:
-        import visualize_predictions
-    finally:
-        sys.path.pop(0)
+    visualize_predictions = _visualize_predictions()
     out, _ = trained
     zsi = os.path.join(REPO_ROOT, "configs/zsi/zs_shapes/zsi_mask_rcnn.yaml")
     with pytest.raises(CheckpointMismatchError, match="does not fit this config"):

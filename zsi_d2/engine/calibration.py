@@ -146,7 +146,7 @@ def choose_calibration(cfg, model) -> Dict:
     with inference_context(model), torch.no_grad(), use_class_set(model, names[0], mode="gzsi") as class_set:
         if not class_set.unseen:
             raise InputValueError(f"Calibration dataset '{names[0]}' names no unseen classes: nothing to calibrate")
-        set_calibration_gamma(model, 0.0)
+        predictor.calibration_gamma = 0.0  # the cached outputs are logits; gamma is applied per search step
         cached = _collect(cfg, model, names)
         unseen_local = torch.tensor([n in class_set.unseen for n in class_set.names])
         shares: Dict[float, float] = {}
