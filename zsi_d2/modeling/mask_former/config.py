@@ -1,0 +1,79 @@
+"""Config keys of the mask-classification core (Mask2Former's names, so its YAML files read here).
+
+Only adds keys with defaults (detectron2 style); `add_mask_former_config` is safe to call twice.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_mask_former_config"]
+
+
+def add_mask_former_config(cfg):
+    """Add the core's keys: MODEL.MASK_FORMER, MODEL.SEM_SEG_HEAD extras, SOLVER and INPUT extras."""
+    if "MASK_FORMER" in cfg.MODEL:
+        return cfg
+    mf = cfg.MODEL.MASK_FORMER = CN()
+    # Loss weights of the set criterion, and of the "no object" class in the class loss.
+    mf.CLASS_WEIGHT = 2.0
+    mf.MASK_WEIGHT = 5.0  # sigmoid BCE on sampled points
+    mf.DICE_WEIGHT = 5.0
+    mf.NO_OBJECT_WEIGHT = 0.1
+    # Losses on every decoder layer's prediction (deep supervision), not only the last one.
+    mf.DEEP_SUPERVISION = True
+    # Transformer decoder: registered name, width, heads, FFN width, dropout, pre-norm.
+    mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    mf.HIDDEN_DIM = 256
+    mf.NUM_OBJECT_QUERIES = 100
+    mf.NHEADS = 8
+    mf.DIM_FEEDFORWARD = 2048
+    mf.DROPOUT = 0.0
+    mf.PRE_NORM = False
+    # Number of predictions: decoder layers + 1 (the prediction from the learnable queries alone).
+    mf.DEC_LAYERS = 10
+    # Project the pixel decoder's features to HIDDEN_DIM even when the widths already agree.
+    mf.ENFORCE_INPUT_PROJ = False
+    # Images are padded to a multiple of this (0: the backbone's size_divisibility).
+    mf.SIZE_DIVISIBILITY = 32
+    # Points per mask for the matcher's costs and the mask losses; importance sampling of the
+    # criterion's points (PointRend): OVERSAMPLE_RATIO x candidates, IMPORTANCE_SAMPLE_RATIO of
+    # them taken at the most uncertain ones.
+    mf.TRAIN_NUM_POINTS = 112 * 112
+    mf.OVERSAMPLE_RATIO = 3.0
+    mf.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Query classification: "embedding" (cosine with class-name embeddings over a temperature,
+    # MODEL.ZERO_SHOT.LOGIT_SCALE; learnable no-object; classes can be added at test time) or
+    # "linear" (closed set, one weight per training class).
+    mf.CLASSIFIER = "embedding"
+
+    mf.TEST = CN()
+    # Which inference outputs the model returns (each is scored by the matching evaluator).
+    mf.TEST.SEMANTIC_ON = True
+    mf.TEST.INSTANCE_ON = True
+    mf.TEST.PANOPTIC_ON = True
+    # Panoptic: drop queries whose class score is below this; drop segments that keep less than
+    # this share of their mask after overlaps are resolved.
+    mf.TEST.OBJECT_MASK_THRESHOLD = 0.8
+    mf.TEST.OVERLAP_THRESHOLD = 0.8
+    # Instance: detections kept per image (top-k over queries x classes); 0 = number of queries.
+    mf.TEST.DETECTIONS_PER_IMAGE = 100
+
+    ssh = cfg.MODEL.SEM_SEG_HEAD
+    # Registered pixel decoder: "MSDeformAttnPixelDecoder" (multi-scale deformable attention
+    # encoder + FPN) or "FPNPixelDecoder" (plain FPN, the cheap option).
+    ssh.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
+    ssh.MASK_DIM = 256  # width of the per-pixel mask features
+    ssh.TRANSFORMER_ENC_LAYERS = 6  # deformable encoder layers
+    # Backbone features the deformable encoder attends over (the lowest resolutions).
+    ssh.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    ssh.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    ssh.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    ssh.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD = 1024
+
+    # Optimiser extras (zsi_d2.engine.optimizer): "SGD" or "ADAMW"; learning-rate factor of the
+    # backbone; weight decay of embeddings (queries, level embeddings).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # Dataset mapper of the training loader: "" (detectron2's DatasetMapper, the R-CNN family),
+    # "mask_former_panoptic", "mask_former_instance" or "mask_former_semantic".
+    cfg.INPUT.DATASET_MAPPER_NAME = ""
+    return cfg
