@@ -1,0 +1,205 @@
+"""Mask-classification inference on one image: semantic, panoptic and instance outputs.
+
+Inputs are one image's query predictions: `mask_cls` (Q, K+1) class logits ("no object" last) and
+`mask_pred` (Q, H, W) mask logits already at the output resolution (`resize_mask_predictions`).
+Classes are *local* indices into the model's active class set; the caller maps them to dataset
+ids. The rules are Mask2Former's (`maskformer_model.py`, semantic/panoptic/instance_inference),
+so thresholds and scores read the same as the published numbers.
+
+Tracing (`torch.jit.trace`): `semantic_inference`, `resize_mask_predictions`, `masks_to_boxes`
+and `instance_inference_tensors` trace to graphs that stay correct for other inputs of the same
+shape (top-k is a fixed size; the thing filter is a boolean index, recorded as a data-dependent
+op). `panoptic_inference` does not: it loops over the kept queries with `.item()` and Python
+branches (overlap rule, stuff merging), which a trace freezes to the example's values; exporting
+it needs scripting or a vectorised rewrite. `instance_inference` returns `Instances`, which
+detectron2's `TracingAdapter` flattens.
+"""
+from typing import Dict, List, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from detectron2.structures import Boxes, Instances
+
+__all__ = [
+    "resize_mask_predictions",
+    "semantic_inference",
+    "panoptic_inference",
+    "instance_inference",
+    "instance_inference_tensors",
+    "masks_to_boxes",
+]
+
+
+def resize_mask_predictions(
+    mask_pred: torch.Tensor,
+    padded_size: Tuple[int, int],
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+) -> torch.Tensor:
+    """Mask logits (Q, h, w) of one padded image -> (Q, out_h, out_w) at the requested output size.
+
+    Mask2Former's order: bilinear upsampling to the padded input size (the masks cover the padded
+    batch tensor), crop away the padding (`image_size`, the resized image before padding), then
+    bilinear resizing to `output_size` (the dataset dict's "height", "width"), as detectron2's
+    `sem_seg_postprocess` does. Resizing logits (not probabilities) keeps the 0-logit boundary.
+    """
+    if mask_pred.dim() != 3:
+        raise ValueError(f"resize_mask_predictions: expected (Q, h, w) logits, got {tuple(mask_pred.shape)}")
+    x = F.interpolate(mask_pred[None], size=tuple(padded_size), mode="bilinear", align_corners=False)
+    x = x[:, :, : image_size[0], : image_size[1]]
+    return F.interpolate(x, size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+
+
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) per-pixel class scores: sum over queries of P(class | query) x P(pixel in mask).
+
+    The softmax is over all K+1 logits and "no object" is dropped afterwards, so a query that is
+    mostly "no object" contributes little to every class.
+    """
+    probs = F.softmax(mask_cls, dim=-1)[..., :-1]
+    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+
+
+def _as_is_thing(is_thing, num_classes: int, device) -> torch.Tensor:
+    """(K,) bool tensor on `device`; refuses a length that does not match the class logits."""
+    is_thing = torch.as_tensor(is_thing, dtype=torch.bool, device=device)
+    if is_thing.dim() != 1 or is_thing.numel() != num_classes:
+        raise ValueError(
+            f"is_thing must have one entry per class (K = {num_classes}, from mask_cls with K+1 "
+            f"columns, 'no object' last); got shape {tuple(is_thing.shape)}"
+        )
+    return is_thing
+
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    object_mask_threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Non-overlapping segments from query predictions (Mask2Former's rule).
+
+    1. Keep queries whose top class is not "no object" and whose top softmax score is strictly
+       above `object_mask_threshold`.
+    2. Every pixel goes to the kept query maximising score x sigmoid(mask).
+    3. A query becomes a segment on the pixels it wins where its own mask is >= 0.5, unless its
+       won area / its own area (mask >= 0.5) is below `overlap_threshold` (mostly covered by
+       better queries) or either area is 0. As in Mask2Former, the won area counts every pixel
+       the query wins, also where its own mask is below 0.5.
+    4. Queries of one stuff class are merged into one segment (stuff has no instances).
+
+    Returns `panoptic_seg` (H, W) int32 (0 = no segment, segment ids 1..n in query order) and
+    `segments_info` [{"id", "isthing", "category_id": local class index}] (what detectron2's
+    panoptic evaluators read, once category_id is mapped to the dataset's ids).
+    """
+    num_classes = mask_cls.shape[-1] - 1
+    is_thing = _as_is_thing(is_thing, num_classes, mask_cls.device)
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    masks = mask_pred.sigmoid()
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
+
+    h, w = mask_pred.shape[-2:]
+    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
+    segments_info: List[Dict] = []
+    if cur_masks.shape[0] == 0:
+        return panoptic_seg, segments_info
+
+    cur_mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    stuff_segment_of_class: Dict[int, int] = {}
+    segment_id = 0
+    for k in range(cur_classes.shape[0]):
+        pred_class = int(cur_classes[k].item())
+        thing = bool(is_thing[pred_class].item())
+        won = cur_mask_ids == k
+        own = cur_masks[k] >= 0.5
+        mask = won & own
+        won_area, own_area = int(won.sum().item()), int(own.sum().item())
+        if won_area == 0 or own_area == 0 or not bool(mask.any()):
+            continue
+        if won_area / own_area < overlap_threshold:
+            continue
+        if not thing and pred_class in stuff_segment_of_class:
+            panoptic_seg[mask] = stuff_segment_of_class[pred_class]
+            continue
+        segment_id += 1
+        panoptic_seg[mask] = segment_id
+        if not thing:
+            stuff_segment_of_class[pred_class] = segment_id
+        segments_info.append({"id": segment_id, "isthing": thing, "category_id": pred_class})
+    return panoptic_seg, segments_info
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(n, 4) float XYXY tight boxes of (n, H, W) binary masks; all zeros for an empty mask.
+
+    Same values as detectron2's `BitMasks.get_bounding_boxes` (x1, y1 inclusive; x2, y2 = last
+    pixel + 1), but vectorised (no Python loop, so it traces) and on the masks' device.
+    """
+    masks = masks.bool()
+    n, h, w = masks.shape
+    cols = masks.any(dim=1)  # (n, W)
+    rows = masks.any(dim=2)  # (n, H)
+    xs = torch.arange(w, device=masks.device).expand(n, w)
+    ys = torch.arange(h, device=masks.device).expand(n, h)
+    x1 = torch.where(cols, xs, w).min(dim=1).values
+    x2 = torch.where(cols, xs, -1).max(dim=1).values + 1
+    y1 = torch.where(rows, ys, h).min(dim=1).values
+    y2 = torch.where(rows, ys, -1).max(dim=1).values + 1
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
+    nonempty = cols.any(dim=1)
+    return torch.where(nonempty[:, None], boxes, torch.zeros_like(boxes))
+
+
+def instance_inference_tensors(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    top_k: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tensors of `instance_inference`: (pred_masks bool, pred_boxes (n, 4), scores, pred_classes).
+
+    Every (query, class) pair is a candidate with score softmax(mask_cls)[q, c] ("no object"
+    dropped); the `top_k` best pairs are kept (sorted by class score; capped at Q x K; `top_k` <= 0
+    means Q, Mask2Former's default and MASK_FORMER.TEST.DETECTIONS_PER_IMAGE = 0),
+    then only thing classes (stuff has no instances; pass all-True for a things-only dataset).
+    One query may therefore give several detections of different classes, as in Mask2Former.
+    Final score = class score x mean mask probability over the binary mask (logit > 0).
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    is_thing = _as_is_thing(is_thing, num_classes, mask_cls.device)
+    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
+    k = min(int(top_k) if top_k > 0 else num_queries, num_queries * num_classes)
+    class_scores, flat_idx = scores.flatten().topk(k, sorted=True)
+    classes = flat_idx % num_classes
+    query_idx = torch.div(flat_idx, num_classes, rounding_mode="floor")
+    keep = is_thing[classes]
+    class_scores, classes, query_idx = class_scores[keep], classes[keep], query_idx[keep]
+    logits = mask_pred[query_idx]
+    binary = logits > 0
+    flat = binary.flatten(1).to(logits.dtype)
+    mask_scores = (logits.sigmoid().flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
+    return binary, masks_to_boxes(binary), class_scores * mask_scores, classes
+
+
+def instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    top_k: int,
+) -> Instances:
+    """detectron2 `Instances` of one image: pred_masks (bool), pred_boxes (from the masks), scores,
+    pred_classes (local indices). See `instance_inference_tensors` for the rule.
+
+    Unlike Mask2Former (zero boxes unless an option is uncommented), boxes are the masks' tight
+    boxes, so box AP and detectron2's Visualizer work on the output.
+    """
+    masks, boxes, scores, classes = instance_inference_tensors(mask_cls, mask_pred, is_thing, top_k)
+    result = Instances(tuple(mask_pred.shape[-2:]))
+    result.pred_masks = masks
+    result.pred_boxes = Boxes(boxes)
+    result.scores = scores
+    result.pred_classes = classes
+    return result
