@@ -1,0 +1,24 @@
+"""Feature generators and their losses, shared by PADing (query embeddings) and the pixel-level
+generative methods (ZS3Net, CaGNet, SIGN): all take (n, D) features and (n, E) class embeddings."""
+from .alignment import RelationNet, cosine_similarity_matrix, relationship_alignment_loss, softmax_kl
+from .build import GENERATOR_REGISTRY, build_generator
+from .disentangle import FeatureDisentangler
+from .gmmn import GMMNGenerator
+from .mmd import DEFAULT_SIGMAS, class_conditional_mmd, gaussian_kernel_matrix, mmd_loss
+from .primitive_generator import PrimitiveGenerator
+
+__all__ = [
+    "DEFAULT_SIGMAS",
+    "GENERATOR_REGISTRY",
+    "FeatureDisentangler",
+    "GMMNGenerator",
+    "PrimitiveGenerator",
+    "RelationNet",
+    "build_generator",
+    "class_conditional_mmd",
+    "cosine_similarity_matrix",
+    "gaussian_kernel_matrix",
+    "mmd_loss",
+    "relationship_alignment_loss",
+    "softmax_kl",
+]
