@@ -25,7 +25,7 @@ from zsi_d2.modeling.class_set import dataset_class_set
 import coco_fixtures as fx
 
 TRAIN_SETS = ("coco_2014_zsi_48_17_train", "coco_2014_zsi_65_15_train", "coco_2017_zsp_119_14_train",
-              "coco_stuff_zss_156_15_train")
+              "coco_2017_zsp_119_14_train_panoptic", "coco_stuff_zss_156_15_train")
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,17 @@ def test_metadata_contract(root):
     assert meta.thing_dataset_id_to_contiguous_id == {ids[n]: i for i, n in enumerate(meta.thing_classes)}
     assert (tuple(meta.seen_classes), tuple(meta.unseen_classes)) == (split.seen, split.unseen)
     assert meta.zero_shot_tasks == ("instance",)
-    pan = MetadataCatalog.get("coco_2017_zsp_119_14_val")
-    assert len(pan.stuff_classes) == 133 and len(pan.thing_classes) == 80
-    assert pan.stuff_classes[:80] == pan.thing_classes
+    # A panoptic split's instance view: 80 things at 0..79, no panoptic fields.
+    inst = MetadataCatalog.get("coco_2017_zsp_119_14_val")
+    assert len(inst.stuff_classes) == 133 and len(inst.thing_classes) == 80
+    assert sorted(inst.thing_dataset_id_to_contiguous_id.values()) == list(range(80))
+    assert set(inst.zero_shot_tasks) == {"instance", "semantic"} and inst.get("panoptic_json", None) is None
+    # ... and its "_panoptic" view, detectron2's standard convention (one 133-class space).
+    pan = MetadataCatalog.get("coco_2017_zsp_119_14_val_panoptic")
+    assert pan.stuff_classes == inst.stuff_classes and pan.thing_classes == pan.stuff_classes
+    assert {pan.stuff_classes[v] for v in pan.thing_dataset_id_to_contiguous_id.values()} == set(inst.thing_classes)
     assert set(pan.zero_shot_tasks) == {"panoptic", "instance", "semantic"} and pan.ignore_label == 255
+    assert pan.label_divisor == 1000
     stuff = MetadataCatalog.get("coco_stuff_zss_156_15_train")
     assert len(stuff.stuff_classes) == 171 and stuff.zero_shot_tasks == ("semantic",)
 
@@ -88,13 +95,16 @@ def test_loaded_dicts(root):
     train = DatasetCatalog.get("coco_2014_zsi_48_17_train")
     assert len(train) == 9 and all(os.path.isfile(d["file_name"]) for d in train)
     assert {meta.thing_classes[a["category_id"]] for d in train for a in d["annotations"]} <= set(split.seen)
-    pan = DatasetCatalog.get("coco_2017_zsp_119_14_val")
+    pan = DatasetCatalog.get("coco_2017_zsp_119_14_val_panoptic")
     d = next(d for d in pan if d["image_id"] == 1001)
     assert all(os.path.isfile(d[k]) for k in ("file_name", "pan_seg_file_name", "sem_seg_file_name"))
-    pmeta = MetadataCatalog.get("coco_2017_zsp_119_14_val")
-    names = {(pmeta.thing_classes if s["isthing"] else pmeta.stuff_classes)[s["category_id"]] for s in d["segments_info"]}
-    assert names == {"sky-other-merged", "cow", "person"}
-    assert sorted(pmeta.thing_classes[a["category_id"]] for a in d["annotations"]) == ["cow", "person"]
+    assert "annotations" not in d
+    pmeta = MetadataCatalog.get("coco_2017_zsp_119_14_val_panoptic")
+    assert {pmeta.stuff_classes[s["category_id"]] for s in d["segments_info"]} == {"sky-other-merged", "cow", "person"}
+    inst = next(d for d in DatasetCatalog.get("coco_2017_zsp_119_14_val") if d["image_id"] == 1001)
+    assert "segments_info" not in inst and inst["sem_seg_file_name"] == d["sem_seg_file_name"]
+    imeta = MetadataCatalog.get("coco_2017_zsp_119_14_val")
+    assert sorted(imeta.thing_classes[a["category_id"]] for a in inst["annotations"]) == ["cow", "person"]
     assert len(DatasetCatalog.get("coco_stuff_zss_156_15_val")) == len(fx.stuff_design("val"))
 
 
@@ -116,11 +126,13 @@ def test_evaluators_build_from_the_name(root):
     assert (instance._seen, instance._unseen) == (split.seen, split.unseen)
     assert _built(cfg, "coco_2014_zsi_48_17_test_unseen")[0] == [(ZeroShotInstanceEvaluator, "zsi", ("bbox", "segm"))]
 
-    kinds, (instance, panoptic, semantic) = _built(cfg, "coco_2017_zsp_119_14_val_zsi")
+    assert [k[0] for k in _built(cfg, "coco_2017_zsp_119_14_val_zsi")[0]] == [ZeroShotInstanceEvaluator,
+                                                                             ZeroShotSemanticEvaluator]
+    kinds, (instance, panoptic, semantic) = _built(cfg, "coco_2017_zsp_119_14_val_zsi_panoptic")
     assert kinds == [(ZeroShotInstanceEvaluator, "zsi", ("bbox", "segm")), (ZeroShotPanopticEvaluator, "zsi", None),
                      (ZeroShotSemanticEvaluator, "zsi", None)]
     pan = get_split("coco_panoptic_119_14")
-    meta = MetadataCatalog.get("coco_2017_zsp_119_14_val_zsi")
+    meta = MetadataCatalog.get("coco_2017_zsp_119_14_val_zsi_panoptic")
     with open(meta.json_file) as f:
         instance_names = {c["name"] for c in json.load(f)["categories"]}
     # Instances are scored on the split's thing classes only; panoptic and semantic on all.
@@ -206,8 +218,9 @@ def test_planted_leaks_are_caught(root, tmp_path, capsys):
         report = audit.audit_dataset("coco_2014_zsi_48_17_train")
         assert not report.ok and report.leaking_images() == (os.path.join(coco_dir, "train2014", victim["file_name"]),)
         assert audit.audit_dataset("coco_stuff_zss_156_15_train").leaking_images()[0].endswith("000000300003.jpg")
-        pan_report = audit.audit_dataset("coco_2017_zsp_119_14_train")
+        pan_report = audit.audit_dataset("coco_2017_zsp_119_14_train_panoptic")
         assert [(leak.kind, leak.class_name) for leak in pan_report.leaks] == [("segment", "sky-other-merged")]
+        assert audit.audit_dataset("coco_2017_zsp_119_14_train").ok  # its instances and pixels are clean
 
         assert audit.main(["coco_2014_zsi_48_17_train", "coco_2014_zsi_65_15_train"]) == 1
         out = capsys.readouterr().out

@@ -218,28 +218,38 @@ def test_registration_metadata_and_dicts(tiny_root):
     assert meta.ignored_classes == SPLIT.ignored
     assert meta.zero_shot_split == "zs_shapes" and meta.zero_shot_mode == "train"
     assert meta.evaluator_type == "zero_shot" and meta.ignore_label == 255
-    assert set(meta.zero_shot_tasks) == {"instance", "panoptic", "semantic"}
+    assert set(meta.zero_shot_tasks) == {"instance", "semantic"}  # the instance view
     assert len(meta.thing_colors) == len(meta.thing_classes)
     assert len(meta.stuff_colors) == len(meta.stuff_classes)
     assert meta.json_file.startswith(tiny_root)
-    for key in ("json_file", "panoptic_json", "panoptic_root", "image_root", "sem_seg_root"):
+    for key in ("json_file", "image_root", "sem_seg_root"):
         assert os.path.exists(getattr(meta, key)), key
+    assert meta.get("panoptic_json", None) is None and meta.get("stuff_dataset_id_to_contiguous_id", None) is None
     assert len(train) == get_difficulty(PRESET).num_train
 
     d = train[0]
-    for key in ("file_name", "image_id", "height", "width", "annotations", "sem_seg_file_name",
-                "pan_seg_file_name", "segments_info"):
+    for key in ("file_name", "image_id", "height", "width", "annotations", "sem_seg_file_name"):
         assert key in d
-    for path in (d["file_name"], d["sem_seg_file_name"], d["pan_seg_file_name"]):
+    assert "segments_info" not in d and "pan_seg_file_name" not in d
+    for path in (d["file_name"], d["sem_seg_file_name"]):
         assert os.path.isfile(path)
     ann = d["annotations"][0]
     assert ann["iscrowd"] == 0 and isinstance(ann["segmentation"], dict)
     assert 0 <= ann["category_id"] < len(meta.thing_classes)
     assert mask_util.decode(ann["segmentation"]).sum() == ann["area"]
-    pan = _pan_ids(d["pan_seg_file_name"])
-    for seg in d["segments_info"]:
-        names = meta.thing_classes if seg["isthing"] else meta.stuff_classes
-        assert names[seg["category_id"]] in SPLIT.seen
+
+    # The panoptic view of the same images: detectron2's standard convention.
+    pan_train = DatasetCatalog.get("zs_shapes_tiny_train_panoptic")
+    pan_meta = MetadataCatalog.get("zs_shapes_tiny_train_panoptic")
+    assert set(pan_meta.zero_shot_tasks) == {"instance", "panoptic", "semantic"}
+    assert pan_meta.stuff_classes == list(SPLIT.classes) and pan_meta.thing_classes == pan_meta.stuff_classes
+    for key in ("panoptic_json", "panoptic_root"):
+        assert os.path.exists(getattr(pan_meta, key)), key
+    p = pan_train[0]
+    assert p["file_name"] == d["file_name"] and "annotations" not in p
+    pan = _pan_ids(p["pan_seg_file_name"])
+    for seg in p["segments_info"]:
+        assert pan_meta.stuff_classes[seg["category_id"]] in SPLIT.seen
         assert (pan == seg["id"]).any()
 
     val = MetadataCatalog.get("zs_shapes_tiny_val")

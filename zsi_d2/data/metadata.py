@@ -19,7 +19,8 @@ from .splits import get_split, list_splits
 
 __all__ = [
     "ZERO_SHOT_MODES", "DatasetSetupError", "make_zero_shot", "set_zero_shot_metadata", "registered_metadata",
-    "coco_panoptic_metadata", "read_json_categories", "segment_class_name", "supported_tasks",
+    "coco_panoptic_metadata", "panoptic_metadata", "standard_segment", "check_panoptic_convention",
+    "read_json_categories", "segment_class_name", "supported_tasks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,45 +126,78 @@ def _coco_instances_classes(json_file):
     }
 
 
-def coco_panoptic_metadata(panoptic_json):
-    """Metadata for detectron2's `register_coco_panoptic`, in its standard convention.
+def panoptic_metadata(categories):
+    """Panoptic metadata in detectron2's standard convention, from COCO panoptic categories.
 
-    As detectron2's builtin "coco_panoptic_standard": stuff_classes = all categories in id order,
-    thing_classes a replica of it, and both id maps point into that one space. detectron2's loader
-    reads the id maps from the dict passed at registration, so they must be there from the start.
+    One label space: every category in id order. stuff_classes lists all of them and thing_classes
+    is a replica (detectron2's builtin "coco_panoptic_standard", whose Visualizer reads thing
+    segments through thing_classes); the thing map sends thing ids into that space and the stuff map
+    sends every id there (Mask2Former's, so detectron2's SemSegEvaluator covers every label). A
+    segment's category_id is then an index into stuff_classes and "is it a thing" is a lookup in the
+    thing map's values. detectron2's panoptic loader reads the maps at registration.
     """
-    cats = sorted(read_json_categories(panoptic_json), key=lambda c: c["id"])
-    if any("isthing" not in c for c in cats):
-        raise InputValueError(f"{panoptic_json}: every panoptic category needs 'isthing' (1 thing, 0 stuff)")
+    cats = sorted(categories, key=lambda c: c["id"])
+    missing = [c.get("name", c["id"]) for c in cats if "isthing" not in c]
+    if missing:
+        raise InputValueError(f"panoptic categories {missing[:5]} have no 'isthing' (1 thing, 0 stuff)")
     names = [c["name"] for c in cats]
     return {
         "thing_classes": list(names),
         "stuff_classes": list(names),
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats) if c["isthing"]},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats) if not c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Panoptic segments: which class list a segment's category_id indexes.
-# ---------------------------------------------------------------------------------------------
-def _things_share_stuff_space(meta):
-    """True under detectron2's standard panoptic convention (thing ids index stuff_classes = all
-    classes); False when thing segments index thing_classes (detectron2's "separated" convention,
-    zs_shapes and zsi_d2's COCO panoptic registration)."""
+def coco_panoptic_metadata(panoptic_json):
+    """`panoptic_metadata` of a COCO panoptic json, for detectron2's `register_coco_panoptic`."""
+    try:
+        return panoptic_metadata(read_json_categories(panoptic_json))
+    except InputValueError as e:
+        raise InputValueError(f"{panoptic_json}: {e}") from None
+
+
+def standard_segment(segment, meta):
+    """One COCO panoptic segment (dataset category id) as detectron2's loader converts it:
+    category_id into stuff_classes' space and isthing, the thing map tried first."""
+    thing_map, stuff_map = meta.get("thing_dataset_id_to_contiguous_id"), meta.get("stuff_dataset_id_to_contiguous_id")
+    cid = segment["category_id"]
+    if cid in thing_map:
+        return dict(segment, category_id=thing_map[cid], isthing=True)
+    if cid in stuff_map:
+        return dict(segment, category_id=stuff_map[cid], isthing=False)
+    raise InputValueError(f"panoptic segment {segment.get('id')} has category id {cid}, which no category declares")
+
+
+def check_panoptic_convention(dataset_name, meta):
+    """Refuse panoptic metadata outside detectron2's standard convention (one line).
+
+    Why: a thing map into the things' own index space (detectron2's "separated" PanopticFPN
+    metadata, or zs_shapes before it followed the standard) makes a standard consumer read thing
+    segments as stuff classes of the same number, silently.
+    """
     thing_map = meta.get("thing_dataset_id_to_contiguous_id", None)
     stuff_map = meta.get("stuff_dataset_id_to_contiguous_id", None)
-    if thing_map and stuff_map:
-        return not (set(thing_map.values()) & set(stuff_map.values()))
-    return list(meta.get("thing_classes", [])) == list(meta.get("stuff_classes", []))
+    stuff_classes = meta.get("stuff_classes", None)
+    fix = ("register it with register_coco_panoptic(name, zsi_d2.data.coco_panoptic_metadata(panoptic_json), ...), "
+           "detectron2's standard panoptic convention")
+    if not (thing_map is not None and stuff_map and stuff_classes):
+        raise DatasetSetupError(f"Panoptic dataset '{dataset_name}' lacks stuff_classes or the id maps: {fix}")
+    size = len(stuff_classes)
+    outside = sorted(v for v in list(thing_map.values()) + list(stuff_map.values()) if not 0 <= v < size)
+    stuff_only = {v for k, v in stuff_map.items() if k not in thing_map}
+    clash = sorted(set(thing_map.values()) & stuff_only)
+    unequal = sorted(k for k in set(thing_map) & set(stuff_map) if thing_map[k] != stuff_map[k])
+    if outside or clash or unequal:
+        what = (f"ids map outside stuff_classes ({outside[:5]})" if outside else
+                f"thing and stuff categories share contiguous ids {clash[:5]}" if clash else
+                f"ids {unequal[:5]} map differently in the thing and stuff maps")
+        raise DatasetSetupError(f"Panoptic dataset '{dataset_name}' is not in one label space: {what}. Fix: {fix}")
 
 
 def segment_class_name(meta, segment):
     """The class name of one panoptic segment of a detectron2 dataset dict (segments_info entry)."""
-    cid = segment["category_id"]
-    if segment.get("isthing", False) and not _things_share_stuff_space(meta):
-        return meta.thing_classes[cid]
-    return meta.stuff_classes[cid]
+    return meta.stuff_classes[segment["category_id"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +249,10 @@ def _fill_classes(dataset_name, meta):
             f"Panoptic dataset '{dataset_name}' has no stuff_classes (nor the id maps detectron2's loader needs): "
             "register it with register_coco_panoptic(name, zsi_d2.data.coco_panoptic_metadata(panoptic_json), ...)."
         )
-    if not meta.get("thing_classes", None) and meta.get("panoptic_json", None) and _things_share_stuff_space(meta):
-        meta.set(thing_classes=list(meta.stuff_classes))  # detectron2's standard convention replicates them
+    if meta.get("panoptic_json", None):
+        check_panoptic_convention(dataset_name, meta)
+        if not meta.get("thing_classes", None):
+            meta.set(thing_classes=list(meta.stuff_classes))  # detectron2's standard convention replicates them
     classes = list(meta.get("thing_classes", [])) + list(meta.get("stuff_classes", []))
     if not classes:
         raise DatasetSetupError(

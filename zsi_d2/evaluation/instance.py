@@ -379,7 +379,7 @@ class ZeroShotInstanceEvaluator(DatasetEvaluator):
         if unknown:
             raise ValueError(
                 f"Predicted class index(es) {unknown} are outside thing_classes of "
-                f"'{self._dataset_name}' (valid: 0..{len(self._contiguous_to_dataset_id) - 1})"
+                f"'{self._dataset_name}' (valid: {_ranges(sorted(self._contiguous_to_dataset_id))})"
             )
         for r in results:
             r["category_id"] = self._contiguous_to_dataset_id[r["category_id"]]
@@ -419,3 +419,15 @@ class ZeroShotInstanceEvaluator(DatasetEvaluator):
             + format_zero_shot_table(output)
         )
         return output
+
+
+def _ranges(values: List[int]) -> str:
+    """[0, 1, 2, 5, 6] -> "0..2, 5..6": the valid class indices, short."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(f"{start}..{v}" if v != start else f"{v}")
+            start = None
+    return ", ".join(parts)

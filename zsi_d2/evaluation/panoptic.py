@@ -35,6 +35,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..data.metadata import check_panoptic_convention
 from .files import read_json
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
@@ -463,12 +464,13 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         cat_names = [c["name"] for c in self._categories.values()]
         self._seen, self._unseen = evaluated_groups(self._metadata, dataset_name, cat_names, "panoptic evaluation")
         self._keep = _category_ids_of(self._unseen, self._categories) if self._mode == "zsi" else None
-        self._thing_contiguous_to_id = {
-            v: k for k, v in getattr(self._metadata, "thing_dataset_id_to_contiguous_id", {}).items()
-        }
-        self._stuff_contiguous_to_id = {
-            v: k for k, v in getattr(self._metadata, "stuff_dataset_id_to_contiguous_id", {}).items()
-        }
+        # One label space (detectron2's standard panoptic convention, refused otherwise): a class
+        # index is a thing iff it is a value of the thing map, and one inverse map serves both.
+        check_panoptic_convention(dataset_name, self._metadata)
+        thing_map = self._metadata.thing_dataset_id_to_contiguous_id
+        self._thing_contiguous = set(thing_map.values())
+        self._contiguous_to_id = {v: k for k, v in self._metadata.stuff_dataset_id_to_contiguous_id.items()}
+        self._contiguous_to_id.update({v: k for k, v in thing_map.items()})
         self._output_dir = output_dir
         if output_dir:
             PathManager.mkdirs(os.path.join(output_dir, "predictions"))
@@ -484,14 +486,20 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         isthing = segment_info.pop("isthing", None)
         if isthing is None:
             return segment_info  # the model already produced dataset category ids
-        mapping = self._thing_contiguous_to_id if isthing else self._stuff_contiguous_to_id
         cid = segment_info["category_id"]
-        if cid not in mapping:
+        if cid not in self._contiguous_to_id:
             raise ValueError(
-                f"Predicted {'thing' if isthing else 'stuff'} class index {cid} has no dataset id in "
-                f"the metadata of '{self._dataset_name}'"
+                f"Predicted class index {cid} is outside stuff_classes of '{self._dataset_name}' "
+                f"(valid: 0..{len(self._metadata.stuff_classes) - 1}, detectron2's standard panoptic convention)"
             )
-        segment_info["category_id"] = mapping[cid]
+        if bool(isthing) != (cid in self._thing_contiguous):
+            name = self._metadata.stuff_classes[cid]
+            raise ValueError(
+                f"Predicted segment of class {cid} ('{name}') says isthing={bool(isthing)}, but in '{self._dataset_name}' "
+                f"it is a {'thing' if cid in self._thing_contiguous else 'stuff'} class: category_id must index "
+                "stuff_classes (detectron2's standard panoptic convention), not the things' own list"
+            )
+        segment_info["category_id"] = self._contiguous_to_id[cid]
         return segment_info
 
     def _segments_from_labels(self, panoptic_img: np.ndarray):
@@ -501,7 +509,7 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         if label_divisor is None:
             raise ValueError(f"segments_info is None but dataset '{self._dataset_name}' has no "
                              "metadata 'label_divisor'")
-        thing_ids = set(self._thing_contiguous_to_id)
+        thing_ids = self._thing_contiguous
         segments_info = []
         for panoptic_label in np.unique(panoptic_img).tolist():
             if panoptic_label == -1:

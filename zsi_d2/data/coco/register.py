@@ -17,7 +17,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.structures import BoxMode
 
-from ..metadata import set_zero_shot_metadata
+from ...errors import InputValueError
+from ..metadata import panoptic_metadata, set_zero_shot_metadata, standard_segment
 from ..zs_shapes import datasets_root
 from .categories import split_categories
 from .layout import coco_root, download_hint, get_layout, prepare_command, prepared_paths, source_paths
@@ -41,12 +42,30 @@ COCO_ZERO_SHOT_DATASETS = {
     "coco_2017_zsp_119_14_train": ("coco_panoptic_119_14", "train", "train"),
     "coco_2017_zsp_119_14_val": ("coco_panoptic_119_14", "val", "gzsi"),
     "coco_2017_zsp_119_14_val_zsi": ("coco_panoptic_119_14", "val", "zsi"),
+    "coco_2017_zsp_119_14_train_panoptic": ("coco_panoptic_119_14", "train", "train"),
+    "coco_2017_zsp_119_14_val_panoptic": ("coco_panoptic_119_14", "val", "gzsi"),
+    "coco_2017_zsp_119_14_val_zsi_panoptic": ("coco_panoptic_119_14", "val", "zsi"),
     "coco_stuff_zss_156_15_train": ("coco_stuff_156_15", "train", "train"),
     "coco_stuff_zss_156_15_val": ("coco_stuff_156_15", "val", "gzsi"),
     "coco_stuff_zss_156_15_val_zsi": ("coco_stuff_156_15", "val", "zsi"),
 }
 
-_TASKS = {"instance": ("instance",), "panoptic": ("panoptic", "instance", "semantic"), "semantic": ("semantic",)}
+# A panoptic split has two views, as detectron2's coco_2017_val / coco_2017_val_panoptic: the instance
+# view (annotations, thing ids 0..N-1 among the things; what the R-CNN family reads) and the
+# "_panoptic" view in detectron2's standard panoptic convention (segments_info, one label space).
+_PANOPTIC_SUFFIX = "_panoptic"
+_TASKS = {
+    "instance": ("instance",),
+    "panoptic": ("instance", "semantic"),
+    "panoptic_panoptic": ("panoptic", "instance", "semantic"),
+    "semantic": ("semantic",),
+}
+
+
+def _view(dataset_name: str) -> str:
+    """The layout kind, with "_panoptic" appended for the standard panoptic view of a panoptic split."""
+    kind = get_layout(COCO_ZERO_SHOT_DATASETS[dataset_name][0]).kind
+    return kind + _PANOPTIC_SUFFIX if kind == "panoptic" and dataset_name.endswith(_PANOPTIC_SUFFIX) else kind
 
 
 def dataset_names(split_name: str) -> Dict[str, str]:
@@ -54,22 +73,22 @@ def dataset_names(split_name: str) -> Dict[str, str]:
     return {n: mode for n, (s, _, mode) in COCO_ZERO_SHOT_DATASETS.items() if s == split_name}
 
 
-def _paths(split_name: str, subset: str, coco_dir: str) -> dict:
-    kind = get_layout(split_name).kind
+def _paths(split_name: str, subset: str, coco_dir: str, view: str) -> dict:
     src, out = source_paths(split_name, coco_dir), prepared_paths(split_name, coco_dir)
-    if kind == "instance":
+    if view == "instance":
         return {
             "json_file": out[f"{subset}_json"],
             "image_root": src["train_images" if subset == "train" else "val_images"],
         }
-    if kind == "panoptic":
-        return {
-            "panoptic_json": out[f"{subset}_json"],
-            "panoptic_root": src[f"{subset}_panoptic"],
+    if view.startswith("panoptic"):
+        paths = {
             "json_file": out[f"{subset}_instances"],
             "sem_seg_root": out[f"{subset}_sem_seg"],
             "image_root": src[f"{subset}_images"],
         }
+        if view == "panoptic_panoptic":
+            paths.update(panoptic_json=out[f"{subset}_json"], panoptic_root=src[f"{subset}_panoptic"])
+        return paths
     return {"sem_seg_root": out[f"{subset}_sem_seg"], "image_root": src[f"{subset}_images"]}
 
 
@@ -78,20 +97,23 @@ def coco_zero_shot_metadata(dataset_name: str, root: Optional[str] = None) -> di
 
     Classes are the split's seen + unseen classes in the dataset's own order (ignored classes are
     absent); `stuff_classes` is the semantic label space (all classes for panoptic, as detectron2
-    does), and label maps hold positions in it.
+    does). Instance views map thing ids to 0..N-1 among the things; "_panoptic" views follow
+    detectron2's standard panoptic convention (`panoptic_metadata`: one label space, stuff_classes).
     """
     split_name, subset, mode = COCO_ZERO_SHOT_DATASETS[dataset_name]
-    kind = get_layout(split_name).kind
+    view = _view(dataset_name)
     coco_dir = coco_root(root)
     cats = split_categories(split_name)
     meta = {}
-    if kind in ("instance", "panoptic"):
+    if view == "panoptic_panoptic":
+        meta.update(panoptic_metadata(cats), ignore_label=IGNORE_LABEL, label_divisor=1000)
+    if view in ("instance", "panoptic"):
         things = [c for c in cats if c["isthing"]]
         meta.update(
             thing_classes=[c["name"] for c in things],
             thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(things)},
         )
-    if kind in ("panoptic", "semantic"):
+    if view in ("panoptic", "semantic"):
         meta.update(
             stuff_classes=[c["name"] for c in cats],
             stuff_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(cats)},
@@ -99,10 +121,10 @@ def coco_zero_shot_metadata(dataset_name: str, root: Optional[str] = None) -> di
         )
     meta.update(
         zero_shot_mode=mode,
-        zero_shot_tasks=_TASKS[kind],
+        zero_shot_tasks=_TASKS[view],
         coco_root=coco_dir,
         prepare_command=prepare_command(split_name, coco_dir),
-        **_paths(split_name, subset, coco_dir),
+        **_paths(split_name, subset, coco_dir, view),
     )
     return meta
 
@@ -147,45 +169,73 @@ def _load_instances(dataset_name: str, meta) -> list:
     return dicts
 
 
-def _load_panoptic(dataset_name: str, meta) -> list:
-    paths = {k: _require(dataset_name, meta, k)
-             for k in ("panoptic_json", "panoptic_root", "json_file", "sem_seg_root", "image_root")}
-    with open(paths["panoptic_json"]) as f:
-        pan = json.load(f)
-    with open(paths["json_file"]) as f:
+def _read_thing_annotations(dataset_name: str, json_file: str, thing_map) -> Dict[int, list]:
+    """{image id: detectron2 annotations} of a panoptic split's instances json (thing ids mapped)."""
+    with open(json_file) as f:
         inst = json.load(f)
-    thing_map, stuff_map = meta.thing_dataset_id_to_contiguous_id, meta.stuff_dataset_id_to_contiguous_id
     anns_by_image = defaultdict(list)
     for ann in inst["annotations"]:
         anns_by_image[ann["image_id"]].append({
             "bbox": ann["bbox"],
             "bbox_mode": BoxMode.XYWH_ABS,
-            "category_id": _to_contiguous(thing_map, ann["category_id"], dataset_name, paths["json_file"]),
+            "category_id": _to_contiguous(thing_map, ann["category_id"], dataset_name, json_file),
             "segmentation": ann["segmentation"],
             "iscrowd": ann.get("iscrowd", 0),
         })
+    return anns_by_image
+
+
+def _load_panoptic(dataset_name: str, meta) -> list:
+    """Instance view (annotations + sem_seg) or "_panoptic" view (segments_info in detectron2's
+    standard convention + sem_seg) of a panoptic split, one dict per panoptic record."""
+    standard = _view(dataset_name) == "panoptic_panoptic"
+    keys = ("panoptic_json", "panoptic_root") if standard else ()
+    paths = {k: _require(dataset_name, meta, k) for k in keys + ("json_file", "sem_seg_root", "image_root")}
+    # The panoptic json lists the images of both views (the instance json holds only the things).
+    with open(meta.get("panoptic_json", None) or _panoptic_json_of(dataset_name, meta)) as f:
+        pan = json.load(f)
+    if not standard:
+        anns_by_image = _read_thing_annotations(dataset_name, paths["json_file"], meta.thing_dataset_id_to_contiguous_id)
     images = {im["id"]: im for im in pan["images"]}
     dicts = []
     for rec in pan["annotations"]:
         image = images[rec["image_id"]]
-        segments = []
-        for seg in rec["segments_info"]:
-            isthing = seg["category_id"] in thing_map  # as detectron2's load_coco_panoptic_json
-            mapping = thing_map if isthing else stuff_map
-            cid = _to_contiguous(mapping, seg["category_id"], dataset_name, paths["panoptic_json"])
-            segments.append(dict(seg, category_id=cid, isthing=isthing))
-        dicts.append({
+        d = {
             "file_name": os.path.join(paths["image_root"], image["file_name"]),
             "image_id": rec["image_id"],
             "height": image["height"],
             "width": image["width"],
-            "pan_seg_file_name": os.path.join(paths["panoptic_root"], rec["file_name"]),
             "sem_seg_file_name": os.path.join(paths["sem_seg_root"], rec["file_name"]),
-            "segments_info": segments,
-            "annotations": anns_by_image.get(rec["image_id"], []),
-        })
-    logger.info("Loaded %d images of %s from %s", len(dicts), dataset_name, paths["panoptic_json"])
+        }
+        if standard:
+            d["pan_seg_file_name"] = os.path.join(paths["panoptic_root"], rec["file_name"])
+            d["segments_info"] = [_standard(seg, meta, dataset_name, paths["panoptic_json"])
+                                  for seg in rec["segments_info"]]
+        else:
+            d["annotations"] = anns_by_image.get(rec["image_id"], [])
+        dicts.append(d)
+    logger.info("Loaded %d images of %s", len(dicts), dataset_name)
     return dicts
+
+
+def _panoptic_json_of(dataset_name: str, meta) -> str:
+    """The prepared panoptic json of an instance view (its image list)."""
+    split_name, subset, _ = COCO_ZERO_SHOT_DATASETS[dataset_name]
+    path = prepared_paths(split_name, meta.coco_root)[f"{subset}_json"]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Dataset '{dataset_name}': panoptic json not found: {path}\n"
+                                f"Prepare it with:\n  {meta.prepare_command}")
+    return path
+
+
+def _standard(segment, meta, dataset_name: str, path: str):
+    try:
+        return standard_segment(segment, meta)
+    except InputValueError:
+        raise ValueError(
+            f"Dataset '{dataset_name}': category id {segment['category_id']} in {path} is not a class of its split; "
+            "the file was not prepared for this split. Re-run the prepare command with --force."
+        ) from None
 
 
 def _load_semantic(dataset_name: str, meta) -> list:

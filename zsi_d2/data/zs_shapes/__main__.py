@@ -54,8 +54,10 @@ def _outline(canvas, mask, scale, colour):
     cv2.drawContours(canvas, contours, -1, colour, 1, cv2.LINE_AA)
 
 
-def write_preview(dicts, metadata, path, num=12, cols=4, scale=3):
-    """Contact sheet of `num` images: outlines + names, unseen in magenta."""
+def write_preview(dicts, metadata, path, num=12, cols=4, scale=3, segments_by_image=None):
+    """Contact sheet of `num` images of an instance view: outlines + names, unseen in magenta; the
+    stuff of each image captioned from `segments_by_image` ({image_id: segments_info} of the
+    `_panoptic` view, whose category ids index stuff_classes)."""
     from pycocotools import mask as mask_util
 
     tiles = []
@@ -73,7 +75,8 @@ def write_preview(dicts, metadata, path, num=12, cols=4, scale=3):
             x, y, _, _ = ann["bbox"]
             _put_label(tile, name, (x * scale, y * scale - 2), colour)
         caption = np.zeros((38, tile.shape[1], 3), dtype=np.uint8)
-        stuff = [metadata.stuff_classes[s["category_id"]] for s in d["segments_info"] if not s["isthing"]]
+        segments = (segments_by_image or {}).get(d["image_id"], [])
+        stuff = [metadata.stuff_classes[s["category_id"]] for s in segments if not s["isthing"]]
         for row, name in enumerate(stuff[:3]):
             colour = _UNSEEN_BGR if name in unseen else (200, 200, 200)
             cv2.putText(caption, name, (4, 10 + 11 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour, 1, cv2.LINE_AA)
@@ -120,7 +123,10 @@ def main(argv=None):
     print(f"\ndataset folder: {base}  (ready in {elapsed:.1f} s)")
     if args.preview:
         name = dataset_names(args.difficulty)[args.subset]
-        path = write_preview(DatasetCatalog.get(name), MetadataCatalog.get(name), args.preview, args.num_preview)
+        panoptic = dataset_names(args.difficulty, view="panoptic")[args.subset]
+        segments = {d["image_id"]: d["segments_info"] for d in DatasetCatalog.get(panoptic)}
+        path = write_preview(DatasetCatalog.get(name), MetadataCatalog.get(name), args.preview, args.num_preview,
+                             segments_by_image=segments)
         print(f"preview: {path}")
     return 0
 

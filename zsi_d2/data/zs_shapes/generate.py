@@ -121,7 +121,7 @@ def _write_png(path, array):
         raise IOError(f"zs_shapes: could not write {path}")
 
 
-def _categories(split, things_only):
+def coco_categories(split, things_only):
     cats = []
     for i, name in enumerate(split.classes):
         isthing = name not in split.stuff
@@ -212,9 +212,9 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
     info = {"description": f"zs_shapes {subset}", "generator_version": GENERATOR_VERSION,
             "difficulty": difficulty.to_dict(), "split": split.name}
     _dump(paths["json_file"], {"info": info, "images": images, "annotations": instances,
-                               "categories": _categories(split, things_only=True)})
+                               "categories": coco_categories(split, things_only=True)})
     _dump(paths["panoptic_json"], {"info": info, "images": images, "annotations": panoptic,
-                                   "categories": _categories(split, things_only=False)})
+                                   "categories": coco_categories(split, things_only=False)})
     if subset == "val":
         _write_zsi_variant(out_dir, split, info, images, instances, panoptic)
     stats["images"] = len(images)
@@ -235,12 +235,12 @@ def _write_zsi_variant(out_dir, split, info, images, instances, panoptic):
     info = dict(info, description="zs_shapes val (ZSI: unseen instances only)")
     _dump(paths["json_file"], {
         "info": info, "images": [im for im in images if im["id"] in keep], "annotations": anns,
-        "categories": _categories(split, things_only=True),
+        "categories": coco_categories(split, things_only=True),
     })
     _dump(paths["panoptic_json"], {
         "info": info, "images": [im for im in images if im["id"] in keep],
         "annotations": [p for p in panoptic if p["image_id"] in keep],
-        "categories": _categories(split, things_only=False),
+        "categories": coco_categories(split, things_only=False),
     })
 
 

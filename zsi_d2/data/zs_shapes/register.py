@@ -10,6 +10,14 @@ Names, for every preset P (and, for "default", also without the "_P"):
     zs_shapes_P_val_zsi   ZSI: images with an unseen instance; unseen instance annotations only
     zs_shapes_P_calib     held-out images drawn like train (seen classes only), never trained on:
                           where test-time settings such as calibrated stacking are chosen
+
+Two views of each, as detectron2 registers coco_2017_val and coco_2017_val_panoptic:
+    zs_shapes_P_<subset>            instance view (+ semantic): `annotations` whose category_id
+                                    indexes thing_classes (the 16 things), what the R-CNNs read
+    zs_shapes_P_<subset>_panoptic   panoptic view (+ instance, semantic) in detectron2's standard
+                                    convention: `segments_info` category_id indexes stuff_classes
+                                    (all classes), thing_dataset_id_to_contiguous_id maps into that
+                                    same space, thing_classes is its replica; no `annotations`
 """
 import json
 import logging
@@ -19,10 +27,10 @@ from typing import Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..metadata import set_zero_shot_metadata
+from ..metadata import panoptic_metadata, set_zero_shot_metadata, standard_segment
 from ..splits import get_split
 from .difficulty import preset_names
-from .generate import SPLIT_NAME, IGNORE_LABEL, annotation_paths, dataset_dir, ensure_generated
+from .generate import SPLIT_NAME, IGNORE_LABEL, annotation_paths, coco_categories, dataset_dir, ensure_generated
 from .render import display_colour
 
 __all__ = ["register_all_zs_shapes", "load_zs_shapes", "dataset_names", "zs_shapes_metadata"]
@@ -33,19 +41,22 @@ logger = logging.getLogger(__name__)
 _VARIANTS = {"train": "train", "val": "gzsi", "val_zsi": "zsi", "calib": "train"}
 
 
-def dataset_names(preset: str, short: bool = False):
-    """{subset: registered name} of one preset; `short` gives the unsuffixed "default" names."""
+VIEWS = ("instance", "panoptic")
+_VIEW_SUFFIX = {"instance": "", "panoptic": "_panoptic"}
+_TASKS = {"instance": ("instance", "semantic"), "panoptic": ("panoptic", "instance", "semantic")}
+
+
+def dataset_names(preset: str, short: bool = False, view: str = "instance"):
+    """{subset: registered name} of one preset and view; `short` gives the unsuffixed "default" names."""
+    suffix = _VIEW_SUFFIX[view]
     if short:
         if preset != "default":
             raise ValueError("only the 'default' preset has unsuffixed names")
-        return {s: f"zs_shapes_{s}" for s in _VARIANTS}
-    return {s: f"zs_shapes_{preset}_{s}" for s in _VARIANTS}
+        return {s: f"zs_shapes_{s}{suffix}" for s in _VARIANTS}
+    return {s: f"zs_shapes_{preset}_{s}{suffix}" for s in _VARIANTS}
 
 
-_TASKS = ("instance", "panoptic", "semantic")
-
-
-def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None) -> dict:
+def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None, view: str = "instance") -> dict:
     """Metadata of one registered zs_shapes dataset; computes paths, never generates.
 
     The zero-shot fields are the ones `zsi_d2.data.set_zero_shot_metadata` sets (which
@@ -54,12 +65,9 @@ def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None) -> 
     split = get_split(SPLIT_NAME)
     classes, things = split.classes, split.things
     base = dataset_dir(preset, root)
-    return dict(
-        thing_classes=list(things),
-        stuff_classes=list(classes),  # semantic label space: all classes (as d2's panoptic does)
-        thing_dataset_id_to_contiguous_id={classes.index(c) + 1: i for i, c in enumerate(things)},
-        stuff_dataset_id_to_contiguous_id={i + 1: i for i in range(len(classes))},
-        thing_colors=[display_colour(c) for c in things],
+    paths = annotation_paths(base, subset)
+    common = dict(
+        stuff_classes=list(classes),  # the semantic label space in both views: all classes
         stuff_colors=[display_colour(c) for c in classes],
         seen_classes=tuple(split.seen),
         unseen_classes=tuple(split.unseen),
@@ -67,75 +75,89 @@ def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None) -> 
         zero_shot_split=SPLIT_NAME,
         zero_shot_mode=_VARIANTS[subset],
         evaluator_type="zero_shot",
-        zero_shot_tasks=_TASKS,
+        zero_shot_tasks=_TASKS[view],
         ignore_label=IGNORE_LABEL,
         zs_shapes_difficulty=preset,
         zs_shapes_root=base,
-        **annotation_paths(base, subset),
+        zs_shapes_view=view,
+        image_root=paths["image_root"],
+        sem_seg_root=paths["sem_seg_root"],
+        json_file=paths["json_file"],
+    )
+    if view == "instance":
+        return dict(
+            common,
+            thing_classes=list(things),
+            thing_dataset_id_to_contiguous_id={classes.index(c) + 1: i for i, c in enumerate(things)},
+            thing_colors=[display_colour(c) for c in things],
+        )
+    standard = panoptic_metadata(coco_categories(split, things_only=False))  # the categories the json holds
+    if standard["stuff_classes"] != list(classes):
+        raise AssertionError("zs_shapes panoptic categories must be the split's classes in order")
+    return dict(
+        common, **standard, thing_colors=list(common["stuff_colors"]), label_divisor=1000,
+        panoptic_root=paths["panoptic_root"], panoptic_json=paths["panoptic_json"],
     )
 
 
-def load_zs_shapes(preset: str, subset: str, root: Optional[str] = None):
-    """detectron2 dataset dicts of one subset; generates the dataset on first use."""
-    split = get_split(SPLIT_NAME)
+def load_zs_shapes(preset: str, subset: str, root: Optional[str] = None, view: str = "instance"):
+    """detectron2 dataset dicts of one subset and view; generates the dataset on first use."""
     base = ensure_generated(preset, root)
     paths = annotation_paths(base, subset)
-    classes, things = split.classes, split.things
-    thing_map = {classes.index(c) + 1: i for i, c in enumerate(things)}
+    meta = zs_shapes_metadata(preset, subset, root, view)
 
     with open(paths["json_file"]) as f:
         instances = json.load(f)
-    with open(paths["panoptic_json"]) as f:
-        panoptic = json.load(f)
-    anns_by_image = {}
-    for ann in instances["annotations"]:
-        anns_by_image.setdefault(ann["image_id"], []).append({
-            "bbox": ann["bbox"],
-            "bbox_mode": BoxMode.XYWH_ABS,
-            "category_id": thing_map[ann["category_id"]],
-            "segmentation": ann["segmentation"],
-            "iscrowd": ann["iscrowd"],
-            "area": ann["area"],
-        })
-    segments_by_image = {p["image_id"]: p["segments_info"] for p in panoptic["annotations"]}
+    anns_by_image, segments_by_image = {}, {}
+    if view == "instance":
+        thing_map = meta["thing_dataset_id_to_contiguous_id"]
+        for ann in instances["annotations"]:
+            anns_by_image.setdefault(ann["image_id"], []).append({
+                "bbox": ann["bbox"],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": thing_map[ann["category_id"]],
+                "segmentation": ann["segmentation"],
+                "iscrowd": ann["iscrowd"],
+                "area": ann["area"],
+            })
+    else:
+        with open(paths["panoptic_json"]) as f:
+            panoptic = json.load(f)
+        segments_by_image = {p["image_id"]: [standard_segment(s, meta) for s in p["segments_info"]]
+                             for p in panoptic["annotations"]}
 
     dicts = []
     for image in instances["images"]:
         image_id = image["id"]
         stem = os.path.splitext(image["file_name"])[0]
-        segments = []
-        for seg in segments_by_image[image_id]:
-            isthing = seg["category_id"] in thing_map
-            segments.append(dict(
-                seg,
-                category_id=thing_map[seg["category_id"]] if isthing else seg["category_id"] - 1,
-                isthing=isthing,
-            ))
-        dicts.append({
+        record = {
             "file_name": os.path.join(paths["image_root"], image["file_name"]),
             "image_id": image_id,
             "height": image["height"],
             "width": image["width"],
-            "annotations": anns_by_image.get(image_id, []),
             "sem_seg_file_name": os.path.join(paths["sem_seg_root"], stem + ".png"),
-            "pan_seg_file_name": os.path.join(paths["panoptic_root"], stem + ".png"),
-            "segments_info": segments,
-        })
-    logger.info("Loaded %d images of zs_shapes '%s' %s from %s", len(dicts), preset, subset, base)
+        }
+        if view == "instance":
+            record["annotations"] = anns_by_image.get(image_id, [])
+        else:
+            record["pan_seg_file_name"] = os.path.join(paths["panoptic_root"], stem + ".png")
+            record["segments_info"] = segments_by_image[image_id]
+        dicts.append(record)
+    logger.info("Loaded %d images of zs_shapes '%s' %s (%s view) from %s", len(dicts), preset, subset, view, base)
     return dicts
 
 
-def _register_one(name, preset, subset, root):
-    metadata = zs_shapes_metadata(preset, subset, root)
+def _register_one(name, preset, subset, root, view):
+    metadata = zs_shapes_metadata(preset, subset, root, view)
     if name in DatasetCatalog.list():
         if MetadataCatalog.get(name).get("json_file") == metadata["json_file"]:
             return  # already registered for this root
         DatasetCatalog.remove(name)  # re-register for a new root (e.g. DETECTRON2_DATASETS changed)
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda p=preset, s=subset, r=root: load_zs_shapes(p, s, r))
+    DatasetCatalog.register(name, lambda p=preset, s=subset, r=root, v=view: load_zs_shapes(p, s, r, v))
     MetadataCatalog.get(name).set(**metadata)
-    set_zero_shot_metadata(name, SPLIT_NAME, metadata["zero_shot_mode"], tasks=_TASKS)
+    set_zero_shot_metadata(name, SPLIT_NAME, metadata["zero_shot_mode"], tasks=_TASKS[view])
 
 
 def register_all_zs_shapes(root: Optional[str] = None):
@@ -148,8 +170,9 @@ def register_all_zs_shapes(root: Optional[str] = None):
 
     root = datasets_root(root)
     for preset in preset_names():
-        for subset, name in dataset_names(preset).items():
-            _register_one(name, preset, subset, root)
-        if preset == "default":
-            for subset, name in dataset_names(preset, short=True).items():
-                _register_one(name, preset, subset, root)
+        for view in VIEWS:
+            for subset, name in dataset_names(preset, view=view).items():
+                _register_one(name, preset, subset, root, view)
+            if preset == "default":
+                for subset, name in dataset_names(preset, short=True, view=view).items():
+                    _register_one(name, preset, subset, root, view)
