@@ -17,7 +17,6 @@ import weakref
 
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
-from detectron2.data import DatasetMapper
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -27,7 +26,8 @@ from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import import_register_modules
 from zsi_d2.data.audit import check_training_sets
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.engine import ZeroShotCheckpointer, build_optimizer, check_weights, launch, zero_shot_test
+from zsi_d2.data.mappers import build_dataset_mapper
+from zsi_d2.engine import ZeroShotCheckpointer, build_lr_scheduler, build_optimizer, check_weights, launch, zero_shot_test
 from zsi_d2.engine.resume import RNGState, build_resumable_train_loader, restart_loader
 from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
@@ -75,7 +75,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        return build_optimizer(cfg, model)  # detectron2's, plus CLIP_TYPE "full_model"
+        return build_optimizer(cfg, model)  # detectron2's, plus CLIP_TYPE "full_model" and AdamW
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)  # detectron2's, plus "WarmupPolyLR"
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -85,7 +89,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         check_training_sets(cfg)
-        return build_resumable_train_loader(cfg, DatasetMapper(cfg, is_train=True))
+        # detectron2's DatasetMapper, or the INPUT.DATASET_MAPPER_NAME one (mask classification)
+        return build_resumable_train_loader(cfg, build_dataset_mapper(cfg, is_train=True))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

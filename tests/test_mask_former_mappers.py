@@ -18,7 +18,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances, polygons_to_bitmask
 
 from zsi_d2.data.mappers import (
-    MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper, build_mask_former_mapper, rgb2id,
+    MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper, build_dataset_mapper, rgb2id,
 )
 from zsi_d2.data.zs_shapes.generate import annotation_paths, ensure_generated
 from zsi_d2.modeling.mask_former.config import add_mask_former_config
@@ -214,17 +214,17 @@ def _cfg(name, *opts):
     return cfg
 
 
-def test_build_mask_former_mapper_by_name():
+def test_build_dataset_mapper_by_name():
     cfg = _cfg("mask_former_semantic", "DATASETS.TRAIN", "('zs_shapes_tiny_train',)")
-    mapper = build_mask_former_mapper(cfg, True)
+    mapper = build_dataset_mapper(cfg, True)
     assert isinstance(mapper, MaskFormerSemanticMapper) and mapper.ignore_label == 255
     assert [type(a).__name__ for a in mapper.augmentations.augs] == ["ResizeShortestEdge"]
-    assert isinstance(build_mask_former_mapper(_cfg("mask_former_panoptic"), True), MaskFormerPanopticMapper)
-    assert isinstance(build_mask_former_mapper(_cfg("mask_former_instance"), False), MaskFormerInstanceMapper)
-    assert type(build_mask_former_mapper(_cfg(""), True)) is DatasetMapper
+    assert isinstance(build_dataset_mapper(_cfg("mask_former_panoptic"), True), MaskFormerPanopticMapper)
+    assert isinstance(build_dataset_mapper(_cfg("mask_former_instance"), False), MaskFormerInstanceMapper)
+    assert type(build_dataset_mapper(_cfg(""), True)) is DatasetMapper
     with pytest.raises(ValueError, match="'mask_former_panoptic', 'mask_former_instance', 'mask_former_semantic'"):
-        build_mask_former_mapper(_cfg("mask_former_panoptc"), True)
-    flips = build_mask_former_mapper(_cfg("mask_former_panoptic", "INPUT.RANDOM_FLIP", "horizontal"), True)
+        build_dataset_mapper(_cfg("mask_former_panoptc"), True)
+    flips = build_dataset_mapper(_cfg("mask_former_panoptic", "INPUT.RANDOM_FLIP", "horizontal"), True)
     assert [type(a).__name__ for a in flips.augmentations.augs] == ["ResizeShortestEdge", "RandomFlip"]
 
 

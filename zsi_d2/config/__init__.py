@@ -6,8 +6,10 @@ def get_zsi_d2_cfg():
     from detectron2.config import get_cfg
 
     from ..methods.zsi.config import add_zsi_config
+    from ..modeling.mask_former.config import add_mask_former_config
 
     cfg = get_cfg()
     add_zsi_d2_config(cfg)
     add_zsi_config(cfg)
+    add_mask_former_config(cfg)
     return cfg

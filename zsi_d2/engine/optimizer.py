@@ -1,4 +1,6 @@
-"""detectron2's optimizer, plus SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model".
+"""detectron2's optimizer, plus SOLVER.CLIP_GRADIENTS.CLIP_TYPE "full_model", AdamW, and the
+backbone / embedding settings of the mask-classification core (SOLVER.OPTIMIZER,
+BACKBONE_MULTIPLIER, WEIGHT_DECAY_EMBED; keys of zsi_d2.modeling.mask_former.config).
 
 Why: detectron2 0.6 clips each parameter's gradient on its own ("norm", "value"), while the
 reference codes clip the norm of all gradients together (mmdetection's grad_clip for ZSI, max norm
@@ -8,23 +10,71 @@ reference codes clip the norm of all gradients together (mmdetection's grad_clip
 import functools
 
 import torch
+from torch import nn
 
 from detectron2.solver import build_optimizer as d2_build_optimizer
-from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
+from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping, maybe_add_gradient_clipping
 
-__all__ = ["build_optimizer"]
+from ..errors import InputValueError
+
+__all__ = ["build_optimizer", "param_groups"]
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+          nn.InstanceNorm2d)
+_OPTIMIZERS = ("SGD", "ADAMW")
+
+
+def _uses_defaults(cfg) -> bool:
+    solver = cfg.SOLVER
+    return (solver.get("OPTIMIZER", "SGD") == "SGD" and solver.get("BACKBONE_MULTIPLIER", 1.0) == 1.0
+            and solver.get("WEIGHT_DECAY_EMBED", None) in (None, solver.WEIGHT_DECAY))
+
+
+def param_groups(cfg, model):
+    """One group per trainable parameter: backbone lr x BACKBONE_MULTIPLIER; weight decay
+    WEIGHT_DECAY_NORM on norm layers, WEIGHT_DECAY_EMBED on nn.Embedding (learned queries, level
+    embeddings), WEIGHT_DECAY elsewhere (Mask2Former's optimiser set-up)."""
+    solver, seen, groups = cfg.SOLVER, set(), []
+    for module_name, module in model.named_modules():
+        for name, value in module.named_parameters(recurse=False):
+            if not value.requires_grad or id(value) in seen:
+                continue
+            seen.add(id(value))
+            lr, decay = solver.BASE_LR, solver.WEIGHT_DECAY
+            if module_name.split(".")[0] == "backbone" or ".backbone." in f".{module_name}.":
+                lr *= solver.BACKBONE_MULTIPLIER
+            if isinstance(module, _NORMS):
+                decay = solver.WEIGHT_DECAY_NORM
+            elif isinstance(module, nn.Embedding):
+                decay = solver.WEIGHT_DECAY_EMBED
+            groups.append({"params": [value], "lr": lr, "weight_decay": decay})
+    return groups
 
 
 def build_optimizer(cfg, model) -> torch.optim.Optimizer:
-    """detectron2's build_optimizer; with CLIP_TYPE "full_model" the total gradient norm over all
-    parameters is clipped to CLIP_VALUE (NORM_TYPE) before every step."""
+    """detectron2's build_optimizer (SGD, its parameter groups); with SOLVER.OPTIMIZER "ADAMW" or a
+    BACKBONE_MULTIPLIER / WEIGHT_DECAY_EMBED, `param_groups`. With CLIP_TYPE "full_model" the total
+    gradient norm over all parameters is clipped to CLIP_VALUE (NORM_TYPE) before every step."""
     clip = cfg.SOLVER.CLIP_GRADIENTS
-    if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
-        return d2_build_optimizer(cfg, model)
+    full_model = clip.ENABLED and clip.CLIP_TYPE == "full_model"
     plain = cfg.clone()
     plain.defrost()
-    plain.SOLVER.CLIP_GRADIENTS.ENABLED = False
-    optimizer = d2_build_optimizer(plain, model)
+    if full_model:
+        plain.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    if _uses_defaults(cfg):
+        optimizer = d2_build_optimizer(plain, model)
+    else:
+        name = cfg.SOLVER.OPTIMIZER
+        if name not in _OPTIMIZERS:
+            raise InputValueError(f"SOLVER.OPTIMIZER '{name}' is not one of {list(_OPTIMIZERS)}")
+        groups = param_groups(cfg, model)
+        if name == "SGD":
+            optimizer = maybe_add_gradient_clipping(plain, torch.optim.SGD)(
+                groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+        else:
+            optimizer = maybe_add_gradient_clipping(plain, torch.optim.AdamW)(groups, lr=cfg.SOLVER.BASE_LR)
+    if not full_model:
+        return optimizer
     clipper = functools.partial(torch.nn.utils.clip_grad_norm_, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
     optimizer.__class__ = _generate_optimizer_class_with_gradient_clipping(type(optimizer), global_clipper=clipper)
     return optimizer

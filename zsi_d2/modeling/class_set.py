@@ -42,6 +42,17 @@ class ClassSet:
     dataset_classes: Tuple[str, ...]  # the dataset's thing_classes (or stuff_classes)
     mode: str = "gzsi"
     unseen: Tuple[str, ...] = ()  # the names in `names` that are unseen classes
+    stuff: Tuple[str, ...] = ()  # the names in `names` that are stuff classes (amorphous regions)
+    thing_classes: Tuple[str, ...] = ()  # the dataset's thing_classes: where instance outputs point
+
+    def is_thing(self) -> torch.Tensor:
+        """(len(names),) bool: True where the class is a thing (instances are made of things only)."""
+        return torch.tensor([n not in self.stuff for n in self.names], dtype=torch.bool)
+
+    def thing_ids(self) -> torch.Tensor:
+        """local index -> index into the dataset's thing_classes (-1 for stuff): instance labels."""
+        return torch.tensor([self.thing_classes.index(n) if n in self.thing_classes and n not in self.stuff else -1
+                             for n in self.names], dtype=torch.long)
 
     def group_indices(self):
         """(seen, unseen) local indices, e.g. for per-group NMS in GZSI."""
@@ -94,10 +105,20 @@ def _metadata_field(meta, dataset_name, field):
     return value
 
 
+def _kind_of(meta, kind: str) -> str:
+    """"auto": the dataset's whole label space, stuff_classes when it has them (panoptic and
+    semantic data, and zs_shapes' instance views), else thing_classes (instance-only data)."""
+    if kind != "auto":
+        return kind
+    return "stuff" if meta.get("stuff_classes", None) else "thing"
+
+
 def dataset_class_set(dataset_name: str, kind: str = "thing", mode: Optional[str] = None) -> ClassSet:
     """The class set a dataset asks for: seen (train), seen + unseen (gzsi) or unseen (zsi); `mode`
-    overrides the dataset's own (e.g. GZSI scoring on seen-only held-out images)."""
+    overrides the dataset's own (e.g. GZSI scoring on seen-only held-out images). `kind` is
+    "thing", "stuff" or "auto" (see `_kind_of`)."""
     meta = MetadataCatalog.get(dataset_name)
+    kind = _kind_of(meta, kind)
     mode = mode or _metadata_field(meta, dataset_name, "zero_shot_mode")
     if mode not in _MODES:
         raise ValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {_MODES}, got '{mode}'")
@@ -106,7 +127,18 @@ def dataset_class_set(dataset_name: str, kind: str = "thing", mode: Optional[str
     unseen = set(_metadata_field(meta, dataset_name, "unseen_classes"))
     wanted = {"train": seen, "gzsi": seen | unseen, "zsi": unseen}[mode]
     names = tuple(c for c in classes if c in wanted)
-    return ClassSet(names, classes, mode, unseen=tuple(c for c in names if c in unseen))
+    split_stuff = _split_stuff(meta)
+    return ClassSet(names, classes, mode, unseen=tuple(c for c in names if c in unseen),
+                    stuff=tuple(c for c in names if c in split_stuff),
+                    thing_classes=tuple(meta.get("thing_classes", None) or ()))
+
+
+def _split_stuff(meta):
+    """The stuff classes of the dataset's split (a split declares which of its classes are stuff)."""
+    from ..data.splits import get_split
+
+    split_name = meta.get("zero_shot_split", None)
+    return set(get_split(split_name).stuff) if split_name else set()
 
 
 def class_universe(cfg, kind: str = "thing") -> Tuple[str, ...]:
@@ -168,7 +200,7 @@ def use_class_set(model, dataset_name: str, kind: str = "thing", mode: Optional[
     restored afterwards."""
     inner = model.module if isinstance(model, DistributedDataParallel) else model
     previous = getattr(inner, "class_set", None)
-    class_set = dataset_class_set(dataset_name, kind, mode)
+    class_set = dataset_class_set(dataset_name, getattr(inner, "class_kind", kind), mode)
     logger.info(f"Class set for '{dataset_name}' ({class_set.mode}): {len(class_set.names)} classes")
     apply_class_set(inner, class_set)
     try:

@@ -1,6 +1,8 @@
 """Dataset mappers beyond detectron2's DatasetMapper, chosen by cfg.INPUT.DATASET_MAPPER_NAME."""
 from detectron2.data import DatasetMapper
 
+from ...errors import InputValueError
+
 from .mask_former import MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper, rgb2id
 
 __all__ = [
@@ -8,7 +10,7 @@ __all__ = [
     "MaskFormerInstanceMapper",
     "MaskFormerSemanticMapper",
     "MAPPERS",
-    "build_mask_former_mapper",
+    "build_dataset_mapper",
     "rgb2id",
 ]
 
@@ -20,12 +22,13 @@ MAPPERS = {
 }
 
 
-def build_mask_former_mapper(cfg, is_train: bool = True):
-    """The mapper named by cfg.INPUT.DATASET_MAPPER_NAME; a typo fails here, not mid-training."""
+def build_dataset_mapper(cfg, is_train: bool = True):
+    """The training mapper cfg.INPUT.DATASET_MAPPER_NAME names ("" = detectron2's DatasetMapper); a typo
+    fails here, not mid-training."""
     name = cfg.INPUT.get("DATASET_MAPPER_NAME", "")
     if name == "":
         return DatasetMapper(cfg, is_train)
     if name not in MAPPERS:
         valid = ", ".join(repr(n) for n in ["", *MAPPERS])
-        raise ValueError(f"unknown INPUT.DATASET_MAPPER_NAME {name!r}; valid: {valid}")
+        raise InputValueError(f"unknown INPUT.DATASET_MAPPER_NAME {name!r}; valid: {valid}")
     return MAPPERS[name](cfg, is_train)

@@ -137,13 +137,19 @@ def _features_from(weights):
 
 
 @BACKBONE_REGISTRY.register()
-def build_efficientnet_lite_fpn_backbone(cfg, input_shape: ShapeSpec):
-    bottom_up = EfficientNetLite(
+def build_efficientnet_lite_backbone(cfg, input_shape: ShapeSpec):
+    """The bare stages (strides 4-32), for heads with their own pixel decoder (mask classification)."""
+    return EfficientNetLite(
         weights=cfg.MODEL.EFFICIENTNET.WEIGHTS,
         out_features=cfg.MODEL.EFFICIENTNET.OUT_FEATURES,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         norm=cfg.MODEL.EFFICIENTNET.NORM,
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_efficientnet_lite_fpn_backbone(cfg, input_shape: ShapeSpec):
+    bottom_up = build_efficientnet_lite_backbone(cfg, input_shape)
     return FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,

@@ -73,6 +73,8 @@ def add_mask_former_config(cfg):
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR": lr x (1 - iter / MAX_ITER) ** POLY_LR_POWER.
+    cfg.SOLVER.POLY_LR_POWER = 0.9
     # Dataset mapper of the training loader: "" (detectron2's DatasetMapper, the R-CNN family),
     # "mask_former_panoptic", "mask_former_instance" or "mask_former_semantic".
     cfg.INPUT.DATASET_MAPPER_NAME = ""

@@ -10,9 +10,10 @@ Tracing (`torch.jit.trace`): `semantic_inference`, `resize_mask_predictions`, `m
 and `instance_inference_tensors` trace to graphs that stay correct for other inputs of the same
 shape (top-k is a fixed size; the thing filter is a boolean index, recorded as a data-dependent
 op). `panoptic_inference` does not: it loops over the kept queries with `.item()` and Python
-branches (overlap rule, stuff merging), which a trace freezes to the example's values; exporting
-it needs scripting or a vectorised rewrite. `instance_inference` returns `Instances`, which
-detectron2's `TracingAdapter` flattens.
+branches (overlap rule, stuff merging), which a trace freezes to the example's values;
+`panoptic_inference_tensors` is the same rule vectorised (it traces), and `panoptic_segments_info`
+turns its per-query tensors into `segments_info` outside the trace. `instance_inference` returns
+`Instances`, which detectron2's `TracingAdapter` flattens.
 """
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -25,6 +26,8 @@ __all__ = [
     "resize_mask_predictions",
     "semantic_inference",
     "panoptic_inference",
+    "panoptic_inference_tensors",
+    "panoptic_segments_info",
     "instance_inference",
     "instance_inference_tensors",
     "masks_to_boxes",
@@ -130,6 +133,77 @@ def panoptic_inference(
             stuff_segment_of_class[pred_class] = segment_id
         segments_info.append({"id": segment_id, "isthing": thing, "category_id": pred_class})
     return panoptic_seg, segments_info
+
+
+def panoptic_inference_tensors(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    object_mask_threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`panoptic_inference` without a Python loop or `.item()`, so `torch.jit.trace` keeps it correct
+    for other inputs of the same shape.
+
+    Same rule, same segment ids: the kept queries are a boolean weight (never an index), each
+    pixel's winner is the argmax over all Q of score x mask with the dropped queries at -1 (below
+    any kept value, so ties break in query order as over the kept subset), areas are sums of
+    (Q, H, W) comparisons, the overlap test is float64 like Python's int / int, and a stuff query
+    is drawn with the first *valid* query of its class (stuff merging).
+
+    Returns `panoptic_seg` (H, W) int32 and, per query, `segment_ids` (Q,) int32 (the id of the
+    segment the query opens, 0 where it opens none: dropped, rejected or merged into an earlier
+    stuff query), `classes` (Q,) long local indices and `isthing` (Q,) bool.
+    `panoptic_segments_info` turns the last three into `panoptic_inference`'s `segments_info`.
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    is_thing = _as_is_thing(is_thing, num_classes, mask_cls.device)
+    scores, classes = F.softmax(mask_cls, dim=-1).max(-1)
+    masks = mask_pred.sigmoid()
+    keep = classes.ne(num_classes) & (scores > object_mask_threshold)
+    thing = is_thing[classes.clamp(max=num_classes - 1)]  # "no object" rows: any value, never kept
+
+    weighted = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * masks, torch.full_like(masks, -1.0))
+    winner = weighted.argmax(0)  # (H, W)
+    query_ids = torch.arange(num_queries, device=mask_cls.device)
+    won = winner.unsqueeze(0) == query_ids.view(-1, 1, 1)  # (Q, H, W)
+    own = masks >= 0.5
+    won_area = won.flatten(1).sum(1)
+    own_area = own.flatten(1).sum(1)
+    overlap = (won & own).flatten(1).any(1)
+    ratio_ok = won_area.double() / own_area.double().clamp(min=1) >= overlap_threshold
+    valid = keep & (won_area > 0) & (own_area > 0) & overlap & ratio_ok
+
+    # Stuff merging: a valid stuff query points at the first valid stuff query of its class.
+    valid_stuff = valid & ~thing
+    same = valid_stuff.view(-1, 1) & valid_stuff.view(1, -1) & (classes.view(-1, 1) == classes.view(1, -1))
+    first = same.int().argmax(1)  # first True per row (argmax returns the first maximum)
+    owner = torch.where(valid_stuff, first, query_ids)
+    opens = valid & (owner == query_ids)
+    segment_ids = torch.where(opens, opens.int().cumsum(0), torch.zeros_like(query_ids)).int()
+    drawn_as = torch.where(valid, segment_ids[owner], torch.zeros_like(segment_ids))  # (Q,)
+
+    own_at_winner = own.gather(0, winner.unsqueeze(0))[0]
+    panoptic_seg = torch.where(own_at_winner, drawn_as[winner], torch.zeros_like(winner).int())
+    return panoptic_seg.int(), segment_ids, classes, thing
+
+
+def panoptic_segments_info(
+    segment_ids: torch.Tensor,
+    classes: torch.Tensor,
+    isthing: torch.Tensor,
+    category_ids: Union[torch.Tensor, Sequence[int], None] = None,
+) -> List[Dict]:
+    """`segments_info` from `panoptic_inference_tensors`' per-query tensors (not traced: a list of
+    dicts). `category_ids` maps local classes to dataset ids (None: keep local indices)."""
+    opened = segment_ids > 0
+    classes = classes[opened].tolist()
+    if category_ids is not None:
+        lookup = torch.as_tensor(category_ids).tolist()
+        classes = [lookup[c] for c in classes]
+    info = [{"id": int(i), "isthing": bool(t), "category_id": int(c)}
+            for i, c, t in zip(segment_ids[opened].tolist(), classes, isthing[opened].tolist())]
+    return sorted(info, key=lambda s: s["id"])
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:

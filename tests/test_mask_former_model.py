@@ -1,0 +1,144 @@
+"""ZeroShotMaskFormer end to end on tiny zs_shapes: training losses, outputs in detectron2's label
+spaces, class sets from the metadata, the leakage guard, and its optimiser / schedule."""
+import pytest
+import torch
+
+import zsi_d2  # noqa: F401
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.modeling import build_model
+
+from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.data.mappers import build_dataset_mapper
+from zsi_d2.engine import build_lr_scheduler, build_optimizer
+from zsi_d2.errors import InputValueError
+from zsi_d2.modeling.class_set import use_class_set
+
+CONFIG = "configs/mask_former/zs_shapes/mask_former_embedding.yaml"
+TRAIN, VAL = "zs_shapes_tiny_train_panoptic", "zs_shapes_tiny_val_panoptic"
+
+
+def tiny_mask_former_cfg(*opts):
+    cfg = get_zsi_d2_cfg()
+    cfg.merge_from_file(CONFIG)
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{VAL}', 'zs_shapes_tiny_val')",
+        "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
+        "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
+        "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
+        "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
+        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256", *opts,
+    ])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    torch.manual_seed(0)
+    cfg = tiny_mask_former_cfg()
+    model = build_model(cfg)
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    batch = [mapper(d) for d in DatasetCatalog.get(TRAIN)[:2]]
+    return cfg, model, batch
+
+
+def test_training_losses_reach_every_trained_part(model_and_batch):
+    cfg, model, batch = model_and_batch
+    model.train()
+    losses = model(batch)
+    layers = cfg.MODEL.MASK_FORMER.DEC_LAYERS
+    assert set(losses) == {f"loss_{k}{s}" for k in ("ce", "mask", "dice") for s in [""] + [f"_{i}" for i in range(layers - 1)]}
+    model.zero_grad()
+    sum(losses.values()).backward()
+    for part in ("pixel_decoder", "transformer_decoder", "classifier"):
+        params = [p for p in getattr(model, part).parameters() if p.requires_grad]
+        assert params and all(p.grad is not None for p in params), part
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+def test_outputs_follow_detectron2s_label_spaces(model_and_batch):
+    cfg, model, _ = model_and_batch
+    model.eval()
+    mapper = DatasetMapper(cfg, is_train=False)
+    meta = MetadataCatalog.get(VAL)
+    d = DatasetCatalog.get(VAL)[0]
+    with torch.no_grad(), use_class_set(model, VAL) as class_set:
+        out = model([mapper(d)])[0]
+    assert set(class_set.names) == set(meta.seen_classes) | set(meta.unseen_classes)
+    assert out["sem_seg"].shape == (len(meta.stuff_classes), d["height"], d["width"])
+    panoptic, segments = out["panoptic_seg"]
+    assert panoptic.shape == (d["height"], d["width"])
+    things = set(meta.thing_dataset_id_to_contiguous_id.values())
+    for s in segments:  # category_id indexes stuff_classes; isthing is the lookup
+        assert 0 <= s["category_id"] < len(meta.stuff_classes) and s["isthing"] == (s["category_id"] in things)
+    # The instance view of the same images: pred_classes index its thing_classes (16 things).
+    inst_meta = MetadataCatalog.get("zs_shapes_tiny_val")
+    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val"):
+        inst = model([mapper(DatasetCatalog.get("zs_shapes_tiny_val")[0])])[0]["instances"]
+    assert len(inst) > 0 and inst.pred_classes.max() < len(inst_meta.thing_classes)
+    stuff = set(inst_meta.stuff_classes) - set(inst_meta.thing_classes)
+    assert not {inst_meta.thing_classes[c] for c in inst.pred_classes.tolist()} & stuff
+
+
+def test_adding_unseen_classes_changes_nothing_where_they_never_win(model_and_batch):
+    cfg, model, _ = model_and_batch
+    model.eval()
+    images = model.preprocess_image([DatasetMapper(cfg, is_train=False)(DatasetCatalog.get(VAL)[0])])
+    with torch.no_grad():
+        with use_class_set(model, VAL, mode="train") as seen_set:
+            seen_logits = model.predict(images.tensor)["pred_logits"][0]
+        with use_class_set(model, VAL) as all_set:
+            all_logits = model.predict(images.tensor)["pred_logits"][0]
+    cols = [all_set.names.index(n) for n in seen_set.names] + [len(all_set.names)]
+    assert torch.allclose(all_logits[:, cols], seen_logits, atol=1e-5)  # seen + no-object scores unchanged
+    unseen_cols = [all_set.names.index(n) for n in all_set.unseen]
+    wins = all_logits.argmax(-1)
+    keep = ~torch.isin(wins, torch.tensor(unseen_cols))
+    assert keep.any()
+    assert torch.equal(torch.tensor(cols)[seen_logits.argmax(-1)][keep], wins[keep])
+
+
+def test_an_unseen_training_label_is_refused(model_and_batch):
+    cfg, model, batch = model_and_batch
+    model.train()
+    meta = MetadataCatalog.get(TRAIN)
+    leaked = dict(batch[0])
+    inst = leaked["instances"]
+    leaked_inst = inst[:1]
+    leaked_inst.gt_classes = torch.tensor([meta.stuff_classes.index(meta.unseen_classes[0])])
+    leaked["instances"] = leaked_inst
+    with pytest.raises(ValueError, match="not in the current class set"):
+        model([leaked])
+
+
+def test_linear_classifier_cannot_name_new_classes():
+    cfg = tiny_mask_former_cfg("MODEL.MASK_FORMER.CLASSIFIER", "linear")
+    model = build_model(cfg)
+    with pytest.raises(InputValueError, match="CLASSIFIER 'embedding'"):
+        with use_class_set(model, VAL):
+            pass
+
+
+def test_optimizer_groups_and_poly_schedule(model_and_batch):
+    cfg, model, _ = model_and_batch
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    base = cfg.SOLVER.BASE_LR
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    assert backbone and all(by_param[id(p)]["lr"] == pytest.approx(base * 0.1) for p in backbone)
+    norms = [m for m in model.pixel_decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(by_param[id(m.weight)]["weight_decay"] == 0.0 for m in norms)
+    query = model.transformer_decoder.query_feat.weight
+    assert by_param[id(query)]["weight_decay"] == cfg.SOLVER.WEIGHT_DECAY_EMBED
+    assert by_param[id(model.classifier.classifier.project.weight)]["weight_decay"] == cfg.SOLVER.WEIGHT_DECAY
+    assert by_param[id(model.classifier.classifier.project.weight)]["lr"] == base
+    cfg = cfg.clone()
+    cfg.SOLVER.MAX_ITER = 20
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    lrs = []
+    for _ in range(cfg.SOLVER.MAX_ITER // 2):
+        lrs.append(optimizer.param_groups[-1]["lr"])
+        scheduler.step()  # no optimizer.step(): the schedule alone is checked
+    assert lrs[0] == pytest.approx(base)
+    assert optimizer.param_groups[-1]["lr"] == pytest.approx(base * 0.5 ** cfg.SOLVER.POLY_LR_POWER, rel=1e-3)

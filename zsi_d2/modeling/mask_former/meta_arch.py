@@ -1,0 +1,168 @@
+"""ZeroShotMaskFormer: Mask2Former-style mask classification whose queries are classified by name.
+
+backbone -> pixel decoder -> masked-attention transformer decoder -> query classifier (every
+layer's queries) -> set criterion in training; semantic, panoptic and instance inference from the
+same outputs at test time, each in the dataset's own label space (detectron2's conventions: sem_seg
+channels = stuff_classes, panoptic category_id = index into stuff_classes, instance pred_classes =
+index into thing_classes), so detectron2's and zsi_d2's evaluators and visualisers read them.
+
+The class set follows the dataset's metadata like every zsi_d2 model ("auto": stuff_classes, the
+whole label space, where the dataset has them): seen classes in training, seen + unseen or unseen
+at test. Training labels become local indices through `ClassSet.to_local`, which refuses any class
+outside the training set (the last line of the leakage guard).
+"""
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.structures import ImageList
+
+from ..class_set import ClassSet, default_class_set
+from .criterion import SetCriterion
+from .inference import instance_inference, panoptic_inference, resize_mask_predictions, semantic_inference
+from .pixel_decoder import build_pixel_decoder
+from .query_classifier import build_query_classifier
+from .transformer_decoder import build_transformer_decoder
+
+__all__ = ["ZeroShotMaskFormer"]
+
+
+@META_ARCH_REGISTRY.register()
+class ZeroShotMaskFormer(nn.Module):
+    """Universal zero-shot segmentation: one model, semantic + instance + panoptic outputs."""
+
+    class_kind = "auto"  # use_class_set: the dataset's whole label space (stuff_classes if present)
+
+    @configurable
+    def __init__(self, *, backbone, pixel_decoder, transformer_decoder, classifier, criterion, class_set: ClassSet,
+                 pixel_mean, pixel_std, size_divisibility: int = 32, semantic_on: bool = True,
+                 instance_on: bool = True, panoptic_on: bool = True, object_mask_threshold: float = 0.8,
+                 overlap_threshold: float = 0.8, detections_per_image: int = 100):
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.transformer_decoder = transformer_decoder
+        self.classifier = classifier
+        self.criterion = criterion
+        self.size_divisibility = size_divisibility or getattr(backbone, "size_divisibility", 0)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self.semantic_on, self.instance_on, self.panoptic_on = semantic_on, instance_on, panoptic_on
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.detections_per_image = detections_per_image
+        self.class_set = class_set
+        self.classifier.set_class_set(class_set)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        mf = cfg.MODEL.MASK_FORMER
+        return {
+            "backbone": backbone,
+            "pixel_decoder": build_pixel_decoder(cfg, backbone.output_shape()),
+            "transformer_decoder": build_transformer_decoder(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM),
+            "classifier": build_query_classifier(cfg),
+            "criterion": SetCriterion(cfg),
+            "class_set": default_class_set(cfg, cls.class_kind),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "size_divisibility": mf.SIZE_DIVISIBILITY,
+            "semantic_on": mf.TEST.SEMANTIC_ON,
+            "instance_on": mf.TEST.INSTANCE_ON,
+            "panoptic_on": mf.TEST.PANOPTIC_ON,
+            "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
+            "detections_per_image": mf.TEST.DETECTIONS_PER_IMAGE or mf.NUM_OBJECT_QUERIES,
+        }
+
+    # ---- class set (set by use_class_set / apply_class_set; derived tensors computed here) ----
+    @property
+    def class_set(self) -> ClassSet:
+        return self._class_set
+
+    @class_set.setter
+    def class_set(self, class_set: ClassSet):
+        self._class_set = class_set
+        self._is_thing = class_set.is_thing()
+        self._dataset_ids = class_set.dataset_ids
+        self._thing_ids = class_set.thing_ids()
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    # ---- forward ----------------------------------------------------------------------------
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def predict(self, images: torch.Tensor) -> Dict:
+        """Every layer's class logits, masks and query embeddings for a padded image batch."""
+        features = self.backbone(images)
+        mask_features, _, multi_scale_features = self.pixel_decoder.forward_features(features)
+        outputs = self.transformer_decoder(multi_scale_features, mask_features)
+        for layer in [outputs] + list(outputs.get("aux_outputs", [])):
+            layer["pred_logits"] = self.classifier(layer["pred_queries"])
+        return outputs
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.predict(images.tensor)
+        if self.training:
+            return self.losses(outputs, self.prepare_targets(batched_inputs, images))
+        return self.inference(outputs, batched_inputs, images)
+
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Each image's masks padded to the batch tensor, labels as local indices of the class set."""
+        if "instances" not in batched_inputs[0]:
+            raise KeyError("ZeroShotMaskFormer needs 'instances' in training inputs: set INPUT.DATASET_MAPPER_NAME "
+                           "to mask_former_panoptic, mask_former_instance or mask_former_semantic")
+        h_pad, w_pad = images.tensor.shape[-2:]
+        targets = []
+        for x in batched_inputs:
+            gt = x["instances"].to(self.device)
+            masks = gt.gt_masks if isinstance(gt.gt_masks, torch.Tensor) else gt.gt_masks.tensor
+            padded = masks.new_zeros((masks.shape[0], h_pad, w_pad))
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            targets.append({"labels": self.class_set.to_local(gt.gt_classes), "masks": padded})
+        return targets
+
+    def losses(self, outputs: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
+        return self.criterion(outputs, targets)
+
+    def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Per image: "sem_seg" (stuff_classes channels), "panoptic_seg", "instances" (thing_classes
+        ids), in the dataset dict's height x width."""
+        padded = tuple(images.tensor.shape[-2:])
+        results = []
+        for mask_cls, mask_pred, x, image_size in zip(outputs["pred_logits"], outputs["pred_masks"],
+                                                      batched_inputs, images.image_sizes):
+            size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            mask_pred = resize_mask_predictions(mask_pred, padded, image_size, size)
+            result = {}
+            if self.semantic_on:
+                local = semantic_inference(mask_cls, mask_pred)
+                sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
+                result["sem_seg"] = sem.index_copy_(0, self._dataset_ids.to(sem.device), local)
+            if self.panoptic_on:
+                result["panoptic_seg"] = self._panoptic(mask_cls, mask_pred)
+            if self.instance_on:
+                result["instances"] = self._instances(mask_cls, mask_pred)
+            results.append(result)
+        return results
+
+    def _panoptic(self, mask_cls, mask_pred):
+        panoptic_seg, segments = panoptic_inference(mask_cls, mask_pred, self._is_thing, self.object_mask_threshold,
+                                                    self.overlap_threshold)
+        ids = self._dataset_ids.tolist()
+        return panoptic_seg, [dict(s, category_id=ids[s["category_id"]]) for s in segments]
+
+    def _instances(self, mask_cls, mask_pred):
+        thing = self._thing_ids.to(mask_cls.device)
+        instances = instance_inference(mask_cls, mask_pred, thing >= 0, self.detections_per_image)
+        instances.pred_classes = thing[instances.pred_classes]
+        return instances
