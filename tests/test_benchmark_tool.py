@@ -1,0 +1,123 @@
+"""tools/benchmark.py on tiny zs_shapes: the yardstick and the config are stepped alike and in
+alternating order, and every ratio is computed from the times of that same run."""
+import importlib
+import json
+import os
+import statistics
+import sys
+
+import pytest
+
+from conftest import BASELINE_CONFIG, REPO_ROOT
+
+CONFIG = os.path.join(REPO_ROOT, "configs/mask_former/zs_shapes/mask_former_embedding.yaml")
+ITERS, WARMUP, IMAGES = 2, 1, 2
+
+YARDSTICK_OPTS = [
+    "DATASETS.TRAIN", "('zs_shapes_tiny_train',)", "DATASETS.TEST", "('zs_shapes_tiny_val',)",
+    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
+]
+# as tests/test_mask_former_model.py's tiny_mask_former_cfg
+CONFIG_OPTS = [
+    "DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)",
+    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
+    "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
+    "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
+    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+]
+
+
+def _bench():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        return importlib.import_module("benchmark")
+    finally:
+        sys.path.pop(0)
+
+
+def _argv(json_path, *extra, iters=ITERS, warmup=WARMUP, images=IMAGES):
+    return ["--config-file", CONFIG, "--yardstick", BASELINE_CONFIG, "--batch", "2", "--threads", "1",
+            "--iters", str(iters), "--warmup", str(warmup), "--inference-images", str(images),
+            "--json", str(json_path), *extra, "--yardstick-opts", *YARDSTICK_OPTS, "--opts", *CONFIG_OPTS]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One full run (peak children included), with every train step's model and batch recorded."""
+    bench = _bench()
+    calls, real_step = [], bench.step
+
+    def recording_step(model, optimizer, batch):
+        calls.append((type(model).__name__, len(batch)))
+        return real_step(model, optimizer, batch)
+
+    out = tmp_path_factory.mktemp("benchmark") / "out.json"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(bench, "step", recording_step)
+    try:
+        returned = bench.main(_argv(out))
+    finally:
+        mp.undo()
+    with open(out) as f:
+        return bench, calls, json.load(f), returned
+
+
+def test_json_has_the_fields_and_positive_times(run):
+    _, _, result, returned = run
+    assert result["ratios"] == json.loads(json.dumps(returned["ratios"]))
+    for role, arch in (("yardstick", "ZeroShotRCNN"), ("config", "ZeroShotMaskFormer")):
+        side = result[role]
+        assert side["meta_architecture"] == arch and side["batch"] == 2
+        assert side["params"] >= side["trainable_params"] > 0
+        assert len(side["train_s"]) == ITERS and len(side["inference_s"]) == IMAGES
+        assert all(t > 0 for t in side["train_s"] + side["inference_s"])
+        for key in ("median", "q1", "q3"):
+            assert side["train"][key] > 0 and side["inference"][key] > 0
+    assert result["yardstick"]["mapper"] == "DatasetMapper" and result["config"]["mapper"] == "mask_former_panoptic"
+    assert result["config"]["test_dataset"] == "zs_shapes_tiny_val_panoptic"
+    m = result["machine"]
+    assert m["cpu"] and m["torch_threads"] == 1 and len(m["load_avg_end"]) == 3
+    peak = result["peak_rss_mib"]
+    assert peak["timing_process"] > 0
+    for role in ("yardstick", "config"):  # each model alone in a child: above the imports, below or at its peak
+        assert peak["after_imports"] < peak[f"{role}_after_train"] <= peak[role]
+
+
+def test_both_models_step_equally_often_in_alternating_order(run):
+    _, calls, _, _ = run
+    names = [name for name, _ in calls]
+    assert len(names) == 2 * (WARMUP + ITERS)
+    assert names.count("ZeroShotRCNN") == names.count("ZeroShotMaskFormer") == WARMUP + ITERS
+    pairs = [names[i:i + 2] for i in range(0, len(names), 2)]
+    forward, backward = ["ZeroShotRCNN", "ZeroShotMaskFormer"], ["ZeroShotMaskFormer", "ZeroShotRCNN"]
+    assert pairs == [forward if i % 2 == 0 else backward for i in range(WARMUP + ITERS)]
+    assert all(size == 2 for _, size in calls)  # --batch for both
+
+
+def test_ratios_come_from_the_same_run(run):
+    bench, _, result, _ = run
+    y, c, r = result["yardstick"], result["config"], result["ratios"]
+    pairs = [ct / yt for ct, yt in zip(c["train_s"], y["train_s"])]
+    assert r["train_pairs"] == pytest.approx(pairs)
+    assert r["train"]["median"] == pytest.approx(statistics.median(pairs))
+    assert c["train"]["median"] == pytest.approx(statistics.median(c["train_s"]))
+    assert r["inference_vs_yardstick_train"]["median"] == pytest.approx(
+        statistics.median(c["inference_s"]) / statistics.median(y["train_s"]))
+    assert r["inference_vs_yardstick_inference"]["median"] == pytest.approx(
+        statistics.median([ci / yi for ci, yi in zip(c["inference_s"], y["inference_s"])]))
+    table = bench.format_table(result)
+    assert f"{r['train']['median']:.3f}" in table and "yardstick train step" in table
+
+
+def test_random_inputs_need_no_dataset_images(tmp_path, monkeypatch):
+    bench = _bench()
+    monkeypatch.setattr(bench, "dataset_train_batches", None)  # would fail if called
+    monkeypatch.setattr(bench, "dataset_test_inputs", None)
+    result = bench.main(_argv(tmp_path / "r.json", "--data", "random", "--no-peak-children",
+                              iters=1, warmup=0, images=1))
+    assert result["data"] == "random" and result["peak_rss_mib"]["config"] is None
+    assert result["config"]["train_s"][0] > 0 and result["yardstick"]["inference_s"][0] > 0
+    (ct,), (yt,) = result["config"]["train_s"], result["yardstick"]["train_s"]
+    assert result["ratios"]["train"]["median"] == pytest.approx(ct / yt)

@@ -1,0 +1,374 @@
+#!/usr/bin/env python
+"""Train step, per-image inference and peak memory of a config, as ratios to a yardstick timed in
+the same process.
+
+    python tools/benchmark.py --config-file configs/mask_former/zs_shapes/mask_former_embedding.yaml \
+        --threads 1 --iters 8 --warmup 2 --inference-images 16 [--data zs_shapes|random] [--json out.json] \
+        [--yardstick configs/zs_shapes/projection_mask_rcnn.yaml] [--yardstick-opts K V ...] [--opts K V ...]
+
+Why ratios: project machines differ by several times in speed and are often busy, so absolute seconds
+say little; a yardstick (by default zsi_d2's projection-baseline Mask R-CNN) measured alongside, under
+the same load, does. Both models are built with their own config, data mapper
+(INPUT.DATASET_MAPPER_NAME) and optimiser (zsi_d2.engine.build_optimizer, gradient clipping as
+configured), at the same batch size (--batch). Train steps (forward, backward, optimiser step) are
+interleaved, the order alternating every iteration, so load changes fall on both alike; the train
+ratio is the median of the per-pair ratios. Inference: model.eval(), no_grad, one image at a time from
+DATASETS.TEST[0] (detectron2's DatasetMapper, is_train=False) under that dataset's class set, the two
+models again alternating; its headline ratio is config s/image over the yardstick's train step (the
+yardstick of ../shared/reference/zero_shot_facts.md section 6).
+
+Peak memory is a process-wide high-water mark (VmHWM, else ru_maxrss; Linux's ru_maxrss survives
+fork + exec, so a child's would show the parent's peak): the timing process holds both models, so each
+model is also run alone in a child process (`--peak-only`, same steps and images) for a clean
+per-model peak (--no-peak-children skips them). --data random replaces the datasets by random images
+of the config's INPUT size with random boxes/masks of the model's classes, for configs without data.
+"""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+import zsi_d2  # noqa: F401  (makes detectron2 importable, registers datasets and models)
+
+from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_train_loader
+from detectron2.evaluation import inference_context
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.logger import setup_logger
+
+from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.data.mappers import build_dataset_mapper
+from zsi_d2.engine import build_optimizer
+from zsi_d2.modeling.class_set import use_class_set
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_step import step  # noqa: E402  (forward + backward + optimiser step, timed)
+
+logger = logging.getLogger("zsi_d2.benchmark")
+
+DEFAULT_YARDSTICK = "configs/zs_shapes/projection_mask_rcnn.yaml"
+SIDES = ("yardstick", "config")
+
+
+@dataclass
+class Side:
+    """One model under test with everything it is timed on (drawn before any timing)."""
+
+    role: str
+    label: str
+    cfg: object
+    model: torch.nn.Module = None
+    optimizer: object = None
+    train_batches: list = field(default_factory=list)
+    test_inputs: list = field(default_factory=list)
+    test_name: Optional[str] = None
+    train_s: List[float] = field(default_factory=list)
+    inference_s: List[float] = field(default_factory=list)
+
+
+def load_cfg(path, opts, batch):
+    cfg = get_zsi_d2_cfg()
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    if batch:
+        cfg.SOLVER.IMS_PER_BATCH = batch
+    # Batches are drawn before timing: loader worker processes would only add to memory and load.
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.freeze()
+    return cfg
+
+
+def _class_ids(model, cfg):
+    class_set = getattr(model, "class_set", None)
+    if class_set is not None:
+        return torch.as_tensor(class_set.dataset_ids, dtype=torch.long)
+    return torch.arange(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+
+
+def random_image(size, gen):
+    return torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen)
+
+
+def random_train_batches(cfg, class_ids, count, gen):
+    """Random images of the training size, 1-4 random boxes each with a filled-box mask, labels drawn
+    from the model's training classes (dataset ids, as a mapper would give them)."""
+    size = min(min(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN)
+    batches = []
+    for _ in range(count):
+        batch = []
+        for _ in range(cfg.SOLVER.IMS_PER_BATCH):
+            n = int(torch.randint(1, 5, (1,), generator=gen))
+            xy = torch.randint(0, size - 8, (n, 2), generator=gen)
+            wh = torch.randint(8, max(9, size // 2), (n, 2), generator=gen)
+            boxes = torch.cat([xy, (xy + wh).clamp(max=size)], dim=1)
+            masks = torch.zeros((n, size, size), dtype=torch.bool)
+            for m, (x0, y0, x1, y1) in zip(masks, boxes.tolist()):
+                m[y0:y1, x0:x1] = True
+            instances = Instances((size, size))
+            instances.gt_boxes = Boxes(boxes.float())
+            instances.gt_classes = class_ids[torch.randint(0, len(class_ids), (n,), generator=gen)]
+            instances.gt_masks = BitMasks(masks)
+            batch.append({"image": random_image(size, gen), "height": size, "width": size, "instances": instances})
+        batches.append(batch)
+    return batches
+
+
+def dataset_train_batches(cfg, count):
+    """Batches of DATASETS.TRAIN through the config's own training mapper."""
+    loader = iter(build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True)))
+    return [next(loader) for _ in range(count)]
+
+
+def dataset_test_inputs(cfg, count):
+    """The first `count` images of DATASETS.TEST[0] (cycled if fewer), as evaluation maps them."""
+    dicts = DatasetCatalog.get(cfg.DATASETS.TEST[0])
+    mapper = DatasetMapper(cfg, is_train=False)
+    return [mapper(dicts[i % len(dicts)]) for i in range(count)]
+
+
+def prepare(side, data, steps, images, seed):
+    """Build model + optimiser (same seed for both sides) and draw all inputs before timing."""
+    cfg = side.cfg
+    torch.manual_seed(seed)
+    side.model = build_model(cfg)
+    side.model.train()
+    side.optimizer = build_optimizer(cfg, side.model)
+    side.test_name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    if data == "random":
+        gen = torch.Generator().manual_seed(seed)
+        side.train_batches = random_train_batches(cfg, _class_ids(side.model, cfg), steps, gen)
+        size = min(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        side.test_inputs = [{"image": random_image(size, gen), "height": size, "width": size} for _ in range(images)]
+    else:
+        side.train_batches = dataset_train_batches(cfg, steps)
+        side.test_inputs = dataset_test_inputs(cfg, images) if images else []
+    return side
+
+
+def alternate(sides, i):
+    """Iteration i's order: the sides rotated by i, so each goes first equally often."""
+    k = i % len(sides)
+    return sides[k:] + sides[:k]
+
+
+def time_train(sides, iters, warmup):
+    for i in range(warmup + iters):
+        for side in alternate(sides, i):
+            seconds = step(side.model, side.optimizer, side.train_batches[i])
+            if i >= warmup:
+                side.train_s.append(seconds)
+        if i >= warmup and (i - warmup + 1) % 5 == 0:
+            logger.info("train: %d/%d timed iterations", i - warmup + 1, iters)
+
+
+def time_inference(sides, images, warmup):
+    with contextlib.ExitStack() as stack:
+        for side in sides:
+            stack.enter_context(inference_context(side.model))
+            if side.test_name:
+                stack.enter_context(use_class_set(side.model, side.test_name))
+        stack.enter_context(torch.no_grad())
+        for i in range(warmup + images):
+            for side in alternate(sides, i):
+                start = time.perf_counter()
+                side.model([side.test_inputs[i]])
+                if i >= warmup:
+                    side.inference_s.append(time.perf_counter() - start)
+
+
+def summary(values):
+    """median, first and third quartile (all three the value itself for a single sample)."""
+    if not values:
+        return {"median": None, "q1": None, "q3": None}
+    if len(values) == 1:
+        return {"median": values[0], "q1": values[0], "q3": values[0]}
+    q = statistics.quantiles(values, n=4)
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2]}
+
+
+def ru_maxrss_mib():
+    """ru_maxrss of this process (KiB on Linux): a high-water mark, not current use. Linux carries it
+    over fork + exec, so in a child it is at least the parent's peak at the fork."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_mib():
+    """This process's own peak RSS: VmHWM of its address space (fresh at exec, so a child's is its
+    own), else ru_maxrss."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    return ru_maxrss_mib()
+
+
+def cpu_name():
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads):
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "node": platform.node(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "requested_threads": threads, "load_avg_start": list(os.getloadavg())}
+
+
+def side_record(side):
+    params = sum(p.numel() for p in side.model.parameters())
+    trainable = sum(p.numel() for p in side.model.parameters() if p.requires_grad)
+    return {"label": side.label, "meta_architecture": side.cfg.MODEL.META_ARCHITECTURE,
+            "mapper": side.cfg.INPUT.get("DATASET_MAPPER_NAME", "") or "DatasetMapper",
+            "train_dataset": list(side.cfg.DATASETS.TRAIN), "test_dataset": side.test_name,
+            "params": params, "trainable_params": trainable, "batch": side.cfg.SOLVER.IMS_PER_BATCH,
+            "train_s": side.train_s, "train": summary(side.train_s),
+            "inference_s": side.inference_s, "inference": summary(side.inference_s)}
+
+
+def ratios(yard, conf):
+    """The same-process comparisons: per interleaved pair, and inference per image over the
+    yardstick's median train step."""
+    train_pairs = [c / y for c, y in zip(conf["train_s"], yard["train_s"])]
+    infer_pairs = [c / y for c, y in zip(conf["inference_s"], yard["inference_s"])]
+    y_train = yard["train"]["median"]
+    per_train = {k: (v / y_train if v is not None else None) for k, v in conf["inference"].items()}
+    return {"train_pairs": train_pairs, "train": summary(train_pairs),
+            "inference_pairs": infer_pairs, "inference_vs_yardstick_inference": summary(infer_pairs),
+            "inference_vs_yardstick_train": per_train}
+
+
+def run_peak_child(role, argv):
+    """This tool again, one model alone: its high-water mark is that model's own peak."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "peak.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--peak-only", role, "--peak-json", out, *argv]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark: --peak-only {role} failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def _fmt(s, digits=3):
+    return "-" if s["median"] is None else f"{s['median']:.{digits}f} ({s['q1']:.{digits}f}-{s['q3']:.{digits}f})"
+
+
+def format_table(result):
+    m, y, c, r = result["machine"], result["yardstick"], result["config"], result["ratios"]
+    lines = [
+        f"machine: {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, {m['torch_threads']} thread(s); "
+        f"load average {m['load_avg_start'][0]:.2f} at start, {m['load_avg_end'][0]:.2f} at end",
+        f"batch {c['batch']}, {result['iters']} interleaved train steps after {result['warmup']} warm-up, "
+        f"{result['inference_images']} inference images (batch 1), data: {result['data']}; median (IQR)",
+        f"{'':<10} {'model':<28} {'params':>8} {'train s/step':>22} {'inference s/image':>22} {'peak RSS MiB':>13}",
+    ]
+    for role, s in (("yardstick", y), ("config", c)):
+        peak = result["peak_rss_mib"].get(role)
+        lines.append(f"{role:<10} {s['label'][:28]:<28} {s['params'] / 1e6:>7.2f}M {_fmt(s['train']):>22} "
+                     f"{_fmt(s['inference']):>22} {('-' if peak is None else f'{peak:.0f}'):>13}")
+    lines += [
+        f"config train step / yardstick train step (per pair):   {_fmt(r['train'])}",
+        f"config inference per image / yardstick train step:     {_fmt(r['inference_vs_yardstick_train'])}",
+        f"config inference / yardstick inference (per pair):     {_fmt(r['inference_vs_yardstick_inference'])}",
+        f"peak RSS = process high-water mark (VmHWM): per model from a child process running it alone (above); "
+        f"the timing process, both models: {result['peak_rss_mib']['timing_process']:.0f} MiB; "
+        f"imports alone: {result['peak_rss_mib'].get('after_imports') or float('nan'):.0f} MiB",
+    ]
+    return "\n".join(lines)
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="the config under test")
+    parser.add_argument("--yardstick", default=DEFAULT_YARDSTICK, help="the config everything is a ratio to")
+    parser.add_argument("--batch", type=int, default=4, help="SOLVER.IMS_PER_BATCH of both (0: each its own)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--iters", type=int, default=20, help="timed train steps per model")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first train steps / inference images")
+    parser.add_argument("--inference-images", type=int, default=32, help="timed inference images per model")
+    parser.add_argument("--data", choices=("zs_shapes", "random"), default="zs_shapes",
+                        help="the configs' datasets, or random images and targets")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the full result (every timing) here")
+    parser.add_argument("--no-peak-children", action="store_true", help="skip the per-model peak-RSS processes")
+    parser.add_argument("--peak-only", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-json", help=argparse.SUPPRESS)
+    parser.add_argument("--yardstick-opts", nargs="*", default=[], help="KEY VALUE pairs for the yardstick")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs for the config")
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(argv)
+    setup_logger()
+    setup_logger(name="zsi_d2")
+    torch.set_num_threads(args.threads)
+    steps, images = args.warmup + args.iters, (args.warmup + args.inference_images if args.inference_images else 0)
+    sides = [Side("yardstick", os.path.splitext(os.path.basename(args.yardstick))[0],
+                  load_cfg(args.yardstick, args.yardstick_opts, args.batch)),
+             Side("config", os.path.splitext(os.path.basename(args.config_file))[0],
+                  load_cfg(args.config_file, args.opts, args.batch))]
+    if args.peak_only:
+        at_start = peak_rss_mib()  # imports only (torch alone is ~0.5 GiB): the floor under every peak
+        side = prepare(next(s for s in sides if s.role == args.peak_only), args.data, steps, images, args.seed)
+        time_train([side], args.iters, args.warmup)
+        after_train = peak_rss_mib()
+        if images:
+            time_inference([side], args.inference_images, args.warmup)
+        with open(args.peak_json, "w") as f:
+            json.dump({"role": side.role, "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after_train": after_train,
+                       "peak_rss_mib_after_imports": at_start, "ru_maxrss_mib": ru_maxrss_mib()}, f)
+        return None
+
+    machine = machine_info(args.threads)
+    logger.info("benchmark on %s (%s CPUs), torch %s, %d thread(s), load average %s", machine["cpu"],
+                machine["cpu_count"], machine["torch"], machine["torch_threads"], machine["load_avg_start"])
+    for side in sides:
+        prepare(side, args.data, steps, images, args.seed)
+        logger.info("%s: %s (%s), %.2fM parameters", side.role, side.label, side.cfg.MODEL.META_ARCHITECTURE,
+                    sum(p.numel() for p in side.model.parameters()) / 1e6)
+    time_train(sides, args.iters, args.warmup)
+    if images:
+        time_inference(sides, args.inference_images, args.warmup)
+    machine["load_avg_end"] = list(os.getloadavg())
+    records = {side.role: side_record(side) for side in sides}
+    result = {"machine": machine, "batch": args.batch, "iters": args.iters, "warmup": args.warmup,
+              "inference_images": args.inference_images, "data": args.data, **records,
+              "ratios": ratios(records["yardstick"], records["config"]),
+              "peak_rss_mib": {"timing_process": peak_rss_mib(), "timing_process_ru_maxrss": ru_maxrss_mib(),
+                               "yardstick": None, "config": None},
+              "peak_rss_note": "process high-water marks (VmHWM; ru_maxrss where there is no /proc): timing_process "
+                               "holds both models; yardstick / config each ran alone in a child process"}
+    if not args.no_peak_children:
+        del sides  # the children run after timing, one at a time, so they never compete with it
+        for role in SIDES:
+            child = run_peak_child(role, argv)
+            result["peak_rss_mib"][role] = child["peak_rss_mib"]
+            result["peak_rss_mib"][f"{role}_after_train"] = child["peak_rss_mib_after_train"]
+            result["peak_rss_mib"]["after_imports"] = child["peak_rss_mib_after_imports"]
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
