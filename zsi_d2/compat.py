@@ -10,10 +10,19 @@ detectron2 0.6 still uses numpy aliases (`np.int`, `np.float`, `np.bool`) remove
 2. when `detectron2._C` cannot be imported, installs a stand-in module whose ops raise a clear
    error naming the op. Only rotated boxes, deformable convolution and the fast COCOeval need it;
    zsi_d2 uses none of them (its evaluators run pycocotools' COCOeval).
+3. when caffe2 is not installed (today's torch has none), makes `import detectron2.export` give
+   the package without its caffe2 half: `TracingAdapter`, `scripting_with_instances`,
+   `dump_torchscript_IR` (the TorchScript export, pure PyTorch); the caffe2 API's names
+   (`Caffe2Tracer`, `export_caffe2_model`, ...) import but raise an ImportError saying why when used. detectron2 0.6's
+   `detectron2/export/__init__.py` imports its caffe2 API first and so fails as a whole; later
+   detectron2 releases guard that import the same way.
 
 With a real detectron2 (built from source, with `_C`) step 2 does nothing.
 """
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
 import types
 import warnings
@@ -84,6 +93,64 @@ def _install_compiled_ops_stand_in():
     detectron2._C = stand_in
 
 
+_EXPORT_PACKAGE = "detectron2.export"
+_CAFFE2_EXPORT_NAMES = ("add_export_config", "export_caffe2_model", "Caffe2Model", "export_onnx_model", "Caffe2Tracer")
+
+
+def _caffe2_export_stand_in(name):
+    """Stand-in for one caffe2 name of `detectron2.export`: importable, explains itself when used
+    (as the `_C` stand-in's ops do)."""
+
+    def _missing(*args, **kwargs):
+        raise ImportError(
+            f"detectron2.export.{name} needs caffe2, which is not installed (today's torch ships none); "
+            "zsi_d2.compat loaded detectron2.export without its caffe2 API. TorchScript export "
+            "(TracingAdapter + torch.jit.trace) works: see tools/export_model.py."
+        )
+
+    _missing.__name__ = _missing.__qualname__ = name
+    return _missing
+
+
+class _Caffe2FreeExportLoader(importlib.abc.Loader):
+    """Executes `detectron2.export` as 0.6's `__init__` minus `from .api import *` (caffe2)."""
+
+    def create_module(self, spec):
+        return None  # default module creation: __path__ = the real package folder
+
+    def exec_module(self, module):
+        from detectron2.export.flatten import TracingAdapter
+        from detectron2.export.torchscript import dump_torchscript_IR, scripting_with_instances
+
+        module.TracingAdapter = TracingAdapter
+        module.scripting_with_instances = scripting_with_instances
+        module.dump_torchscript_IR = dump_torchscript_IR
+        for name in _CAFFE2_EXPORT_NAMES:
+            setattr(module, name, _caffe2_export_stand_in(name))
+        module.__all__ = ["TracingAdapter", "scripting_with_instances", "dump_torchscript_IR"]
+
+
+class _Caffe2FreeExportFinder(importlib.abc.MetaPathFinder):
+    """Finds the real `detectron2.export` folder and gives it the caffe2-free loader."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _EXPORT_PACKAGE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None:
+            return None
+        spec.loader = _Caffe2FreeExportLoader()
+        return spec
+
+
+def _make_export_importable():
+    """Only where caffe2 is absent; with caffe2 the real `detectron2.export` loads unchanged."""
+    if importlib.util.find_spec("caffe2") is not None or _EXPORT_PACKAGE in sys.modules:
+        return
+    if not any(isinstance(f, _Caffe2FreeExportFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Caffe2FreeExportFinder())
+
+
 def apply():
     """Idempotent; safe to call before or after detectron2 is imported."""
     # fvcore calls torch.jit.script at import; today's torch warns about it on every command, in
@@ -92,3 +159,4 @@ def apply():
     _restore_numpy_aliases()
     if HAS_COMPILED_OPS is None:
         _install_compiled_ops_stand_in()
+    _make_export_importable()

@@ -7,9 +7,10 @@ pure PyTorch (no compiled deformable-attention op, unlike Mask2Former), so the w
 traces: backbone, pixel decoder, transformer decoder, classifier for the class set active at
 export time, and the semantic / instance / panoptic rules at the input's resolution.
 
-Inside the trace (`export_inference`): everything `ZeroShotMaskFormer.inference` computes, except
-that panoptic uses `panoptic_inference_tensors` (the loop rule freezes to the example under a
-trace) and returns per-query tensors instead of `segments_info`. Outside the trace
+Inside the trace (`export_inference`): `ZeroShotMaskFormer.inference` itself, with its panoptic
+step (`model._panoptic`, swapped on the instance while tracing) replaced by
+`panoptic_inference_tensors` (the loop rule freezes to the example under a trace), which returns
+per-query tensors instead of `segments_info`. Outside the trace
 (`TracedMaskFormer.__call__`): the flat tuple becomes detectron2's outputs again, `segments_info`
 is built by `panoptic_segments_info`, and `Instances.image_size` becomes a tuple.
 
@@ -34,6 +35,7 @@ from .inference import panoptic_inference_tensors, panoptic_segments_info
 __all__ = ["export_inference", "trace_mask_former", "TracedMaskFormer", "EXTRA_FILE"]
 
 EXTRA_FILE = "zsi_d2_export.json"  # torch.jit extra file: outputs schema, input size, class names
+_JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"  # today's torch: TorchScript still works, warns each call
 _SCHEMAS = ("ListSchema", "TupleSchema", "IdentitySchema", "DictSchema", "InstancesSchema", "TensorWrapSchema")
 
 
@@ -126,12 +128,16 @@ class TracedMaskFormer:
         return _to_detectron2(self.outputs_schema(flat)[0])
 
     def save(self, path: str):
-        torch.jit.save(self.module, path, _extra_files={EXTRA_FILE: json.dumps(self.meta)})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
+            torch.jit.save(self.module, path, _extra_files={EXTRA_FILE: json.dumps(self.meta)})
 
     @classmethod
     def load(cls, path: str, map_location=None) -> "TracedMaskFormer":
         extra = {EXTRA_FILE: ""}
-        module = torch.jit.load(path, map_location=map_location, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
+            module = torch.jit.load(path, map_location=map_location, _extra_files=extra)
         if not extra[EXTRA_FILE]:
             raise ValueError(f"{path} has no {EXTRA_FILE}: not written by TracedMaskFormer.save")
         return cls(module, json.loads(extra[EXTRA_FILE]))
@@ -149,6 +155,7 @@ def trace_mask_former(model, image: torch.Tensor, meta: Optional[Dict] = None) -
     adapter = TracingAdapter(model, [{"image": image}], export_inference)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
         module = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
     class_set = model.class_set
     meta = dict(meta or {})
