@@ -31,6 +31,7 @@ from zsi_d2.engine import ZeroShotCheckpointer, build_lr_scheduler, build_optimi
 from zsi_d2.engine.resume import RNGState, build_resumable_train_loader, restart_loader
 from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
+from zsi_d2.methods.pading import wrap_trainer
 
 logger = logging.getLogger("zsi_d2")
 
@@ -54,6 +55,10 @@ gamma on held-out seen-only images before testing (or set CALIBRATION.GAMMA your
 class Trainer(DefaultTrainer):
     """DefaultTrainer with zero-shot evaluators, class-set switching, a leakage check, a checkpointer
     that loads only what fits, and exact resumption (data order and random generators)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._trainer = wrap_trainer(cfg, self._trainer)  # PADing's stage 2: its own two-optimiser step
 
     def build_hooks(self):
         # Called by DefaultTrainer.__init__ right after it builds its checkpointer and before the

@@ -21,13 +21,19 @@ __all__ = ["build_optimizer", "param_groups"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
           nn.InstanceNorm2d)
-_OPTIMIZERS = ("SGD", "ADAMW")
+_OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
 
 
-def _uses_defaults(cfg) -> bool:
+def _uses_defaults(cfg, model) -> bool:
+    if hasattr(_unwrap(model), "optimizer_param_groups"):
+        return False
     solver = cfg.SOLVER
     return (solver.get("OPTIMIZER", "SGD") == "SGD" and solver.get("BACKBONE_MULTIPLIER", 1.0) == 1.0
             and solver.get("WEIGHT_DECAY_EMBED", None) in (None, solver.WEIGHT_DECAY))
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
 
 
 def param_groups(cfg, model):
@@ -61,18 +67,21 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
     plain.defrost()
     if full_model:
         plain.SOLVER.CLIP_GRADIENTS.ENABLED = False
-    if _uses_defaults(cfg):
+    if _uses_defaults(cfg, model):
         optimizer = d2_build_optimizer(plain, model)
     else:
         name = cfg.SOLVER.OPTIMIZER
         if name not in _OPTIMIZERS:
             raise InputValueError(f"SOLVER.OPTIMIZER '{name}' is not one of {list(_OPTIMIZERS)}")
-        groups = param_groups(cfg, model)
+        # A model with its own split of parameters (PADing's stage 2: the generator side) names them.
+        own = getattr(_unwrap(model), "optimizer_param_groups", None)
+        groups = own(cfg) if own is not None else param_groups(cfg, model)
         if name == "SGD":
             optimizer = maybe_add_gradient_clipping(plain, torch.optim.SGD)(
                 groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
         else:
-            optimizer = maybe_add_gradient_clipping(plain, torch.optim.AdamW)(groups, lr=cfg.SOLVER.BASE_LR)
+            adam = torch.optim.AdamW if name == "ADAMW" else torch.optim.Adam
+            optimizer = maybe_add_gradient_clipping(plain, adam)(groups, lr=cfg.SOLVER.BASE_LR)
     if not full_model:
         return optimizer
     clipper = functools.partial(torch.nn.utils.clip_grad_norm_, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)

@@ -31,4 +31,27 @@ def build_dataset_mapper(cfg, is_train: bool = True):
     if name not in MAPPERS:
         valid = ", ".join(repr(n) for n in ["", *MAPPERS])
         raise InputValueError(f"unknown INPUT.DATASET_MAPPER_NAME {name!r}; valid: {valid}")
+    if is_train:
+        _check_training_sets_provide(cfg, name)
     return MAPPERS[name](cfg, is_train)
+
+
+# What each mapper reads, as the zero-shot task a dataset's metadata must provide.
+_TASK_OF_MAPPER = {"mask_former_panoptic": "panoptic", "mask_former_instance": "instance",
+                   "mask_former_semantic": "semantic"}
+
+
+def _check_training_sets_provide(cfg, name):
+    """A panoptic mapper on a dataset without panoptic annotations (e.g. zs_shapes_train, the
+    instance view) would fail on the first image: say so before training, with the fix."""
+    from detectron2.data import MetadataCatalog
+
+    task = _TASK_OF_MAPPER[name]
+    for dataset in cfg.DATASETS.TRAIN:
+        tasks = MetadataCatalog.get(dataset).get("zero_shot_tasks", None)
+        if tasks is not None and task not in tasks:
+            hint = f" (its panoptic view is '{dataset}_panoptic')" if task == "panoptic" else ""
+            raise InputValueError(
+                f"DATASETS.TRAIN '{dataset}' has no {task} annotations (it provides {', '.join(tasks)}), but "
+                f"INPUT.DATASET_MAPPER_NAME '{name}' trains on them: use a dataset with {task} annotations{hint} "
+                f"or the mapper of its task")
