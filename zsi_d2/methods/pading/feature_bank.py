@@ -81,7 +81,11 @@ def _cache_key(cfg, weights: str, dataset_names, class_names) -> str:
         for d in DatasetCatalog.get(name):
             h.update(d["file_name"].encode())
     h.update(cfg.INPUT.dump().encode())
-    h.update(cfg.MODEL.dump().encode())
+    segmenter = cfg.MODEL.clone()
+    segmenter.defrost()
+    for key in ("PADING", "META_ARCHITECTURE", "WEIGHTS"):  # stage-2 settings: the same bank serves them all
+        segmenter.pop(key)
+    h.update(segmenter.dump().encode())
     h.update(repr(tuple(class_names)).encode())
     return h.hexdigest()[:16]
 
