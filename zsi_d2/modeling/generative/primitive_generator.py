@@ -48,7 +48,10 @@ class _PostNormDecoderLayer(nn.Module):
 
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(tgt, tgt, tgt, need_weights=False)[0]))
-        tgt = tgt + self.dropout2(self.cross_attn(tgt, memory, memory, need_weights=False)[0])
+        # Every sample's single token attends the same primitives: one sequence of n queries against
+        # (1, K, D) memory is the same attention, with the primitives' keys/values projected once.
+        cross = self.cross_attn(tgt.transpose(0, 1), memory, memory, need_weights=False)[0].transpose(0, 1)
+        tgt = tgt + self.dropout2(cross)
         if noise is not None:
             tgt = tgt + noise
         tgt = self.norm2(tgt)
@@ -108,7 +111,7 @@ class PrimitiveGenerator(nn.Module):
             )
         n = class_embeddings.shape[0]
         tgt = self.project(class_embeddings).unsqueeze(1)  # (n, 1, D)
-        memory = self.primitives.weight.unsqueeze(0).expand(n, -1, -1)  # (n, K, D), no copy
+        memory = self.primitives.weight.unsqueeze(0)  # (1, K, D): shared by every sample
         if noise is not None and tuple(noise.shape) != (self.num_layers, n, self.feature_dim):
             raise ValueError(f"noise must be ({self.num_layers}, {n}, {self.feature_dim}), got {tuple(noise.shape)}")
         for i, layer in enumerate(self.layers):
