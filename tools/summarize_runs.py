@@ -45,6 +45,19 @@ def _read_json(path, what):
     return read_json(path, what)
 
 
+def _mode_of(dataset_name):
+    """The test set's registered zero_shot_mode; by its name when it is not registered here."""
+    from detectron2.data import MetadataCatalog
+
+    import zsi_d2  # noqa: F401  (registers the built-in datasets)
+
+    if dataset_name in MetadataCatalog.list():
+        mode = MetadataCatalog.get(dataset_name).get("zero_shot_mode", None)
+        if mode in ("gzsi", "zsi"):
+            return mode
+    return "zsi" if dataset_name.endswith(("_zsi", "_zsi_panoptic")) else "gzsi"
+
+
 def results_by_mode(folder):
     """{"gzsi" | "zsi": (dataset name, its results)} from the run's zero_shot_results.json."""
     path = os.path.join(folder, RESULTS_FILE)
@@ -53,7 +66,7 @@ def results_by_mode(folder):
         raise ValueError(f"{path} is not a train_net.py results file ({{test set: {{task: {{metric: value}}}}}})")
     by_mode = {}
     for name, res in results.items():
-        mode = "zsi" if name.endswith("_zsi") else "gzsi"
+        mode = _mode_of(name)
         if mode in by_mode:
             raise ValueError(f"{path} holds two {mode.upper()} test sets ({by_mode[mode][0]}, {name}): a row "
                              "summarizes one of each; evaluate the other one into separate run folders")
