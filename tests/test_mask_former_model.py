@@ -142,3 +142,31 @@ def test_optimizer_groups_and_poly_schedule(model_and_batch):
         scheduler.step()  # no optimizer.step(): the schedule alone is checked
     assert lrs[0] == pytest.approx(base)
     assert optimizer.param_groups[-1]["lr"] == pytest.approx(base * 0.5 ** cfg.SOLVER.POLY_LR_POWER, rel=1e-3)
+
+
+def test_calibration_gamma_is_chosen_on_held_out_seen_images(model_and_batch):
+    """Mask classification takes the same leak-free gamma search as the R-CNNs: queries are the
+    detections; raising gamma only moves held-out (seen) objects towards unseen labels."""
+    from zsi_d2.engine.calibration import _collect, _share_labelled_unseen, choose_calibration
+
+    cfg, model, _ = model_and_batch
+    cfg = cfg.clone()
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.DATASETS = ("zs_shapes_tiny_calib",)
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX = 6.0
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.SEARCH_STEP = 2.0
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.TARGET_RATE = 0.99  # (nearly) every gamma qualifies
+    cfg.MODEL.ZERO_SHOT.CALIBRATION.MATCH_IOU = 0.0  # an untrained model: every query overlaps every object
+    model.eval()
+    result = choose_calibration(cfg, model)
+    shares = [result["shares"][g] for g in sorted(result["shares"], key=float)]
+    assert result["matched_objects_at_gamma"] > 0 and result["gamma"] in (0.0, 2.0, 4.0, 6.0)
+    assert shares == sorted(shares) and shares[-1] > shares[0]
+    # The cached search equals scoring the model itself at that gamma.
+    with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_calib", mode="gzsi") as class_set:
+        model.classifier.calibration_gamma = 4.0
+        cached = _collect(cfg, model, ["zs_shapes_tiny_calib"])
+        model.classifier.calibration_gamma = 0.0
+        unseen = torch.tensor([n in class_set.unseen for n in class_set.names])
+        # logits collected at gamma 4 carry it already: scored at gamma 0 they must give the share at 4
+        direct, _ = _share_labelled_unseen(model.classifier, cached, unseen, 0.0)
+    assert direct == pytest.approx(result["shares"]["4.0"])

@@ -4,7 +4,9 @@ Rule (MODEL.ZERO_SHOT.CALIBRATION): run the model once over CALIBRATION.DATASETS
 classes only, disjoint from DATASETS.TRAIN) scoring seen + unseen names, as in GZSI; for every
 gamma of the search grid, re-run the box predictor's inference on the cached RoI outputs and label
 each ground-truth object with the class of its highest-scoring detection overlapping it
-(IoU >= MATCH_IOU). Every such object is seen, so an unseen label is an error the calibration
+(IoU >= MATCH_IOU). For mask-classification models (ZeroShotMaskFormer, PADing) the detections are
+the last layer's queries, their boxes those of their masks and their scores the calibrated class
+probabilities (the held-out objects are the instance annotations: things). Every such object is seen, so an unseen label is an error the calibration
 causes; the chosen gamma is the largest whose share of those errors stays <= TARGET_RATE
 (zsi_d2.modeling.calibration.choose_gamma). Nothing here reads an unseen annotation: the held-out
 sets are audited to hold none.
@@ -37,14 +39,18 @@ CALIBRATION_FILE = "calibration.json"
 
 
 def _box_predictor(model):
+    """The calibrated module: an R-CNN's box predictor, or a mask-classification model's classifier."""
     model = getattr(model, "module", model)
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
-    if not isinstance(predictor, SeenCalibrated):
-        raise InputValueError(
-            f"MODEL.ZERO_SHOT.CALIBRATION.DATASETS: choosing gamma needs an R-CNN with a zero-shot box predictor; "
-            f"{type(model).__name__} has none (set CALIBRATION.GAMMA directly instead)"
-        )
-    return predictor
+    if isinstance(predictor, SeenCalibrated):
+        return predictor
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, SeenCalibrated) and hasattr(model, "predict"):
+        return classifier
+    raise InputValueError(
+        f"MODEL.ZERO_SHOT.CALIBRATION.DATASETS: choosing gamma needs an R-CNN with a zero-shot box predictor or a "
+        f"mask-classification model; {type(model).__name__} is neither (set CALIBRATION.GAMMA directly instead)"
+    )
 
 
 def _check_held_out(cfg, names):
@@ -94,8 +100,30 @@ def _gt_boxes(dataset_dict):
     return Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
 
 
+class _QueryOutputs:
+    """A mask-classification model's last-layer query logits and mask boxes of one image."""
+
+    def __init__(self, logits, boxes):
+        self.logits, self.boxes = logits, boxes
+
+
+def _collect_queries(model, inputs, height, width):
+    from ..modeling.mask_former.inference import masks_to_boxes, resize_mask_predictions
+
+    images = model.preprocess_image([inputs])
+    out = model.predict(images.tensor)
+    masks = resize_mask_predictions(out["pred_masks"][0], tuple(images.tensor.shape[-2:]), images.image_sizes[0],
+                                    (height, width))
+    return _QueryOutputs(out["pred_logits"][0].detach(), Boxes(masks_to_boxes(masks > 0)))
+
+
 def _collect(cfg, model, names):
     """Per image: (ground-truth boxes, cached predictions, proposals, original height and width)."""
+    inner = getattr(model, "module", model)
+    if not hasattr(inner, "roi_heads"):  # mask classification: cached query outputs, no proposals
+        mapper = DatasetMapper(cfg, is_train=False)
+        return [(_gt_boxes(d), _collect_queries(inner, mapper(dict(d)), d["height"], d["width"]), None,
+                 d["height"], d["width"]) for name in names for d in DatasetCatalog.get(name)]
     mapper = DatasetMapper(cfg, is_train=False)
     cached = []
     start = time.perf_counter()
@@ -121,16 +149,22 @@ def _share_labelled_unseen(predictor, cached, unseen_local, match_iou):
     for gt, predictions, proposals, height, width in cached:
         if len(gt) == 0:
             continue
-        (instances,), _ = predictor.inference(predictions, proposals)
-        instances = detector_postprocess(instances, height, width)
-        if len(instances) == 0:
+        if isinstance(predictions, _QueryOutputs):  # every query a detection, labelled by its top class
+            probs = predictor.calibrate(predictions.logits).softmax(-1)[:, :-1]
+            query_scores, query_classes = probs.max(dim=1)
+            boxes, classes = predictions.boxes, query_classes
+        else:
+            (instances,), _ = predictor.inference(predictions, proposals)
+            instances = detector_postprocess(instances, height, width)
+            boxes, query_scores, classes = instances.pred_boxes, instances.scores, instances.pred_classes
+        if len(classes) == 0:
             continue
-        iou = pairwise_iou(gt, instances.pred_boxes)  # (G, D)
-        scores = torch.where(iou >= match_iou, instances.scores[None, :], torch.full_like(iou, -1.0))
+        iou = pairwise_iou(gt, boxes)  # (G, D)
+        scores = torch.where(iou >= match_iou, query_scores[None, :], torch.full_like(iou, -1.0))
         best_score, best = scores.max(dim=1)
         found = best_score >= 0
         matched += int(found.sum())
-        wrong += int(unseen_local[instances.pred_classes[best[found]]].sum())
+        wrong += int(unseen_local[classes[best[found]]].sum())
     return (wrong / matched if matched else float("nan")), matched
 
 
