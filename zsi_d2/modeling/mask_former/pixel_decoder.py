@@ -171,6 +171,17 @@ def _fpn_convs(in_channels, conv_dim, norm, with_lateral=True):
     return lateral, output
 
 
+def _fpn_args(cfg, input_shape: Dict[str, ShapeSpec]) -> Dict:
+    """The arguments both pixel decoders take from MODEL.SEM_SEG_HEAD."""
+    ssh = cfg.MODEL.SEM_SEG_HEAD
+    return {
+        "input_shape": {k: v for k, v in input_shape.items() if k in ssh.IN_FEATURES},
+        "conv_dim": ssh.CONVS_DIM,
+        "mask_dim": ssh.MASK_DIM,
+        "norm": ssh.NORM,
+    }
+
+
 @PIXEL_DECODER_REGISTRY.register()
 class MSDeformAttnPixelDecoder(nn.Module):
     """Mask2Former's pixel decoder: deformable encoder over `transformer_in_features`, then an
@@ -267,10 +278,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ssh = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in ssh.IN_FEATURES},
-            "conv_dim": ssh.CONVS_DIM,
-            "mask_dim": ssh.MASK_DIM,
-            "norm": ssh.NORM,
+            **_fpn_args(cfg, input_shape),
             "transformer_dropout": cfg.MODEL.MASK_FORMER.DROPOUT,
             "transformer_nheads": ssh.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS,
             "transformer_dim_feedforward": ssh.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD,
@@ -352,13 +360,7 @@ class FPNPixelDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ssh = cfg.MODEL.SEM_SEG_HEAD
-        return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in ssh.IN_FEATURES},
-            "conv_dim": ssh.CONVS_DIM,
-            "mask_dim": ssh.MASK_DIM,
-            "norm": ssh.NORM,
-        }
+        return _fpn_args(cfg, input_shape)
 
     def forward_features(self, features: Dict[str, torch.Tensor]):
         """Same outputs as MSDeformAttnPixelDecoder's; transformer_encoder_features is the top
