@@ -26,6 +26,7 @@ Differences from Mask2Former's mappers, and why:
 - In test mode (is_train=False) the mappers return the image and the dict's metadata like
   `DatasetMapper` (annotations and the sem_seg file name dropped), and read no target.
 """
+import abc
 import copy
 import logging
 from typing import List, Optional, Tuple
@@ -99,7 +100,7 @@ def _ignore_label(cfg, is_train: bool) -> int:
     return int(getattr(MetadataCatalog.get(names[0]), "ignore_label", default))
 
 
-class _MaskFormerMapper:
+class _MaskFormerMapper(abc.ABC):
     """Shared reading, augmentation and output; subclasses build the targets."""
 
     @configurable
@@ -166,14 +167,15 @@ class _MaskFormerMapper:
         dataset_dict["instances"] = _targets(image_size, classes, masks)
         return dataset_dict
 
+    @abc.abstractmethod
     def _check_keys(self, dataset_dict: dict):
-        raise NotImplementedError
+        """Raise a one-line ValueError when the dict lacks what this mapper reads (per task)."""
 
+    @abc.abstractmethod
     def _read_targets(
         self, dataset_dict: dict, transforms, image_size: Tuple[int, int], sem_seg: Optional[np.ndarray]
     ) -> Tuple[List[int], List[np.ndarray]]:
-        """(classes, binary masks at `image_size`); may pop the keys it consumed."""
-        raise NotImplementedError
+        """(classes, binary masks at `image_size`); may pop the keys it consumed (per task)."""
 
 
 class MaskFormerPanopticMapper(_MaskFormerMapper):
