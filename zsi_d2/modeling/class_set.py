@@ -197,7 +197,8 @@ def apply_class_set(model, class_set: ClassSet):
 @contextlib.contextmanager
 def use_class_set(model, dataset_name: str, kind: str = "thing", mode: Optional[str] = None):
     """Within the block, `model` scores the classes `dataset_name` asks for (or those of `mode`);
-    restored afterwards."""
+    restored afterwards. A model's own `class_kind` (mask classification: "auto", the dataset's whole
+    label space) takes precedence over `kind`."""
     inner = model.module if isinstance(model, DistributedDataParallel) else model
     previous = getattr(inner, "class_set", None)
     class_set = dataset_class_set(dataset_name, getattr(inner, "class_kind", kind), mode)

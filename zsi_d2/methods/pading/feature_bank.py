@@ -44,10 +44,9 @@ class QueryBank:
 
 
 @torch.no_grad()
-def compute_query_bank(cfg, model, dataset_names) -> QueryBank:
-    """Run the (frozen) model once over the training images; match its last-layer queries."""
+def compute_query_bank(cfg, model, dicts) -> QueryBank:
+    """Run the (frozen) model once over the training images `dicts`; match its last-layer queries."""
     mapper = build_dataset_mapper(cfg, is_train=True)
-    dicts = [d for name in dataset_names for d in DatasetCatalog.get(name)]
     loader = build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
     was_training = model.training
     model.eval()
@@ -67,19 +66,19 @@ def compute_query_bank(cfg, model, dataset_names) -> QueryBank:
     finally:
         model.train(was_training)
     if not queries:
-        raise ValueError(f"No training images in {list(dataset_names)}: nothing to take query embeddings from")
+        raise ValueError("No training images in DATASETS.TRAIN: nothing to take query embeddings from")
     return QueryBank(torch.stack(queries), torch.stack(labels), model.class_set.names)
 
 
-def _cache_key(cfg, weights: str, dataset_names, class_names) -> str:
+def _cache_key(cfg, weights: str, dataset_names, dicts, class_names) -> str:
     h = hashlib.sha1()
     with open(weights, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     for name in dataset_names:
         h.update(name.encode())
-        for d in DatasetCatalog.get(name):
-            h.update(d["file_name"].encode())
+    for d in dicts:
+        h.update(d["file_name"].encode())
     h.update(cfg.INPUT.dump().encode())
     segmenter = cfg.MODEL.clone()
     segmenter.defrost()
@@ -93,14 +92,15 @@ def _cache_key(cfg, weights: str, dataset_names, class_names) -> str:
 def load_or_compute_query_bank(cfg, model, weights: str) -> QueryBank:
     """The cached bank for (checkpoint, data, config, class set), computed and saved when absent."""
     datasets = list(cfg.DATASETS.TRAIN)
+    dicts = [d for name in datasets for d in DatasetCatalog.get(name)]  # loaded once: key and bank
     with use_class_set(model, datasets[0]) as train_set:  # the seen classes: targets are matched among them
         folder = cfg.MODEL.PADING.FEATURE_CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "feature_bank")
-        path = os.path.join(folder, f"queries_{_cache_key(cfg, weights, datasets, train_set.names)}.pt")
+        path = os.path.join(folder, f"queries_{_cache_key(cfg, weights, datasets, dicts, train_set.names)}.pt")
         if os.path.isfile(path):
             state = torch.load(path, map_location="cpu")
             logger.info(f"Stage-2 query bank loaded from {path} ({state['queries'].shape[0]} images)")
             return QueryBank(state["queries"], state["labels"], state["names"])
-        bank = compute_query_bank(cfg, model, datasets)
+        bank = compute_query_bank(cfg, model, dicts)
     os.makedirs(folder, exist_ok=True)
     torch.save(bank.state(), path + ".tmp")
     os.replace(path + ".tmp", path)
