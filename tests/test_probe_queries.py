@@ -1,0 +1,56 @@
+"""tools/probe_queries.py: its accuracies on a hand-made case, the oracle probe on separable features,
+and one end-to-end run on a tiny untrained model (matched queries, every class of the GZSI set)."""
+import os
+import sys
+
+import torch
+
+from detectron2.modeling import build_model
+
+from conftest import REPO_ROOT
+from zsi_d2.methods.pading.feature_bank import QueryBank
+from test_mask_former_model import VAL, tiny_mask_former_cfg
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+import probe_queries  # noqa: E402
+
+sys.path.pop(0)
+
+
+def test_accuracy_table_by_hand():
+    unseen = torch.tensor([False, False, True])  # classes 0, 1 seen; 2 unseen
+    labels = torch.tensor([0, 1, 1, 2, 2, 2, 2])
+    pred = torch.tensor([0, 1, 0, 2, 0, 1, 0])
+    t = probe_queries.accuracy_table(pred, labels, unseen)
+    assert t["seen_queries"] == 3 and t["unseen_queries"] == 4
+    assert abs(t["seen_accuracy"] - 2 / 3) < 1e-6
+    assert abs(t["unseen_accuracy"] - 1 / 4) < 1e-6
+    assert abs(t["unseen_labelled_seen"] - 3 / 4) < 1e-6
+
+
+def test_matched_keeps_labelled_queries_with_their_image():
+    bank = QueryBank(torch.arange(12.0).reshape(2, 3, 2), torch.tensor([[-1, 0, -1], [2, -1, 1]]), "abc")
+    queries, labels, image = probe_queries.matched(bank)
+    assert labels.tolist() == [0, 2, 1] and image.tolist() == [0, 1, 1]
+    assert queries.tolist() == [[2.0, 3.0], [6.0, 7.0], [10.0, 11.0]]
+
+
+def test_linear_probe_separates_separable_classes():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 8, generator=g) * 5
+    y = torch.arange(4).repeat(50)
+    x = centres[y] + 0.3 * torch.randn(len(y), 8, generator=g)
+    predict = probe_queries.fit_linear_probe(x[:100], y[:100], 4)
+    assert (predict(x[100:]) == y[100:]).float().mean() > 0.95
+
+
+def test_probe_runs_on_a_model_and_scores_every_class():
+    torch.manual_seed(0)
+    cfg = tiny_mask_former_cfg("DATALOADER.NUM_WORKERS", "0")
+    model = build_model(cfg)
+    result = probe_queries.probe(cfg, model, VAL, folds=2)
+    assert result["matched_queries"] > 0 and result["unseen"]
+    m = result["model"]
+    assert m["seen_queries"] + m["unseen_queries"] == result["matched_queries"]
+    assert m["unseen_queries"] > 0 and set(result["unseen"]) <= set(result["classes"])
+    assert "oracle linear probe" in probe_queries.format_result(result)
