@@ -103,6 +103,19 @@ def test_evaluator_gzsi(tmp_path):
     assert saved == {"classes": CLASSES, "confusion": confusion_matrix(GT, PRED, 4).tolist()}
 
 
+def test_a_seen_only_held_out_set_is_scored_like_gzsi(tmp_path):
+    """zero_shot_mode "train" (a held-out seen-only set such as zs_shapes_calib, for choosing a model
+    without unseen labels): scored as GZSI; an unknown mode is refused in one line."""
+    _register(tmp_path, "_zsi_test_sem_heldout", "train")
+    ev = ZeroShotSemanticEvaluator("_zsi_test_sem_heldout", output_dir=str(tmp_path / "out"), distributed=False)
+    ev.reset()
+    ev.process([{"file_name": "img.jpg"}], [{"sem_seg": _scores(PRED)}])
+    assert_by_hand(ev.evaluate()["sem_seg"], BY_HAND_GZSI)
+    _register(tmp_path, "_zsi_test_sem_bogus", "closed_set")
+    with pytest.raises(ValueError, match="closed_set"):
+        ZeroShotSemanticEvaluator("_zsi_test_sem_bogus", output_dir=str(tmp_path / "out"), distributed=False)
+
+
 def test_evaluator_zsi_restricts_argmax_to_unseen(tmp_path):
     _register(tmp_path, "_zsi_test_sem_zsi", "zsi")
     ev = ZeroShotSemanticEvaluator("_zsi_test_sem_zsi", distributed=False)

@@ -54,3 +54,18 @@ def test_probe_runs_on_a_model_and_scores_every_class():
     assert m["seen_queries"] + m["unseen_queries"] == result["matched_queries"]
     assert m["unseen_queries"] > 0 and set(result["unseen"]) <= set(result["classes"])
     assert "oracle linear probe" in probe_queries.format_result(result)
+
+
+def test_probe_of_a_stage2_model_compares_generated_and_real_unseen_means(tmp_path):
+    from test_pading import STAGE2
+
+    torch.manual_seed(0)
+    cfg = tiny_mask_former_cfg(*STAGE2, "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path))
+    model = build_model(cfg)
+    result = probe_queries.probe(cfg, model, VAL, folds=2)
+    means = result["nearest_mean"]
+    assert set(means) == {"generated_unseen_means", "real_unseen_means"}
+    for table in means.values():
+        assert table["unseen_queries"] == result["model"]["unseen_queries"]
+    text = probe_queries.format_result(result)
+    assert "generated unseen means" in text and "real unseen means" in text

@@ -14,6 +14,11 @@ in PADing's query bank), and each matched query keeps its true class. Then, per 
   panoptic thresholds left out), with every class of DATASET scored (GZSI): accuracy on seen and on
   unseen queries, and the share of unseen queries given a seen class;
 - "model, unseen only": the same classifier with only the unseen columns (ZSI);
+- "generated means" (models with a generator, PADing's stage 2): each real query is given the class
+  of the nearest class mean (cosine), the means of the unseen classes taken from generated
+  embeddings and those of the seen classes from the real queries; beside it the same rule with the
+  real unseen queries' means (reads unseen labels): do the generated unseen embeddings land where
+  the real unseen queries are?
 - "oracle probe": a linear softmax classifier trained on the matched queries of the other folds'
   images with all classes' true labels (unseen included), tested on this fold's: how well a
   classifier could do on these very features if it had seen unseen examples. It is an upper bound
@@ -80,6 +85,24 @@ def fit_linear_probe(x, y, num_classes, epochs=300, lr=0.05, weight_decay=1e-4, 
     return lambda q: layer((q - mean) / std).argmax(1)
 
 
+def nearest_mean(queries, means):
+    return (F.normalize(queries, dim=1) @ F.normalize(means, dim=1).t()).argmax(1)
+
+
+@torch.no_grad()
+def generated_means_tables(model, names, queries, labels, unseen, per_class=64):
+    """Nearest-class-mean accuracy with generated unseen means, and with the real ones."""
+    real_means = torch.stack([queries[labels == k].mean(0) if (labels == k).any() else torch.zeros(queries.shape[1])
+                              for k in range(len(names))])
+    bank = model.classifier.classifier.classes
+    embeddings = bank.embeddings[bank.index_of([names[k] for k in unseen.nonzero().squeeze(1).tolist()])]
+    fake = model.generator(embeddings.repeat_interleave(per_class, 0))
+    generated = real_means.clone()
+    generated[unseen] = fake.reshape(len(embeddings), per_class, -1).mean(1)
+    return {"generated_unseen_means": accuracy_table(nearest_mean(queries, generated), labels, unseen),
+            "real_unseen_means": accuracy_table(nearest_mean(queries, real_means), labels, unseen)}
+
+
 def probe(cfg, model, dataset, folds):
     with use_class_set(model, dataset) as class_set:
         bank = compute_query_bank(cfg, model, DatasetCatalog.get(dataset))
@@ -97,6 +120,9 @@ def probe(cfg, model, dataset, folds):
         zsi_pred = unseen_idx[logits[:, unseen_idx].argmax(1)]
         unseen_q = unseen[labels]
         zsi = {"unseen_accuracy": float((zsi_pred[unseen_q] == labels[unseen_q]).float().mean())}
+        model.eval()
+        means = (generated_means_tables(model, names, queries, labels, unseen)
+                 if getattr(model, "generator", None) is not None else None)
     fold = image % folds
     oracle_pred = torch.empty_like(labels)
     for k in range(folds):
@@ -107,13 +133,20 @@ def probe(cfg, model, dataset, folds):
     oracle = accuracy_table(oracle_pred, labels, unseen)
     return {"dataset": dataset, "images": len(bank), "matched_queries": int(len(labels)), "classes": list(names),
             "unseen": [n for n, u in zip(names, unseen.tolist()) if u], "model": own, "model_unseen_only": zsi,
-            "oracle_probe": oracle, "folds": folds}
+            "nearest_mean": means, "oracle_probe": oracle, "folds": folds}
 
 
 def format_result(r):
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
     m, o = r["model"], r["oracle_probe"]
+    rows = []
+    for label, key in (("nearest mean, generated unseen means", "generated_unseen_means"),
+                       ("nearest mean, real unseen means", "real_unseen_means")):
+        if r.get("nearest_mean"):
+            t = r["nearest_mean"][key]
+            rows.append(f"{label:<34}\n{'':<34} {pct(t['seen_accuracy']):>9} {pct(t['unseen_accuracy']):>11} "
+                        f"{pct(t['unseen_labelled_seen']):>21}")
     return "\n".join([
         f"{r['dataset']}: {r['images']} images, {r['matched_queries']} matched queries "
         f"({m['seen_queries']} seen, {m['unseen_queries']} unseen); query-level accuracy, %",
@@ -123,6 +156,7 @@ def format_result(r):
         f"{'model, unseen columns only (ZSI)':<34} {'':>9} {pct(r['model_unseen_only']['unseen_accuracy']):>11}",
         f"{'oracle linear probe (' + str(r['folds']) + '-fold, reads unseen labels)':<34}\n{'':<34} "
         f"{pct(o['seen_accuracy']):>9} {pct(o['unseen_accuracy']):>11} {pct(o['unseen_labelled_seen']):>21}",
+        *rows,
     ])
 
 
