@@ -127,3 +127,28 @@ def test_panoptic_mapper_refuses_a_dataset_without_panoptic_annotations():
     with pytest.raises(InputValueError, match="zs_shapes_tiny_train_panoptic"):
         build_dataset_mapper(cfg, is_train=True)
     assert TRAIN.endswith("_panoptic")
+
+
+def test_query_bank_in_batches_equals_one_image_at_a_time(stage1, tmp_path):
+    """Batching the frozen segmenter's forward (zs_shapes images share one size, so no padding
+    differs) changes neither the embeddings nor which image each row belongs to."""
+    from detectron2.data import DatasetCatalog
+
+    from zsi_d2.methods.pading.feature_bank import compute_query_bank
+    from zsi_d2.modeling.class_set import use_class_set
+
+    cfg, model = _stage2(stage1, tmp_path)
+    dicts = DatasetCatalog.get(TRAIN)[:5]
+    import numpy as np
+
+    with use_class_set(model, TRAIN):
+        np.random.seed(0)  # the training mapper's random flips
+        one = compute_query_bank(cfg, model, dicts, batch_size=1)
+        np.random.seed(0)
+        three = compute_query_bank(cfg, model, dicts, batch_size=3)  # 3 + 2: a short last batch
+    assert one.queries.shape == three.queries.shape == (5, cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+                                                        cfg.MODEL.MASK_FORMER.HIDDEN_DIM)
+    assert torch.allclose(one.queries, three.queries, atol=1e-4)
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    targets = torch.tensor([min(len(mapper(d)["instances"]), cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES) for d in dicts])
+    assert ((one.labels >= 0).sum(1) == targets).all() and ((three.labels >= 0).sum(1) == targets).all()

@@ -43,26 +43,42 @@ class QueryBank:
         return {"queries": self.queries, "labels": self.labels, "names": list(self.names)}
 
 
+def _batches(loader, size):
+    """The test loader's one-image lists, regrouped into lists of `size` (the last may be shorter)."""
+    batch = []
+    for item in loader:
+        batch.extend(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 @torch.no_grad()
-def compute_query_bank(cfg, model, dicts) -> QueryBank:
-    """Run the (frozen) model once over the training images `dicts`; match its last-layer queries."""
+def compute_query_bank(cfg, model, dicts, batch_size: int = 8) -> QueryBank:
+    """Run the (frozen) model once over the training images `dicts`, `batch_size` images per forward
+    (padded together, as in training); match its last-layer queries."""
     mapper = build_dataset_mapper(cfg, is_train=True)
     loader = build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
     was_training = model.training
     model.eval()
-    queries, labels, start = [], [], time.perf_counter()
+    queries, labels, start, done, reported = [], [], time.perf_counter(), 0, 0
     try:
-        for i, batch in enumerate(loader):
+        for batch in _batches(loader, batch_size):
             images = model.preprocess_image(batch)
             out = model.predict(images.tensor)
             targets = model.prepare_targets(batch, images)
-            (query_idx, target_idx), = model.criterion.matcher(out["pred_logits"], out["pred_masks"], targets)
-            label = torch.full((out["pred_queries"].shape[1],), -1, dtype=torch.long)
-            label[query_idx] = targets[0]["labels"][target_idx].cpu()
-            queries.append(out["pred_queries"][0].cpu())
-            labels.append(label)
-            if (i + 1) % 200 == 0 or i + 1 == len(dicts):
-                logger.info(f"Stage-2 query bank: {i + 1}/{len(dicts)} images ({time.perf_counter() - start:.0f} s)")
+            matches = model.criterion.matcher(out["pred_logits"], out["pred_masks"], targets)
+            for b, (query_idx, target_idx) in enumerate(matches):
+                label = torch.full((out["pred_queries"].shape[1],), -1, dtype=torch.long)
+                label[query_idx] = targets[b]["labels"][target_idx].cpu()
+                queries.append(out["pred_queries"][b].cpu())
+                labels.append(label)
+            done += len(batch)
+            if done - reported >= 200 or done == len(dicts):
+                reported = done
+                logger.info(f"Stage-2 query bank: {done}/{len(dicts)} images ({time.perf_counter() - start:.0f} s)")
     finally:
         model.train(was_training)
     if not queries:
