@@ -42,7 +42,9 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import ZeroShotCheckpointer
+from zsi_d2.errors import InputError
 from zsi_d2.methods.pading.feature_bank import compute_query_bank
 from zsi_d2.modeling.class_set import use_class_set
 
@@ -170,8 +172,13 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config pairs")
     args = parser.parse_args()
     setup_logger(name="zsi_d2")
-    if not os.path.isfile(args.weights):
-        raise SystemExit(f"probe_queries: --weights '{args.weights}' is not a file")
+    for flag, path in (("--config-file", args.config_file), ("--weights", args.weights)):
+        if not os.path.isfile(path):
+            raise SystemExit(f"probe_queries: {flag} '{path}' is not a file")
+    try:
+        require_registered(args.dataset, "--dataset")
+    except InputError as e:
+        raise SystemExit(f"probe_queries: {e}")
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
@@ -180,7 +187,10 @@ def main():
     cfg.freeze()
     model = build_model(cfg)
     ZeroShotCheckpointer.from_config(cfg, model, "", purpose="eval").resume_or_load(args.weights, resume=False)
-    result = probe(cfg, model, args.dataset, args.folds)
+    try:
+        result = probe(cfg, model, args.dataset, args.folds)
+    except ValueError as e:  # a dataset without unseen classes or without matched queries
+        raise SystemExit(f"probe_queries: {e}")
     print(format_result(result))
     if args.json:
         with open(args.json, "w") as f:
