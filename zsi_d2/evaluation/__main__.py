@@ -274,7 +274,7 @@ def _run_semantic(args):
         raise CLIError("pass --unseen NAMES or --split NAME (or --dataset NAME) to say which classes are unseen")
     if args.mode is None:  # only with --dataset: its zero_shot_mode, as the evaluators read it
         try:
-            args.mode = mode_from_metadata(*dataset)
+            args.mode = mode_from_metadata(*dataset, seen_only_as_gzsi=False)
         except ValueError as e:
             raise CLIError(f"{e}: pass --mode gzsi or --mode zsi") from None
     res = evaluate_semantic_folders(args.gt, args.predictions, categories, seen, unseen, args.mode, ignore)

@@ -71,19 +71,20 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def mode_from_metadata(metadata, dataset_name: str) -> str:
+def mode_from_metadata(metadata, dataset_name: str, seen_only_as_gzsi: bool = True) -> str:
     """The evaluation mode of a dataset's `zero_shot_mode` (default "gzsi").
 
-    A seen-only set ("train", e.g. the held-out `zs_shapes_calib`) is evaluated like GZSI: only its
-    seen groups have ground truth, so the unseen and HM columns are nan. That is how a model is
-    chosen on held-out images without reading unseen labels (the test sets stay untouched)."""
+    A seen-only set ("train", e.g. the held-out `zs_shapes_calib`) named as a test set is evaluated
+    like GZSI: only its seen groups have ground truth, so the unseen and HM columns are nan. That is
+    how a model is chosen on held-out images without reading unseen labels. `seen_only_as_gzsi`
+    False refuses it instead (the evaluation CLI, where it more likely means a wrong --dataset)."""
     mode = metadata.get("zero_shot_mode", "gzsi")
-    if mode == "train":
+    if mode == "train" and seen_only_as_gzsi:
         return "gzsi"
     if mode not in ZERO_SHOT_MODES:
         raise ValueError(
             f"Dataset '{dataset_name}' has zero_shot_mode={mode!r}; zero-shot evaluation needs one "
-            f"of {ZERO_SHOT_MODES + ('train',)}"
+            f"of {ZERO_SHOT_MODES}"
         )
     return mode
 
