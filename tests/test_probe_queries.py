@@ -69,3 +69,22 @@ def test_probe_of_a_stage2_model_compares_generated_and_real_unseen_means(tmp_pa
         assert table["unseen_queries"] == result["model"]["unseen_queries"]
     text = probe_queries.format_result(result)
     assert "generated unseen means" in text and "real unseen means" in text
+
+
+def test_probe_refuses_bad_inputs_in_one_line(tmp_path, monkeypatch):
+    import pytest
+
+    cfg_file = os.path.join(REPO_ROOT, "configs/mask_former/zs_shapes/mask_former_embedding.yaml")
+    for argv, expected in (
+        (["--config-file", cfg_file, "--weights", str(tmp_path / "none.pth")], "--weights '"),
+        (["--config-file", str(tmp_path / "none.yaml"), "--weights", cfg_file], "--config-file '"),
+        (["--config-file", cfg_file, "--weights", cfg_file, "--dataset", "zs_shapes_tiny_vall"],
+         "--dataset 'zs_shapes_tiny_vall' is not registered. Close names: zs_shapes_tiny_val"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["probe_queries.py", *argv])
+        with pytest.raises(SystemExit, match=expected):
+            probe_queries.main()
+    torch.manual_seed(0)
+    cfg = tiny_mask_former_cfg("DATALOADER.NUM_WORKERS", "0")
+    with pytest.raises(ValueError, match="scores no unseen class: give a GZSI test set"):
+        probe_queries.probe(cfg, build_model(cfg), "zs_shapes_tiny_calib_panoptic", folds=2)
