@@ -121,3 +121,48 @@ def test_random_inputs_need_no_dataset_images(tmp_path, monkeypatch):
     assert result["config"]["train_s"][0] > 0 and result["yardstick"]["inference_s"][0] > 0
     (ct,), (yt,) = result["config"]["train_s"], result["yardstick"]["train_s"]
     assert result["ratios"]["train"]["median"] == pytest.approx(ct / yt)
+
+
+def test_a_folder_that_is_not_a_mask2former_checkout_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench().main(["--config-file", CONFIG, "--mask2former", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(tmp_path) in err and "not a Mask2Former checkout" in err and "Traceback" not in err
+
+
+def _reference_module():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        return importlib.import_module("mask2former_reference")
+    finally:
+        sys.path.pop(0)
+
+
+def test_checkout_imports_without_the_compiled_op(tmp_path, monkeypatch):
+    """The checkout's own import of the CUDA op passes (a stand-in without its functions), so the
+    reference's deformable attention reaches its pure-PyTorch fallback; nothing else is changed."""
+    package = tmp_path / "mask2former"
+    package.mkdir()
+    (package / "maskformer_model.py").write_text("")
+    (package / "__init__.py").write_text(
+        "import MultiScaleDeformableAttention as MSDA\nHAS_OP = hasattr(MSDA, 'ms_deform_attn_forward')\n")
+    for name in ("mask2former", "MultiScaleDeformableAttention"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = _reference_module().import_mask2former(str(tmp_path))
+    assert module.__file__ == str(package / "__init__.py") and module.HAS_OP is False
+    for name in ("mask2former", "MultiScaleDeformableAttention"):
+        sys.modules.pop(name, None)
+
+
+def test_reference_config_takes_the_configs_values_and_keeps_its_own_keys():
+    from detectron2.config import CfgNode as CN
+
+    ref = CN({"MODEL": {"MASK_FORMER": {"HIDDEN_DIM": 256, "TRANSFORMER_IN_FEATURE": "x"}, "DEVICE": "cuda"}})
+    ours = CN({"MODEL": {"MASK_FORMER": {"HIDDEN_DIM": 128, "CLASSIFIER": "embedding"}, "DEVICE": "cpu",
+                         "EFFICIENTNET": {"WEIGHTS": "imagenet"}}})
+    _reference_module()._copy_common(ref, ours)
+    assert ref.MODEL.MASK_FORMER.HIDDEN_DIM == 128 and ref.MODEL.DEVICE == "cpu"
+    assert ref.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE == "x"  # the reference's own key stays
+    assert ref.MODEL.EFFICIENTNET.WEIGHTS == "imagenet"  # zsi_d2's backbone keys come along

@@ -18,10 +18,14 @@ models again alternating; its headline ratio is config s/image over the yardstic
 yardstick of ../shared/reference/zero_shot_facts.md section 6).
 
 Peak memory is a process-wide high-water mark (VmHWM, else ru_maxrss; Linux's ru_maxrss survives
-fork + exec, so a child's would show the parent's peak): the timing process holds both models, so each
+fork + exec, so a child's would show the parent's peak): the timing process holds every model, so each
 model is also run alone in a child process (`--peak-only`, same steps and images) for a clean
 per-model peak (--no-peak-children skips them). --data random replaces the datasets by random images
 of the config's INPUT size with random boxes/masks of the model's classes, for configs without data.
+
+--mask2former PATH adds a third model, the published Mask2Former's own code from a local checkout at
+the config's architecture (tools/mask2former_reference.py), interleaved with the other two, and
+reports the config's train step and inference per image as ratios to the reference's, pair by pair.
 """
 import argparse
 import contextlib
@@ -59,7 +63,7 @@ from benchmark_step import step  # noqa: E402  (forward + backward + optimiser s
 logger = logging.getLogger("zsi_d2.benchmark")
 
 DEFAULT_YARDSTICK = "configs/zs_shapes/projection_mask_rcnn.yaml"
-SIDES = ("yardstick", "config")
+SIDES = ("yardstick", "config", "reference")
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Side:
     train_batches: list = field(default_factory=list)
     test_inputs: list = field(default_factory=list)
     test_name: Optional[str] = None
+    has_class_set: bool = True  # zsi_d2 models switch to the test set's classes; the reference cannot
     train_s: List[float] = field(default_factory=list)
     inference_s: List[float] = field(default_factory=list)
 
@@ -177,7 +182,7 @@ def time_inference(sides, images, warmup):
     with contextlib.ExitStack() as stack:
         for side in sides:
             stack.enter_context(inference_context(side.model))
-            if side.test_name:
+            if side.test_name and side.has_class_set:
                 stack.enter_context(use_class_set(side.model, side.test_name))
         stack.enter_context(torch.no_grad())
         for i in range(warmup + images):
@@ -278,7 +283,7 @@ def format_table(result):
         f"{result['inference_images']} inference images (batch 1), data: {result['data']}; median (IQR)",
         f"{'':<10} {'model':<28} {'params':>8} {'train s/step':>22} {'inference s/image':>22} {'peak RSS MiB':>13}",
     ]
-    for role, s in (("yardstick", y), ("config", c)):
+    for role, s in ((role, result[role]) for role in SIDES if role in result):
         peak = result["peak_rss_mib"].get(role)
         lines.append(f"{role:<10} {s['label'][:28]:<28} {s['params'] / 1e6:>7.2f}M {_fmt(s['train']):>22} "
                      f"{_fmt(s['inference']):>22} {('-' if peak is None else f'{peak:.0f}'):>13}")
@@ -286,8 +291,18 @@ def format_table(result):
         f"config train step / yardstick train step (per pair):   {_fmt(r['train'])}",
         f"config inference per image / yardstick train step:     {_fmt(r['inference_vs_yardstick_train'])}",
         f"config inference / yardstick inference (per pair):     {_fmt(r['inference_vs_yardstick_inference'])}",
+    ]
+    if "reference" in result:
+        rr, rc = result["ratios_reference"], result["ratios_config_to_reference"]
+        lines += [
+            f"reference train step / yardstick train step (per pair): {_fmt(rr['train'])}",
+            f"reference inference per image / yardstick train step:  {_fmt(rr['inference_vs_yardstick_train'])}",
+            f"config train step / reference train step (per pair):   {_fmt(rc['train'])}",
+            f"config inference / reference inference (per pair):     {_fmt(rc['inference_vs_yardstick_inference'])}",
+        ]
+    lines += [
         f"peak RSS = process high-water mark (VmHWM): per model from a child process running it alone (above); "
-        f"the timing process, both models: {result['peak_rss_mib']['timing_process']:.0f} MiB; "
+        f"the timing process, all models: {result['peak_rss_mib']['timing_process']:.0f} MiB; "
         f"imports alone: {result['peak_rss_mib'].get('after_imports') or float('nan'):.0f} MiB",
     ]
     return "\n".join(lines)
@@ -307,6 +322,9 @@ def get_parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the full result (every timing) here")
     parser.add_argument("--no-peak-children", action="store_true", help="skip the per-model peak-RSS processes")
+    parser.add_argument("--mask2former", metavar="PATH",
+                        help="a local facebookresearch/Mask2Former checkout: also time its own model at the config's "
+                             "architecture (the reference), interleaved with the other two")
     parser.add_argument("--peak-only", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--peak-json", help=argparse.SUPPRESS)
     parser.add_argument("--yardstick-opts", nargs="*", default=[], help="KEY VALUE pairs for the yardstick")
@@ -314,9 +332,25 @@ def get_parser():
     return parser
 
 
+def reference_side(root, cfg):
+    """The published Mask2Former at `cfg`'s architecture (it has no class set to switch)."""
+    import mask2former_reference as m2f
+
+    commit = m2f.mask2former_commit(root)
+    return Side("reference", f"Mask2Former {commit}".strip(), m2f.reference_cfg(cfg, root), has_class_set=False)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.mask2former:
+        import mask2former_reference as m2f
+
+        try:
+            m2f.import_mask2former(args.mask2former)
+        except FileNotFoundError as e:
+            parser.error(str(e))
     setup_logger()
     setup_logger(name="zsi_d2")
     torch.set_num_threads(args.threads)
@@ -325,6 +359,8 @@ def main(argv=None):
                   load_cfg(args.yardstick, args.yardstick_opts, args.batch)),
              Side("config", os.path.splitext(os.path.basename(args.config_file))[0],
                   load_cfg(args.config_file, args.opts, args.batch))]
+    if args.mask2former:
+        sides.append(reference_side(args.mask2former, sides[1].cfg))
     if args.peak_only:
         at_start = peak_rss_mib()  # imports only (torch alone is ~0.5 GiB): the floor under every peak
         side = prepare(next(s for s in sides if s.role == args.peak_only), args.data, steps, images, args.seed)
@@ -353,12 +389,16 @@ def main(argv=None):
               "inference_images": args.inference_images, "data": args.data, **records,
               "ratios": ratios(records["yardstick"], records["config"]),
               "peak_rss_mib": {"timing_process": peak_rss_mib(), "timing_process_ru_maxrss": ru_maxrss_mib(),
-                               "yardstick": None, "config": None},
+                               **{side.role: None for side in sides}},
               "peak_rss_note": "process high-water marks (VmHWM; ru_maxrss where there is no /proc): timing_process "
-                               "holds both models; yardstick / config each ran alone in a child process"}
+                               "holds every model; each also ran alone in a child process"}
+    if "reference" in records:
+        result["ratios_reference"] = ratios(records["yardstick"], records["reference"])
+        result["ratios_config_to_reference"] = ratios(records["reference"], records["config"])
     if not args.no_peak_children:
+        roles = [side.role for side in sides]
         del sides  # the children run after timing, one at a time, so they never compete with it
-        for role in SIDES:
+        for role in roles:
             child = run_peak_child(role, argv)
             result["peak_rss_mib"][role] = child["peak_rss_mib"]
             result["peak_rss_mib"][f"{role}_after_train"] = child["peak_rss_mib_after_train"]
