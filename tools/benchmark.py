@@ -275,7 +275,7 @@ def _fmt(s, digits=3):
 
 
 def format_table(result):
-    m, y, c, r = result["machine"], result["yardstick"], result["config"], result["ratios"]
+    m, c, r = result["machine"], result["config"], result["ratios"]
     lines = [
         f"machine: {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, {m['torch_threads']} thread(s); "
         f"load average {m['load_avg_start'][0]:.2f} at start, {m['load_avg_end'][0]:.2f} at end",
