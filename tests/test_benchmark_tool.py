@@ -29,12 +29,16 @@ CONFIG_OPTS = [
 ]
 
 
-def _bench():
+def _tool(name):
     sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
     try:
-        return importlib.import_module("benchmark")
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def _bench():
+    return _tool("benchmark")
 
 
 def _argv(json_path, *extra, iters=ITERS, warmup=WARMUP, images=IMAGES):
@@ -131,14 +135,6 @@ def test_a_folder_that_is_not_a_mask2former_checkout_is_one_line(tmp_path, capsy
     assert str(tmp_path) in err and "not a Mask2Former checkout" in err and "Traceback" not in err
 
 
-def _reference_module():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-    try:
-        return importlib.import_module("mask2former_reference")
-    finally:
-        sys.path.pop(0)
-
-
 def test_checkout_imports_without_the_compiled_op(tmp_path, monkeypatch):
     """The checkout's own import of the CUDA op passes (a stand-in without its functions), so the
     reference's deformable attention reaches its pure-PyTorch fallback; nothing else is changed."""
@@ -150,7 +146,7 @@ def test_checkout_imports_without_the_compiled_op(tmp_path, monkeypatch):
     for name in ("mask2former", "MultiScaleDeformableAttention"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    module = _reference_module().import_mask2former(str(tmp_path))
+    module = _tool("mask2former_reference").import_mask2former(str(tmp_path))
     assert module.__file__ == str(package / "__init__.py") and module.HAS_OP is False
     for name in ("mask2former", "MultiScaleDeformableAttention"):
         sys.modules.pop(name, None)
@@ -162,7 +158,7 @@ def test_reference_config_takes_the_configs_values_and_keeps_its_own_keys():
     ref = CN({"MODEL": {"MASK_FORMER": {"HIDDEN_DIM": 256, "TRANSFORMER_IN_FEATURE": "x"}, "DEVICE": "cuda"}})
     ours = CN({"MODEL": {"MASK_FORMER": {"HIDDEN_DIM": 128, "CLASSIFIER": "embedding"}, "DEVICE": "cpu",
                          "EFFICIENTNET": {"WEIGHTS": "imagenet"}}})
-    _reference_module()._copy_common(ref, ours)
+    _tool("mask2former_reference")._copy_common(ref, ours)
     assert ref.MODEL.MASK_FORMER.HIDDEN_DIM == 128 and ref.MODEL.DEVICE == "cpu"
     assert ref.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE == "x"  # the reference's own key stays
     assert ref.MODEL.EFFICIENTNET.WEIGHTS == "imagenet"  # zsi_d2's backbone keys come along
