@@ -59,6 +59,7 @@ from zsi_d2.modeling.class_set import use_class_set
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_step import step  # noqa: E402  (forward + backward + optimiser step, timed)
+import mask2former_reference as m2f  # noqa: E402  (imports Mask2Former only when asked to)
 
 logger = logging.getLogger("zsi_d2.benchmark")
 
@@ -334,8 +335,6 @@ def get_parser():
 
 def reference_side(root, cfg):
     """The published Mask2Former at `cfg`'s architecture (it has no class set to switch)."""
-    import mask2former_reference as m2f
-
     commit = m2f.mask2former_commit(root)
     return Side("reference", f"Mask2Former {commit}".strip(), m2f.reference_cfg(cfg, root), has_class_set=False)
 
@@ -345,8 +344,6 @@ def main(argv=None):
     parser = get_parser()
     args = parser.parse_args(argv)
     if args.mask2former:
-        import mask2former_reference as m2f
-
         try:
             m2f.import_mask2former(args.mask2former)
         except FileNotFoundError as e:
