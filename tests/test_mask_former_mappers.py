@@ -302,3 +302,261 @@ def test_zs_shapes_instance_and_semantic_mappers():
         assert out["instances"].gt_classes.tolist() == sorted(set(np.unique(sem)) - {255})
         assert (out["instances"].gt_masks.any(0).numpy() == (sem != 255)).all()
         assert "annotations" not in out
+
+
+# ---- training augmentations (INPUT.AUGMENTATION) ----
+
+def test_augmentation_is_chosen_by_config():
+    names = lambda m: [type(getattr(a, "tfm", a)).__name__ for a in m.augmentations.augs]  # noqa: E731
+    lsj = build_dataset_mapper(_cfg("mask_former_panoptic", "INPUT.AUGMENTATION", "lsj", "INPUT.RANDOM_FLIP",
+                                    "horizontal", "INPUT.IMAGE_SIZE", "96", "INPUT.MIN_SCALE", "0.5",
+                                    "INPUT.MAX_SCALE", "1.5"), True)
+    assert names(lsj) == ["RandomFlip", "ResizeScale", "FixedSizeCrop"]
+    flip, resize, crop = lsj.augmentations.augs
+    assert flip.horizontal and not flip.vertical
+    assert (resize.min_scale, resize.max_scale, resize.target_height, resize.target_width) == (0.5, 1.5, 96, 96)
+    assert tuple(crop.crop_size) == (96, 96) and crop.pad and crop.pad_value == 128
+    # test mode: the test resize whatever the training recipe (as Mask2Former's test loader)
+    assert names(MaskFormerPanopticMapper(lsj_cfg := _cfg("mask_former_panoptic", "INPUT.AUGMENTATION", "lsj"),
+                                          False)) == ["ResizeShortestEdge"]
+    assert lsj_cfg.INPUT.AUGMENTATION == "lsj"
+
+    sem = build_dataset_mapper(_cfg("mask_former_semantic", "INPUT.AUGMENTATION", "resize_then_crop",
+                                    "INPUT.RANDOM_FLIP", "horizontal", "INPUT.CROP.ENABLED", "True",
+                                    "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE", "(64, 64)",
+                                    "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA", "0.75", "INPUT.COLOR_AUG_SSD", "True"), True)
+    assert names(sem) == ["ResizeShortestEdge", "RandomCrop_CategoryAreaConstraint", "ColorAugSSDTransform",
+                          "RandomFlip"]
+    crop = sem.augmentations.augs[1]
+    assert (crop.single_category_max_area, crop.ignored_category, tuple(crop.crop_aug.crop_size)) == (0.75, 255, (64, 64))
+    # the default keeps detectron2's DatasetMapper order: crop first, then resize
+    default = build_dataset_mapper(_cfg("mask_former_panoptic", "INPUT.CROP.ENABLED", "True"), True)
+    assert names(default) == ["RandomCrop", "ResizeShortestEdge"]
+
+    with pytest.raises(ValueError, match="'shortest_edge', 'lsj', 'resize_then_crop'"):
+        build_dataset_mapper(_cfg("mask_former_panoptic", "INPUT.AUGMENTATION", "LSJ"), True)
+    with pytest.raises(ValueError, match="MIN_SCALE <= INPUT.MAX_SCALE"):
+        build_dataset_mapper(_cfg("mask_former_panoptic", "INPUT.AUGMENTATION", "lsj", "INPUT.MIN_SCALE", "2.5"), True)
+
+
+class _PadBottomRight(T.Augmentation):
+    """Pads 8 rows and 12 columns, writing `seg_pad_value` into segmentations (detectron2 0.6's
+    FixedSizeCrop writes 0, later releases 255)."""
+
+    def __init__(self, seg_pad_value):
+        super().__init__()
+        self.seg_pad_value = seg_pad_value
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        return T.PadTransform(0, 0, 12, 8, w, h, pad_value=128, seg_pad_value=self.seg_pad_value)
+
+
+@pytest.mark.parametrize("seg_pad_value", [0, 1, 255])
+def test_padding_is_in_no_target_and_ignored_in_sem_seg(tmp_path, seg_pad_value):
+    """Whatever value the pad transform writes into segmentations, the padded pixels are no mask
+    pixel (panoptic PNG, RLE and bitmask annotations) and the ignore label in sem_seg."""
+    ids, image, sem, paths = _write(tmp_path)
+    pad = np.ones((H + 8, W + 12), bool)
+    pad[:H, :W] = False
+    for ignore_label in (255, 3):
+        out = _mapper(MaskFormerPanopticMapper, _PadBottomRight(seg_pad_value), ignore_label=ignore_label)(
+            _panoptic_dict(paths))
+        assert out["image"].shape == (3, H + 8, W + 12) and (out["image"].permute(1, 2, 0).numpy()[pad] == 128).all()
+        assert (out["sem_seg"].numpy()[pad] == ignore_label).all()
+        assert (out["sem_seg"].numpy()[~pad].reshape(H, W) == sem).all()
+        assert out["instances"].gt_classes.tolist() == [3, 0, 1]
+        assert not out["instances"].gt_masks.numpy()[:, pad].any()
+
+    rle_mask = np.zeros((H, W), np.uint8, order="F")
+    rle_mask[20:30, 5:9] = 1
+    d = {"file_name": paths["image"], "image_id": 1, "height": H, "width": W, "annotations": [
+        {"bbox": [5, 20, 4, 10], "bbox_mode": 1, "category_id": 2, "segmentation": mask_util.encode(rle_mask),
+         "iscrowd": 0},
+        {"bbox": [5, 20, 4, 10], "bbox_mode": 1, "category_id": 4, "segmentation": rle_mask.copy(), "iscrowd": 0},
+        {"bbox": [2, 3, 10, 6], "bbox_mode": 1, "category_id": 5, "iscrowd": 0,
+         "segmentation": [[2.0, 3.0, 12.0, 3.0, 12.0, 9.0, 2.0, 9.0]]},
+    ]}
+    inst = _mapper(MaskFormerInstanceMapper, _PadBottomRight(seg_pad_value))(d)["instances"]
+    assert inst.gt_classes.tolist() == [2, 4, 5]
+    assert not inst.gt_masks.numpy()[:, pad].any()
+    assert (inst.gt_masks[0].numpy()[:H, :W] == rle_mask.astype(bool)).all()
+
+    out = _mapper(MaskFormerSemanticMapper, _PadBottomRight(seg_pad_value))(
+        {"file_name": paths["image"], "image_id": 1, "sem_seg_file_name": paths["sem"]})
+    assert (out["sem_seg"].numpy()[pad] == 255).all() and out["instances"].gt_classes.tolist() == [0, 1, 3]
+    assert not out["instances"].gt_masks.numpy()[:, pad].any()
+
+
+# ---- LSJ on a real COCO panoptic image (../shared/data) ----
+
+def _coco_panoptic_sample(tmp_path):
+    """[(photo dict, colour dict)] for the two real COCO images: the colour dict's image is the
+    panoptic PNG itself, so a pixel's colour is its segment id (R + 256 G + 256^2 B). A sem_seg PNG
+    (category index per pixel, VOID 255) is written next to them."""
+    from coco_fixtures import SHARED_PANOPTIC, SHARED_PANOPTIC_MISSING
+
+    if not os.path.isdir(SHARED_PANOPTIC):
+        pytest.skip(SHARED_PANOPTIC_MISSING)
+    with open(os.path.join(SHARED_PANOPTIC, "panoptic_coco_categories.json")) as f:
+        index = {c["id"]: i for i, c in enumerate(json.load(f))}
+    with open(os.path.join(SHARED_PANOPTIC, "panoptic_examples.json")) as f:
+        sample = json.load(f)
+    images = {im["id"]: im for im in sample["images"]}
+    pairs = []
+    for rec in sample["annotations"]:
+        image = images[rec["image_id"]]
+        png = os.path.join(SHARED_PANOPTIC, "panoptic_examples", rec["file_name"])
+        ids = rgb2id(np.array(Image.open(png).convert("RGB")))
+        sem = np.full(ids.shape, 255, np.uint8)
+        segments = []
+        for s in rec["segments_info"]:
+            sem[ids == s["id"]] = index[s["category_id"]]
+            segments.append({"id": s["id"], "category_id": index[s["category_id"]], "iscrowd": s["iscrowd"]})
+        sem_path = str(tmp_path / rec["file_name"])
+        Image.fromarray(sem).save(sem_path)
+        photo = {"file_name": os.path.join(SHARED_PANOPTIC, "input_images", image["file_name"]),
+                 "image_id": rec["image_id"], "height": image["height"], "width": image["width"],
+                 "pan_seg_file_name": png, "sem_seg_file_name": sem_path, "segments_info": segments}
+        pairs.append((photo, dict(photo, file_name=png)))
+    return pairs
+
+
+def _panoptic_config_mapper():
+    """The training mapper of the shipped COCO panoptic config (its LSJ values, its ignore label)."""
+    from conftest import REPO_ROOT
+    from zsi_d2.config import get_zsi_d2_cfg
+
+    cfg = get_zsi_d2_cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs/mask_former/coco/panoptic_119_14.yaml"))
+    return cfg, build_dataset_mapper(cfg, True)
+
+
+def _stable(ids):
+    """Pixels whose 3 x 3 neighbourhood has one id (not a bilinear blend of two colours)."""
+    same = np.ones(ids.shape, bool)
+    padded = np.pad(ids, 1, mode="edge")
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            same &= padded[dy:dy + ids.shape[0], dx:dx + ids.shape[1]] == ids
+    return same
+
+
+def _check_lsj_draw(mapper, size, colour, photo, seed):
+    """One LSJ draw of the colour-coded image (and of the photo, when given, with the same seed):
+    the checks of the test below. Returns the visible content's (height, width)."""
+    known = {s["id"]: s for s in colour["segments_info"]}
+    np.random.seed(seed)
+    out = mapper(colour)
+    img, inst, sem = out["image"].permute(1, 2, 0).numpy(), out["instances"], out["sem_seg"].numpy()
+    assert img.shape == (size, size, 3) and sem.shape == (size, size) and inst.image_size == (size, size)
+
+    # the padding (bottom / right, FixedSizeCrop): grey, in no mask, ignored in sem_seg
+    rows, cols = np.nonzero(~(img == 128).all(-1))
+    h, w = rows.max() + 1, cols.max() + 1
+    pad = np.ones((size, size), bool)
+    pad[:h, :w] = False
+    masks = inst.gt_masks.numpy()
+    assert (img[pad] == 128).all() and (sem[pad] == 255).all() and not masks[:, pad].any()
+
+    # colour test: on unblended pixels, the segment the image's colour names is the one mask covering it
+    ids = rgb2id(img)
+    ids[pad] = -1
+    check = _stable(ids) & np.isin(ids, list(known) + [0])
+    assert check.sum() > 0.3 * (~pad).sum()
+    for sid, seg in known.items():
+        where = check & (ids == sid)
+        if seg["iscrowd"] or not where.any():
+            continue
+        (k,) = [i for i, m in enumerate(masks) if m[where].any()]
+        assert inst.gt_classes[k] == seg["category_id"]
+        assert (masks[k][check] == (ids[check] == sid)).all()
+
+    # the targets painted by class are the sem_seg map, crowd segments excepted
+    painted = np.full((size, size), 255)
+    for m, c in zip(masks, inst.gt_classes.tolist()):
+        assert (painted[m] == 255).all(), "targets overlap"
+        painted[m] = c
+    crowd = np.isin(ids, [sid for sid, s in known.items() if s["iscrowd"]])
+    assert (painted[check & ~crowd] == sem[check & ~crowd]).all()
+
+    if photo is not None:  # same draw (it depends on the image size only): same targets, grey padding
+        np.random.seed(seed)
+        out_photo = mapper(photo)
+        assert out_photo["image"].shape == (3, size, size)
+        assert (out_photo["instances"].gt_masks == inst.gt_masks).all()
+        assert (out_photo["image"].permute(1, 2, 0).numpy()[pad] == 128).all()
+    return h, w
+
+
+def test_lsj_on_real_coco_images_gives_fixed_size_aligned_targets(tmp_path):
+    """The panoptic config's LSJ mapper on the real COCO sample: every draw is IMAGE_SIZE square;
+    where the image's colour names a segment, exactly that segment's mask covers the pixel; the
+    padding is grey, in no mask and ignored in sem_seg; painting the targets by class gives sem_seg;
+    draws both pad (the whole image visible, at the drawn scale) and crop (no padding)."""
+    cfg, mapper = _panoptic_config_mapper()
+    size, lo = cfg.INPUT.IMAGE_SIZE, cfg.INPUT.MIN_SCALE
+    pairs = _coco_panoptic_sample(tmp_path)
+    scales, cropped = [], 0
+    for seed in range(20):  # until both kinds of draw were seen (about 6 draws)
+        photo, colour = pairs[seed % len(pairs)]
+        h, w = _check_lsj_draw(mapper, size, colour, photo if seed < len(pairs) else None, seed)
+        if h < size and w < size:  # the whole resized image is visible: its longer side is scale x size
+            scales.append(max(h, w) / size)
+            assert abs(h / w - colour["height"] / colour["width"]) < 0.05
+        cropped += (h, w) == (size, size)
+        if cropped and len(scales) >= 2 and max(scales) - min(scales) > 0.2:
+            break
+    assert cropped and len(scales) >= 2, (cropped, scales)
+    # without the resize the visible content would be the original size at every draw
+    assert all(lo - 2 / size <= s <= 1 for s in scales) and max(scales) - min(scales) > 0.2
+
+
+def test_lsj_scale_is_drawn_within_the_configured_range():
+    """Over many draws the resize is a random share of IMAGE_SIZE in [MIN_SCALE, MAX_SCALE], reaching
+    both ends, and the output is IMAGE_SIZE square (shapes only: no pixel is resized here)."""
+    cfg, mapper = _panoptic_config_mapper()
+    size, lo, hi = cfg.INPUT.IMAGE_SIZE, cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE
+    np.random.seed(0)
+    scales = []
+    for h, w in [(427, 640), (640, 360), (size, size)]:
+        for _ in range(300):
+            shape = (h, w)
+            out_shape = None
+            for aug in mapper.augmentations.augs:
+                tfm = aug.get_transform(np.empty((*shape, 3), np.uint8))
+                for t in getattr(tfm, "transforms", [tfm]):
+                    if isinstance(t, T.ResizeTransform):
+                        scales.append(max(t.new_h, t.new_w) / size)
+                        assert abs(t.new_h / t.new_w - h / w) < 0.05
+                        shape = (t.new_h, t.new_w)
+                    elif isinstance(t, T.CropTransform):
+                        shape = (min(shape[0] - t.y0, t.h), min(shape[1] - t.x0, t.w))  # numpy slicing
+                    elif isinstance(t, T.PadTransform):
+                        shape = (shape[0] + t.y0 + t.y1, shape[1] + t.x0 + t.x1)
+                    else:
+                        assert isinstance(t, (T.HFlipTransform, T.NoOpTransform)), t
+                out_shape = shape
+            assert out_shape == (size, size)
+    assert len(scales) == 900
+    assert all(lo - 1 / size <= s <= hi + 1 / size for s in scales)
+    assert min(scales) < lo + 0.1 and max(scales) > hi - 0.1
+
+
+def test_resize_then_crop_crops_the_resized_image(tmp_path):
+    """MaskFormer's semantic recipe crops after resizing (detectron2's DatasetMapper crops first, where a
+    crop as large as the image does nothing); targets and sem_seg follow the image."""
+    ids, image, sem, paths = _write(tmp_path)
+    opts = ["INPUT.MIN_SIZE_TRAIN", f"({2 * H},)", "INPUT.MAX_SIZE_TRAIN", "1000", "INPUT.CROP.ENABLED", "True",
+            "INPUT.CROP.TYPE", "absolute", "INPUT.CROP.SIZE", f"({H}, {H})"]
+    d = {"file_name": paths["image"], "image_id": 1, "sem_seg_file_name": paths["sem"]}
+    out = MaskFormerSemanticMapper(_cfg("mask_former_semantic", "INPUT.AUGMENTATION", "resize_then_crop", *opts), True)(d)
+    assert out["image"].shape == (3, H, H) and out["sem_seg"].shape == (H, H)
+    big = np.kron(sem, np.ones((2, 2), np.uint8))  # the 2x nearest resize, of which a H x H window is kept
+    windows = [big[y:y + H, x:x + H] for y in range(H + 1) for x in range(2 * W - H + 1)]
+    assert any((out["sem_seg"].numpy() == win).all() for win in windows)
+    for mask, c in zip(out["instances"].gt_masks.numpy(), out["instances"].gt_classes.tolist()):
+        assert (mask == (out["sem_seg"].numpy() == c)).all()
+    # the default order: the H x H crop of the original, then the resize to 2H
+    out = MaskFormerSemanticMapper(_cfg("mask_former_semantic", *opts), True)(d)
+    assert out["image"].shape == (3, 2 * H, 2 * H)

@@ -3,14 +3,19 @@ from detectron2.data import DatasetMapper
 
 from ...errors import InputValueError
 
-from .mask_former import MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper, rgb2id
+from .mask_former import (
+    AUGMENTATIONS, MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper,
+    build_mask_former_augmentation, rgb2id,
+)
 
 __all__ = [
     "MaskFormerPanopticMapper",
     "MaskFormerInstanceMapper",
     "MaskFormerSemanticMapper",
     "MAPPERS",
+    "AUGMENTATIONS",
     "build_dataset_mapper",
+    "build_mask_former_augmentation",
     "rgb2id",
 ]
 

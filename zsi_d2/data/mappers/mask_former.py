@@ -14,10 +14,22 @@ local class set). What a target is depends on the task:
   indexes `metadata.thing_classes`.
 - semantic: a class present in `sem_seg_file_name` other than the ignore label.
 
+Training augmentations, chosen by cfg.INPUT.AUGMENTATION (`build_mask_former_augmentation`):
+- "shortest_edge" (default): detectron2's `DatasetMapper` recipe (RandomCrop when
+  cfg.INPUT.CROP.ENABLED, then ResizeShortestEdge and flip).
+- "lsj": large-scale jitter, as Mask2Former's COCO "new baseline" mappers: flip, ResizeScale
+  (INPUT.MIN_SCALE..MAX_SCALE of an INPUT.IMAGE_SIZE square), FixedSizeCrop to that square, which
+  pads smaller images (image 128 at the bottom / right).
+- "resize_then_crop": MaskFormer's semantic recipe: ResizeShortestEdge, then a crop that avoids
+  one category filling it (RandomCrop_CategoryAreaConstraint, INPUT.CROP.*), SSD colour jitter
+  (INPUT.COLOR_AUG_SSD), flip.
+In test mode every recipe is ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST), as Mask2Former.
+
 Differences from Mask2Former's mappers, and why:
-- Augmentations are detectron2's (`build_augmentation`: ResizeShortestEdge + flip; RandomCrop
-  when cfg.INPUT.CROP.ENABLED), as `DatasetMapper`; images keep their size (the model pads),
-  so there is no fixed-size padding here and no INPUT.SIZE_DIVISIBILITY.
+- Padding added by an augmentation (LSJ) is in no target and is the ignore label in "sem_seg",
+  whatever value the pad transform writes into segmentations (0 in detectron2 0.6, 255 later:
+  either would read as a class or as mask pixels of RLE annotations). Images otherwise keep their
+  size (the model pads the batch), so there is no INPUT.SIZE_DIVISIBILITY padding here.
 - A target left with no pixel (a segment lost by resizing or cropping, a listed segment absent
   from the PNG) is dropped: it would ask a query to predict an empty mask.
 - The panoptic mapper reads `segments_info` only and ignores other keys (Mask2Former refuses dicts
@@ -41,7 +53,12 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Instances, polygons_to_bitmask
 
-__all__ = ["MaskFormerPanopticMapper", "MaskFormerInstanceMapper", "MaskFormerSemanticMapper", "rgb2id"]
+from ...errors import InputValueError
+
+__all__ = [
+    "MaskFormerPanopticMapper", "MaskFormerInstanceMapper", "MaskFormerSemanticMapper", "rgb2id",
+    "AUGMENTATIONS", "build_mask_former_augmentation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +117,69 @@ def _ignore_label(cfg, is_train: bool) -> int:
     return int(getattr(MetadataCatalog.get(names[0]), "ignore_label", default))
 
 
+def _flip(cfg) -> List:
+    if cfg.INPUT.RANDOM_FLIP == "none":
+        return []
+    return [T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical")]
+
+
+def _shortest_edge(cfg, ignore_label: int) -> List:
+    augs = utils.build_augmentation(cfg, True)
+    if cfg.INPUT.CROP.ENABLED:
+        augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+    return augs
+
+
+def _lsj(cfg, ignore_label: int) -> List:
+    size, lo, hi = int(cfg.INPUT.IMAGE_SIZE), float(cfg.INPUT.MIN_SCALE), float(cfg.INPUT.MAX_SCALE)
+    if size <= 0 or not 0 < lo <= hi:
+        raise InputValueError(
+            f"INPUT.AUGMENTATION 'lsj' needs INPUT.IMAGE_SIZE > 0 and 0 < INPUT.MIN_SCALE <= INPUT.MAX_SCALE, "
+            f"got {size}, {lo}, {hi}")
+    return _flip(cfg) + [
+        T.ResizeScale(min_scale=lo, max_scale=hi, target_height=size, target_width=size),
+        T.FixedSizeCrop(crop_size=(size, size)),  # pads with 128 (image) when the resized image is smaller
+    ]
+
+
+def _resize_then_crop(cfg, ignore_label: int) -> List:
+    augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(T.RandomCrop_CategoryAreaConstraint(
+            cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE, cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, ignore_label))
+    if cfg.INPUT.COLOR_AUG_SSD:
+        from detectron2.projects.point_rend import ColorAugSSDTransform  # imported only when used
+
+        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+    return augs + _flip(cfg)
+
+
+# INPUT.AUGMENTATION -> builder of the training augmentations (the module docstring says what each does).
+AUGMENTATIONS = {"shortest_edge": _shortest_edge, "lsj": _lsj, "resize_then_crop": _resize_then_crop}
+
+
+def build_mask_former_augmentation(cfg, is_train: bool, ignore_label: int = 255) -> List:
+    """The augmentations INPUT.AUGMENTATION names (training), or the test resize; a typo fails here."""
+    if not is_train:
+        return utils.build_augmentation(cfg, False)
+    name = cfg.INPUT.AUGMENTATION
+    if name not in AUGMENTATIONS:
+        raise InputValueError(
+            f"unknown INPUT.AUGMENTATION {name!r}; valid: {', '.join(repr(n) for n in AUGMENTATIONS)}")
+    return AUGMENTATIONS[name](cfg, ignore_label)
+
+
+def _padding(transforms: T.TransformList, input_hw: Tuple[int, int]) -> Optional[np.ndarray]:
+    """(H, W) bool of the pixels the transforms padded in, or None when none did.
+
+    Found by transforming a constant map twice (ones and zeros), so whatever value the pad
+    transform writes into segmentations, it differs from one of the two."""
+    if not any(isinstance(t, T.PadTransform) for t in transforms.transforms):
+        return None
+    return ((transforms.apply_segmentation(np.ones(input_hw, np.uint8)) != 1)
+            | (transforms.apply_segmentation(np.zeros(input_hw, np.uint8)) != 0))
+
+
 class _MaskFormerMapper(abc.ABC):
     """Shared reading, augmentation and output; subclasses build the targets."""
 
@@ -128,14 +208,12 @@ class _MaskFormerMapper(abc.ABC):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        augs = utils.build_augmentation(cfg, is_train)
-        if cfg.INPUT.CROP.ENABLED and is_train:
-            augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        ignore_label = _ignore_label(cfg, is_train)
         return {
             "is_train": is_train,
-            "augmentations": augs,
+            "augmentations": build_mask_former_augmentation(cfg, is_train, ignore_label),
             "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": _ignore_label(cfg, is_train),
+            "ignore_label": ignore_label,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -156,14 +234,19 @@ class _MaskFormerMapper(abc.ABC):
             sem_seg = _read_sem_seg(dataset_dict.pop("sem_seg_file_name"))
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         transforms = self.augmentations(aug_input)
+        padding = _padding(transforms, image.shape[:2])
         image, sem_seg = aug_input.image, aug_input.sem_seg
         image_size = tuple(image.shape[:2])
 
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if sem_seg is not None:
             sem_seg = sem_seg.astype("long")
+            if padding is not None:
+                sem_seg[padding] = self.ignore_label
             dataset_dict["sem_seg"] = torch.as_tensor(sem_seg)
         classes, masks = self._read_targets(dataset_dict, transforms, image_size, sem_seg)
+        if padding is not None:
+            masks = [np.logical_and(m, ~padding) for m in masks]
         dataset_dict["instances"] = _targets(image_size, classes, masks)
         return dataset_dict
 
@@ -223,6 +306,8 @@ class MaskFormerInstanceMapper(_MaskFormerMapper):
                 raise ValueError(f"{dataset_dict['file_name']}: an annotation has no 'segmentation'")
             if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
                 obj["segmentation"] = mask_util.frPyObjects(segm, *segm["size"])  # uncompressed RLE
+            elif isinstance(segm, np.ndarray) and segm.ndim == 2:  # detectron2 0.6 transforms RLE, not arrays
+                obj["segmentation"] = mask_util.encode(np.asfortranarray(segm.astype(np.uint8)))
             obj = utils.transform_instance_annotations(obj, transforms, image_size)
             classes.append(obj["category_id"])
             masks.append(_segmentation_to_mask(obj["segmentation"], image_size))

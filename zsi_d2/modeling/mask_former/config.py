@@ -78,4 +78,16 @@ def add_mask_former_config(cfg):
     # Dataset mapper of the training loader: "" (detectron2's DatasetMapper, the R-CNN family),
     # "mask_former_panoptic", "mask_former_instance" or "mask_former_semantic".
     cfg.INPUT.DATASET_MAPPER_NAME = ""
+    # Training augmentations of those mappers: "shortest_edge" (detectron2's DatasetMapper recipe),
+    # "lsj" (large-scale jitter, Mask2Former's COCO recipe) or "resize_then_crop" (MaskFormer's semantic one).
+    cfg.INPUT.AUGMENTATION = "shortest_edge"
+    # "lsj": images resized to a random MIN_SCALE..MAX_SCALE share of an IMAGE_SIZE square, then cropped /
+    # padded to that square (Mask2Former's keys and defaults).
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
+    # "resize_then_crop": crops are redrawn (up to 10 times) while one category fills more than this share.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # "resize_then_crop": SSD-style colour jitter (brightness, contrast, saturation, hue).
+    cfg.INPUT.COLOR_AUG_SSD = False
     return cfg
