@@ -7,18 +7,17 @@ pure PyTorch (no compiled deformable-attention op, unlike Mask2Former), so the w
 traces: backbone, pixel decoder, transformer decoder, classifier for the class set active at
 export time, and the semantic / instance / panoptic rules at the input's resolution.
 
-Inside the trace (`export_inference`): `ZeroShotMaskFormer.inference` itself, with its panoptic
-step (`model._panoptic`, swapped on the instance while tracing) replaced by
-`panoptic_inference_tensors` (the loop rule freezes to the example under a trace), which returns
-per-query tensors instead of `segments_info`. Outside the trace
+Inside the trace (`export_inference`): `ZeroShotMaskFormer.inference` itself, the same rules as
+eager mode (they trace: see `inference.py`), with the panoptic output as per-query tensors
+(`panoptic_as_tensors`) because `segments_info` is a list of dicts. Outside the trace
 (`TracedMaskFormer.__call__`): the flat tuple becomes detectron2's outputs again, `segments_info`
-is built by `panoptic_segments_info`, and `Instances.image_size` becomes a tuple.
+is built by `panoptic_segments_info` as the eager model builds it, and `Instances.image_size`
+becomes a tuple.
 
 The graph is valid for the traced input size only (shapes become constants); `TracedMaskFormer`
 refuses other sizes. The saved file carries the outputs' layout and the class names as JSON
 (`EXTRA_FILE`), so it can be used without this module (C++ / plain `torch.jit.load`).
 """
-import contextlib
 import dataclasses
 import json
 import warnings
@@ -30,7 +29,7 @@ from detectron2.export import TracingAdapter
 from detectron2.export import flatten as _flatten
 from detectron2.structures import Instances
 
-from .inference import panoptic_inference_tensors, panoptic_segments_info
+from .inference import panoptic_segments_info
 
 __all__ = ["export_inference", "trace_mask_former", "TracedMaskFormer", "EXTRA_FILE"]
 
@@ -39,38 +38,14 @@ _JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"  # today's torch: TorchScri
 _SCHEMAS = ("ListSchema", "TupleSchema", "IdentitySchema", "DictSchema", "InstancesSchema", "TensorWrapSchema")
 
 
-def _traceable_panoptic(model):
-    """`model._panoptic` as tensors: (panoptic_seg, {"segment_ids", "category_ids", "isthing"})."""
-
-    def panoptic(mask_cls, mask_pred):
-        seg, segment_ids, classes, isthing = panoptic_inference_tensors(
-            mask_cls, mask_pred, model._is_thing, model.object_mask_threshold, model.overlap_threshold)
-        dataset_ids = model._dataset_ids.to(classes.device)
-        category_ids = dataset_ids[classes.clamp(max=dataset_ids.numel() - 1)]  # "no object" rows: never read
-        return seg, {"segment_ids": segment_ids, "category_ids": category_ids, "isthing": isthing}
-
-    return panoptic
-
-
-@contextlib.contextmanager
-def _export_mode(model):
-    """Swap the model's panoptic step for the traceable one (instance attribute, removed after)."""
-    model._panoptic = _traceable_panoptic(model)
-    try:
-        yield model
-    finally:
-        del model._panoptic
-
-
 def export_inference(model, batched_inputs: List[Dict]) -> List[Dict]:
-    """`TracingAdapter`'s inference_func: `model(batched_inputs)` in eval, with trace-safe panoptic.
+    """`TracingAdapter`'s inference_func: `model(batched_inputs)` in eval, panoptic as tensors.
 
     Outputs per image: "sem_seg", "instances" as eager; "panoptic_seg" = (panoptic_seg (H, W) int32,
     {"segment_ids" (Q,) int32, "category_ids" (Q,) dataset ids, "isthing" (Q,) bool}).
     """
-    with _export_mode(model):
-        images = model.preprocess_image(batched_inputs)
-        return model.inference(model.predict(images.tensor), batched_inputs, images)
+    images = model.preprocess_image(batched_inputs)
+    return model.inference(model.predict(images.tensor), batched_inputs, images, panoptic_as_tensors=True)
 
 
 def _schema_to_json(schema) -> Dict:

@@ -1,19 +1,18 @@
 """Mask-classification inference on one image: semantic, panoptic and instance outputs.
 
 Inputs are one image's query predictions: `mask_cls` (Q, K+1) class logits ("no object" last) and
-`mask_pred` (Q, H, W) mask logits already at the output resolution (`resize_mask_predictions`).
-Classes are *local* indices into the model's active class set; the caller maps them to dataset
-ids. The rules are Mask2Former's (`maskformer_model.py`, semantic/panoptic/instance_inference),
-so thresholds and scores read the same as the published numbers.
+`mask_pred` (Q, H, W) mask logits at the resolution the rule should work at (see
+`resize_mask_predictions`). Classes are *local* indices into the model's active class set; the
+caller maps them to dataset ids. The rules are Mask2Former's (`maskformer_model.py`,
+semantic/panoptic/instance_inference), so thresholds and scores read the same as the published numbers.
 
-Tracing (`torch.jit.trace`): `semantic_inference`, `resize_mask_predictions`, `masks_to_boxes`
-and `instance_inference_tensors` trace to graphs that stay correct for other inputs of the same
-shape (top-k is a fixed size; the thing filter is a boolean index, recorded as a data-dependent
-op). `panoptic_inference` does not: it loops over the kept queries with `.item()` and Python
-branches (overlap rule, stuff merging), which a trace freezes to the example's values;
-`panoptic_inference_tensors` is the same rule vectorised (it traces), and `panoptic_segments_info`
-turns its per-query tensors into `segments_info` outside the trace. `instance_inference` returns
-`Instances`, which detectron2's `TracingAdapter` flattens.
+Every rule traces (`torch.jit.trace`) to a graph that stays correct for other inputs of the same
+shape, so the eager model and its TorchScript export run the same code: no `.item()`, no Python
+branch on values; top-k is a fixed size, the kept queries and the thing filter are boolean or
+integer indices (recorded as data-dependent ops). `panoptic_inference_tensors` returns per-query
+tensors, and `panoptic_segments_info` turns them into `segments_info` outside a trace;
+`panoptic_inference` does both. `instance_inference` returns `Instances`, which detectron2's
+`TracingAdapter` flattens.
 """
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -23,6 +22,8 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
 __all__ = [
+    "upsample_to_padded",
+    "crop_and_resize",
     "resize_mask_predictions",
     "semantic_inference",
     "panoptic_inference",
@@ -34,6 +35,22 @@ __all__ = [
 ]
 
 
+def upsample_to_padded(mask_pred: torch.Tensor, padded_size: Tuple[int, int]) -> torch.Tensor:
+    """(Q, h, w) mask logits -> (Q, H_pad, W_pad): the masks cover the padded batch tensor, so they are
+    upsampled to it before the padding can be cut away (Mask2Former's first step)."""
+    if mask_pred.dim() != 3:
+        raise ValueError(f"upsample_to_padded: expected (Q, h, w) logits, got {tuple(mask_pred.shape)}")
+    return F.interpolate(mask_pred[None], size=tuple(padded_size), mode="bilinear", align_corners=False)[0]
+
+
+def crop_and_resize(x: torch.Tensor, image_size: Tuple[int, int], output_size: Tuple[int, int]) -> torch.Tensor:
+    """(C, H_pad, W_pad) -> (C, out_h, out_w): detectron2's `sem_seg_postprocess`. The padding is cut
+    away (`image_size`, the resized image before padding), then a bilinear resize to `output_size`
+    (the dataset dict's "height", "width"), so outputs align with the original image."""
+    x = x[None, :, : image_size[0], : image_size[1]]
+    return F.interpolate(x, size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+
+
 def resize_mask_predictions(
     mask_pred: torch.Tensor,
     padded_size: Tuple[int, int],
@@ -42,16 +59,12 @@ def resize_mask_predictions(
 ) -> torch.Tensor:
     """Mask logits (Q, h, w) of one padded image -> (Q, out_h, out_w) at the requested output size.
 
-    Mask2Former's order: bilinear upsampling to the padded input size (the masks cover the padded
-    batch tensor), crop away the padding (`image_size`, the resized image before padding), then
-    bilinear resizing to `output_size` (the dataset dict's "height", "width"), as detectron2's
-    `sem_seg_postprocess` does. Resizing logits (not probabilities) keeps the 0-logit boundary.
+    Mask2Former's order when panoptic or instance outputs are on: `upsample_to_padded`, then
+    `crop_and_resize`. Resizing logits (not probabilities) keeps the 0-logit boundary.
     """
     if mask_pred.dim() != 3:
         raise ValueError(f"resize_mask_predictions: expected (Q, h, w) logits, got {tuple(mask_pred.shape)}")
-    x = F.interpolate(mask_pred[None], size=tuple(padded_size), mode="bilinear", align_corners=False)
-    x = x[:, :, : image_size[0], : image_size[1]]
-    return F.interpolate(x, size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+    return crop_and_resize(upsample_to_padded(mask_pred, padded_size), image_size, output_size)
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
@@ -75,66 +88,6 @@ def _as_is_thing(is_thing, num_classes: int, device) -> torch.Tensor:
     return is_thing
 
 
-def panoptic_inference(
-    mask_cls: torch.Tensor,
-    mask_pred: torch.Tensor,
-    is_thing: Union[torch.Tensor, Sequence[bool]],
-    object_mask_threshold: float = 0.8,
-    overlap_threshold: float = 0.8,
-) -> Tuple[torch.Tensor, List[Dict]]:
-    """Non-overlapping segments from query predictions (Mask2Former's rule).
-
-    1. Keep queries whose top class is not "no object" and whose top softmax score is strictly
-       above `object_mask_threshold`.
-    2. Every pixel goes to the kept query maximising score x sigmoid(mask).
-    3. A query becomes a segment on the pixels it wins where its own mask is >= 0.5, unless its
-       won area / its own area (mask >= 0.5) is below `overlap_threshold` (mostly covered by
-       better queries) or either area is 0. As in Mask2Former, the won area counts every pixel
-       the query wins, also where its own mask is below 0.5.
-    4. Queries of one stuff class are merged into one segment (stuff has no instances).
-
-    Returns `panoptic_seg` (H, W) int32 (0 = no segment, segment ids 1..n in query order) and
-    `segments_info` [{"id", "isthing", "category_id": local class index}] (what detectron2's
-    panoptic evaluators read, once category_id is mapped to the dataset's ids).
-    """
-    num_classes = mask_cls.shape[-1] - 1
-    is_thing = _as_is_thing(is_thing, num_classes, mask_cls.device)
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    masks = mask_pred.sigmoid()
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
-
-    h, w = mask_pred.shape[-2:]
-    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
-    segments_info: List[Dict] = []
-    if cur_masks.shape[0] == 0:
-        return panoptic_seg, segments_info
-
-    cur_mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
-    stuff_segment_of_class: Dict[int, int] = {}
-    segment_id = 0
-    for k in range(cur_classes.shape[0]):
-        pred_class = int(cur_classes[k].item())
-        thing = bool(is_thing[pred_class].item())
-        won = cur_mask_ids == k
-        own = cur_masks[k] >= 0.5
-        mask = won & own
-        won_area, own_area = int(won.sum().item()), int(own.sum().item())
-        if won_area == 0 or own_area == 0 or not bool(mask.any()):
-            continue
-        if won_area / own_area < overlap_threshold:
-            continue
-        if not thing and pred_class in stuff_segment_of_class:
-            panoptic_seg[mask] = stuff_segment_of_class[pred_class]
-            continue
-        segment_id += 1
-        panoptic_seg[mask] = segment_id
-        if not thing:
-            stuff_segment_of_class[pred_class] = segment_id
-        segments_info.append({"id": segment_id, "isthing": thing, "category_id": pred_class})
-    return panoptic_seg, segments_info
-
-
 def panoptic_inference_tensors(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
@@ -142,50 +95,79 @@ def panoptic_inference_tensors(
     object_mask_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`panoptic_inference` without a Python loop or `.item()`, so `torch.jit.trace` keeps it correct
-    for other inputs of the same shape.
+    """Non-overlapping segments from query predictions (Mask2Former's rule), as per-query tensors.
 
-    Same rule, same segment ids: the kept queries are a boolean weight (never an index), each
-    pixel's winner is the argmax over all Q of score x mask with the dropped queries at -1 (below
-    any kept value, so ties break in query order as over the kept subset), areas are sums of
-    (Q, H, W) comparisons, the overlap test is float64 like Python's int / int, and a stuff query
-    is drawn with the first *valid* query of its class (stuff merging).
+    1. Keep queries whose top class is not "no object" and whose top softmax score is strictly
+       above `object_mask_threshold`.
+    2. Every pixel goes to the kept query maximising score x sigmoid(mask) (ties: the first).
+    3. A query becomes a segment on the pixels it wins where its own mask is >= 0.5, unless its
+       won area / its own area (mask >= 0.5) is below `overlap_threshold` (mostly covered by
+       better queries) or either area is 0. As in Mask2Former, the won area counts every pixel
+       the query wins, also where its own mask is below 0.5.
+    4. Queries of one stuff class are merged into one segment (stuff has no instances): a valid
+       stuff query is drawn with the first valid query of its class.
+    Segment ids are 1..n in query order. Mask2Former writes this as a loop over the kept queries
+    with `.item()`; here it has no Python loop or branch on values, so `torch.jit.trace` keeps it
+    correct for other inputs and the eager model and its export share it (tests hold it equal to
+    the loop). Only the kept queries' masks are read (one extra sentinel row, scored below every
+    kept query, wins where none is kept), so it costs what the loop costs.
 
-    Returns `panoptic_seg` (H, W) int32 and, per query, `segment_ids` (Q,) int32 (the id of the
-    segment the query opens, 0 where it opens none: dropped, rejected or merged into an earlier
-    stuff query), `classes` (Q,) long local indices and `isthing` (Q,) bool.
-    `panoptic_segments_info` turns the last three into `panoptic_inference`'s `segments_info`.
+    Returns `panoptic_seg` (H, W) int32 (0 = no segment) and, per query, `segment_ids` (Q,) int32
+    (the id of the segment the query opens, 0 where it opens none: dropped, rejected or merged into
+    an earlier stuff query), `classes` (Q,) long local indices and `isthing` (Q,) bool.
     """
     num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
     is_thing = _as_is_thing(is_thing, num_classes, mask_cls.device)
     scores, classes = F.softmax(mask_cls, dim=-1).max(-1)
-    masks = mask_pred.sigmoid()
-    keep = classes.ne(num_classes) & (scores > object_mask_threshold)
     thing = is_thing[classes.clamp(max=num_classes - 1)]  # "no object" rows: any value, never kept
+    if num_queries == 0:  # a shape, not a value: fixed under a trace
+        return mask_pred.new_zeros(mask_pred.shape[-2:], dtype=torch.int32), classes.int(), classes, thing
+    keep = classes.ne(num_classes) & (scores > object_mask_threshold)
 
-    weighted = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * masks, torch.full_like(masks, -1.0))
-    winner = weighted.argmax(0)  # (H, W)
-    query_ids = torch.arange(num_queries, device=mask_cls.device)
-    won = winner.unsqueeze(0) == query_ids.view(-1, 1, 1)  # (Q, H, W)
-    own = masks >= 0.5
-    won_area = won.flatten(1).sum(1)
-    own_area = own.flatten(1).sum(1)
-    overlap = (won & own).flatten(1).any(1)
-    ratio_ok = won_area.double() / own_area.double().clamp(min=1) >= overlap_threshold
-    valid = keep & (won_area > 0) & (own_area > 0) & overlap & ratio_ok
+    kept = keep.nonzero()[:, 0]  # query ids, in order
+    nobody = kept.new_full((1,), num_queries)
+    rows = torch.cat([kept, torch.zeros_like(nobody)])  # + a sentinel row (any mask), weighted -1
+    masks = mask_pred[rows].sigmoid()
+    weights = torch.cat([scores[kept], scores.new_full((1,), -1.0)])
+    row_winner = (weights.view(-1, 1, 1) * masks).argmax(0).flatten()  # (H*W,) rows; the sentinel: no kept query
+    row_query = torch.cat([kept, nobody])
+    winner = row_query[row_winner]  # (H*W,) query ids; num_queries where no query is kept
+    own = (masks >= 0.5).flatten(1)
+    own_at_winner = own.gather(0, row_winner.unsqueeze(0))[0]
+    own_rows = own.sum(1, dtype=torch.int32)  # int32: a default bool sum copies every mask to int64 first
+    own_area = own_rows.new_zeros(num_queries + 1).scatter(0, row_query, own_rows)[:num_queries]
+    won_area = torch.bincount(winner, minlength=num_queries + 1)[:num_queries]
+    drawn_area = torch.bincount(torch.where(own_at_winner, winner, nobody), minlength=num_queries + 1)[:num_queries]
+    ratio_ok = won_area.double() / own_area.double().clamp(min=1) >= overlap_threshold  # float64: Python's int / int
+    valid = keep & (won_area > 0) & (own_area > 0) & (drawn_area > 0) & ratio_ok
 
     # Stuff merging: a valid stuff query points at the first valid stuff query of its class.
+    query_ids = torch.arange(num_queries, device=mask_cls.device)
     valid_stuff = valid & ~thing
     same = valid_stuff.view(-1, 1) & valid_stuff.view(1, -1) & (classes.view(-1, 1) == classes.view(1, -1))
     first = same.int().argmax(1)  # first True per row (argmax returns the first maximum)
     owner = torch.where(valid_stuff, first, query_ids)
     opens = valid & (owner == query_ids)
     segment_ids = torch.where(opens, opens.int().cumsum(0), torch.zeros_like(query_ids)).int()
-    drawn_as = torch.where(valid, segment_ids[owner], torch.zeros_like(segment_ids))  # (Q,)
+    drawn_as = torch.where(valid, segment_ids[owner], torch.zeros_like(segment_ids))
+    drawn_as = torch.cat([drawn_as, drawn_as.new_zeros(1)])  # "nobody" draws nothing
+    panoptic_seg = drawn_as[winner] * own_at_winner  # int32: 0 where the winner's own mask is below 0.5
+    return panoptic_seg.view(mask_pred.shape[-2:]), segment_ids, classes, thing
 
-    own_at_winner = own.gather(0, winner.unsqueeze(0))[0]
-    panoptic_seg = torch.where(own_at_winner, drawn_as[winner], torch.zeros_like(winner).int())
-    return panoptic_seg.int(), segment_ids, classes, thing
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    is_thing: Union[torch.Tensor, Sequence[bool]],
+    object_mask_threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """`panoptic_inference_tensors` in detectron2's format: `panoptic_seg` (H, W) int32 and
+    `segments_info` [{"id", "isthing", "category_id": local class index}] (what detectron2's
+    panoptic evaluators read, once category_id is mapped to the dataset's ids)."""
+    seg, segment_ids, classes, isthing = panoptic_inference_tensors(
+        mask_cls, mask_pred, is_thing, object_mask_threshold, overlap_threshold)
+    return seg, panoptic_segments_info(segment_ids, classes, isthing)
 
 
 def panoptic_segments_info(
@@ -195,7 +177,7 @@ def panoptic_segments_info(
     category_ids: Union[torch.Tensor, Sequence[int], None] = None,
 ) -> List[Dict]:
     """`segments_info` from `panoptic_inference_tensors`' per-query tensors (not traced: a list of
-    dicts). `category_ids` maps local classes to dataset ids (None: keep local indices)."""
+    dicts), sorted by id. `category_ids` maps local classes to dataset ids (None: keep local indices)."""
     opened = segment_ids > 0
     classes = classes[opened].tolist()
     if category_ids is not None:

@@ -22,7 +22,9 @@ from detectron2.structures import ImageList
 
 from ..class_set import ClassSet, default_class_set
 from .criterion import SetCriterion
-from .inference import instance_inference, panoptic_inference, resize_mask_predictions, semantic_inference
+from .inference import (
+    instance_inference, panoptic_inference_tensors, panoptic_segments_info, resize_mask_predictions, semantic_inference,
+)
 from .pixel_decoder import build_pixel_decoder
 from .query_classifier import build_query_classifier
 from .transformer_decoder import build_transformer_decoder
@@ -134,9 +136,13 @@ class ZeroShotMaskFormer(nn.Module):
     def losses(self, outputs: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
         return self.criterion(outputs, targets)
 
-    def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+    def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList,
+                  panoptic_as_tensors: bool = False) -> List[Dict]:
         """Per image: "sem_seg" (stuff_classes channels), "panoptic_seg", "instances" (thing_classes
-        ids), in the dataset dict's height x width."""
+        ids), in the dataset dict's height x width.
+
+        `panoptic_as_tensors`: per-query tensors instead of segments_info (`_panoptic`), for export.
+        """
         padded = tuple(images.tensor.shape[-2:])
         results = []
         for mask_cls, mask_pred, x, image_size in zip(outputs["pred_logits"], outputs["pred_masks"],
@@ -149,17 +155,23 @@ class ZeroShotMaskFormer(nn.Module):
                 sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
                 result["sem_seg"] = sem.index_copy_(0, self._dataset_ids.to(sem.device), local)
             if self.panoptic_on:
-                result["panoptic_seg"] = self._panoptic(mask_cls, mask_pred)
+                result["panoptic_seg"] = self._panoptic(mask_cls, mask_pred, panoptic_as_tensors)
             if self.instance_on:
                 result["instances"] = self._instances(mask_cls, mask_pred)
             results.append(result)
         return results
 
-    def _panoptic(self, mask_cls, mask_pred):
-        panoptic_seg, segments = panoptic_inference(mask_cls, mask_pred, self._is_thing, self.object_mask_threshold,
-                                                    self.overlap_threshold)
-        ids = self._dataset_ids.tolist()
-        return panoptic_seg, [dict(s, category_id=ids[s["category_id"]]) for s in segments]
+    def _panoptic(self, mask_cls, mask_pred, as_tensors: bool = False):
+        """(panoptic_seg, segments_info) with dataset category ids; `as_tensors`: (panoptic_seg,
+        {"segment_ids", "category_ids", "isthing"} per query), the traceable form that
+        `panoptic_segments_info` turns into segments_info (export builds it outside the trace)."""
+        seg, segment_ids, classes, isthing = panoptic_inference_tensors(
+            mask_cls, mask_pred, self._is_thing, self.object_mask_threshold, self.overlap_threshold)
+        dataset_ids = self._dataset_ids.to(classes.device)
+        category_ids = dataset_ids[classes.clamp(max=dataset_ids.numel() - 1)]  # "no object" rows: never read
+        if as_tensors:
+            return seg, {"segment_ids": segment_ids, "category_ids": category_ids, "isthing": isthing}
+        return seg, panoptic_segments_info(segment_ids, category_ids, isthing)
 
     def _instances(self, mask_cls, mask_pred):
         thing = self._thing_ids.to(mask_cls.device)
