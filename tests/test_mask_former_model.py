@@ -2,16 +2,19 @@
 spaces, class sets from the metadata, the leakage guard, and its optimiser / schedule."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 import zsi_d2  # noqa: F401
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.engine import build_lr_scheduler, build_optimizer
 from zsi_d2.errors import InputValueError
 from zsi_d2.modeling.class_set import use_class_set
+from zsi_d2.modeling.mask_former.inference import instance_inference, panoptic_inference
 
 CONFIG = "configs/mask_former/zs_shapes/mask_former_embedding.yaml"
 TRAIN, VAL = "zs_shapes_tiny_train_panoptic", "zs_shapes_tiny_val_panoptic"
@@ -78,6 +81,75 @@ def test_outputs_follow_detectron2s_label_spaces(model_and_batch):
     assert len(inst) > 0 and inst.pred_classes.max() < len(inst_meta.thing_classes)
     stuff = set(inst_meta.stuff_classes) - set(inst_meta.thing_classes)
     assert not {inst_meta.thing_classes[c] for c in inst.pred_classes.tolist()} & stuff
+
+
+# A val image as the test mapper hands it after resizing: 70 x 100, padded to 96 x 128 in the batch
+# (so the padding must be cut), with the original 105 x 150 in "height" / "width".
+RESIZED, PADDED, ORIGINAL = (70, 100), (96, 128), (105, 150)
+
+
+def _resized_input_and_predictions(cfg, model):
+    image = DatasetMapper(cfg, is_train=False)(DatasetCatalog.get(VAL)[0])["image"].float()
+    x = {"image": F.interpolate(image[None], size=RESIZED, mode="bilinear", align_corners=False)[0],
+         "height": ORIGINAL[0], "width": ORIGINAL[1]}
+    images = model.preprocess_image([x])
+    assert tuple(images.tensor.shape[-2:]) == PADDED
+    with torch.no_grad():
+        pred = model.predict(images.tensor)
+    mask_cls = pred["pred_logits"][0]
+    up = F.interpolate(pred["pred_masks"], size=PADDED, mode="bilinear", align_corners=False)[0]  # Mask2Former's
+    return x, mask_cls, up
+
+
+def _semantic(mask_cls, masks):
+    """Mask2Former's semantic_inference."""
+    return torch.einsum("qc,qhw->chw", F.softmax(mask_cls, dim=-1)[..., :-1], masks.sigmoid())
+
+
+def test_outputs_are_at_the_dataset_dict_size_after_resizing(model_and_batch, monkeypatch):
+    """Every output at the dict's height x width, from masks upsampled to the padded size, cropped to
+    the resized image and resized (Mask2Former's order with panoptic / instance on)."""
+    cfg, model, _ = model_and_batch
+    model.eval()
+    monkeypatch.setattr(model, "object_mask_threshold", 0.0)  # an untrained model: keep queries
+    monkeypatch.setattr(model, "overlap_threshold", 0.0)
+    with use_class_set(model, VAL):
+        x, mask_cls, up = _resized_input_and_predictions(cfg, model)
+        with torch.no_grad():
+            out = model([x])[0]
+        masks = sem_seg_postprocess(up, RESIZED, *ORIGINAL)
+        ids = model._dataset_ids
+        assert out["sem_seg"].shape[-2:] == ORIGINAL
+        torch.testing.assert_close(out["sem_seg"][ids], _semantic(mask_cls, masks), rtol=1e-5, atol=1e-6)
+        seg, info = out["panoptic_seg"]
+        expected_seg, expected_info = panoptic_inference(mask_cls, masks, model._is_thing, 0.0, 0.0)
+        assert seg.shape == ORIGINAL and len(info) >= 2
+        assert torch.equal(seg, expected_seg)
+        assert info == [dict(s, category_id=int(ids[s["category_id"]])) for s in expected_info]
+        inst = out["instances"]
+        expected = instance_inference(mask_cls, masks, model._thing_ids >= 0, model.detections_per_image)
+        assert inst.image_size == ORIGINAL and inst.pred_masks.shape[-2:] == ORIGINAL and len(inst) > 0
+        assert torch.equal(inst.pred_masks, expected.pred_masks)
+        torch.testing.assert_close(inst.scores, expected.scores)
+
+
+def test_semantic_only_resizes_probabilities_after_the_sum(model_and_batch, monkeypatch):
+    """Mask2Former with only semantic on (sem_seg_postprocess_before_inference False): the sum at the
+    padded size, then crop and resize of the class probabilities; not the logits-first order."""
+    cfg, model, _ = model_and_batch
+    model.eval()
+    monkeypatch.setattr(model, "panoptic_on", False)
+    monkeypatch.setattr(model, "instance_on", False)
+    with use_class_set(model, VAL):
+        x, mask_cls, up = _resized_input_and_predictions(cfg, model)
+        with torch.no_grad():
+            out = model([x])[0]
+        ids = model._dataset_ids
+    assert set(out) == {"sem_seg"} and out["sem_seg"].shape[-2:] == ORIGINAL
+    expected = sem_seg_postprocess(_semantic(mask_cls, up), RESIZED, *ORIGINAL)
+    torch.testing.assert_close(out["sem_seg"][ids], expected, rtol=1e-5, atol=1e-6)
+    logits_first = _semantic(mask_cls, sem_seg_postprocess(up, RESIZED, *ORIGINAL))
+    assert (logits_first - expected).abs().max() > 1e-3
 
 
 def test_adding_unseen_classes_changes_nothing_where_they_never_win(model_and_batch):

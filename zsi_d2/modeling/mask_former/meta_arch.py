@@ -23,7 +23,8 @@ from detectron2.structures import ImageList
 from ..class_set import ClassSet, default_class_set
 from .criterion import SetCriterion
 from .inference import (
-    instance_inference, panoptic_inference_tensors, panoptic_segments_info, resize_mask_predictions, semantic_inference,
+    crop_and_resize, instance_inference, panoptic_inference_tensors, panoptic_segments_info, semantic_inference,
+    upsample_to_padded,
 )
 from .pixel_decoder import build_pixel_decoder
 from .query_classifier import build_query_classifier
@@ -141,17 +142,27 @@ class ZeroShotMaskFormer(nn.Module):
         """Per image: "sem_seg" (stuff_classes channels), "panoptic_seg", "instances" (thing_classes
         ids), in the dataset dict's height x width.
 
+        Mask2Former's order: the mask logits are upsampled to the padded batch size; with panoptic or
+        instance outputs on, they are cropped and resized to the output size before every rule (those
+        outputs are masks at that size). A semantic-only model takes the semantic sum at the padded
+        size and crops and resizes the class probabilities (Mask2Former's
+        sem_seg_postprocess_before_inference = False), as its published semantic numbers were made.
         `panoptic_as_tensors`: per-query tensors instead of segments_info (`_panoptic`), for export.
         """
         padded = tuple(images.tensor.shape[-2:])
+        resize_masks_first = self.panoptic_on or self.instance_on
         results = []
         for mask_cls, mask_pred, x, image_size in zip(outputs["pred_logits"], outputs["pred_masks"],
                                                       batched_inputs, images.image_sizes):
             size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            mask_pred = resize_mask_predictions(mask_pred, padded, image_size, size)
+            mask_pred = upsample_to_padded(mask_pred, padded)
+            if resize_masks_first:
+                mask_pred = crop_and_resize(mask_pred, image_size, size)
             result = {}
             if self.semantic_on:
                 local = semantic_inference(mask_cls, mask_pred)
+                if not resize_masks_first:
+                    local = crop_and_resize(local, image_size, size)
                 sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
                 result["sem_seg"] = sem.index_copy_(0, self._dataset_ids.to(sem.device), local)
             if self.panoptic_on:
