@@ -207,3 +207,67 @@ def test_module_padding_mask_removes_those_values():
     x2.requires_grad_()
     attn(q, ref, x2, shapes, None, mask).sum().backward()
     assert x2.grad[mask].abs().max() == 0 and x2.grad[~mask].abs().max() > 0
+
+
+def mask2former_msdeformattn_forward(attn, query, reference_points, input_flatten, spatial_shapes, padding_mask=None):
+    """Mask2Former's MSDeformAttn.forward (ops/modules/ms_deform_attn.py) on `attn`'s weights, with the
+    per-level `ms_deform_attn_core_pytorch`: one softmax over levels x points per query and head,
+    offsets divided by (W_l, H_l) of their level."""
+    N, Lq, _ = query.shape
+    _, S, _ = input_flatten.shape
+    M, L, P = attn.n_heads, attn.n_levels, attn.n_points
+    value = attn.value_proj(input_flatten)
+    if padding_mask is not None:
+        value = value.masked_fill(padding_mask[..., None], 0.0)
+    value = value.view(N, S, M, attn.d_model // M)
+    offsets = attn.sampling_offsets(query).view(N, Lq, M, L, P, 2)
+    weights = torch.softmax(attn.attention_weights(query).view(N, Lq, M, L * P), -1).view(N, Lq, M, L, P)
+    normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+    locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    return attn.output_proj(ms_deform_attn_per_level(value, spatial_shapes, locations, weights))
+
+
+def _random_module_inputs(n_levels=3, seed=0):
+    """A module whose offsets and attention logits depend on the query (the published init zeroes
+    both matrices, which would hide a wrong softmax axis or offset scale), and its inputs."""
+    torch.manual_seed(seed)
+    attn = MSDeformAttn(d_model=16, n_levels=n_levels, n_heads=2, n_points=3).double()
+    with torch.no_grad():
+        attn.sampling_offsets.weight.normal_(0, 0.5)
+        attn.attention_weights.weight.normal_(0, 1.0)
+        attn.attention_weights.bias.normal_(0, 1.0)
+    shapes = torch.tensor([[5, 3], [3, 2], [2, 4]][:n_levels])
+    S = int(shapes.prod(1).sum())
+    q = torch.randn(2, 7, 16, dtype=torch.float64)
+    ref = torch.rand(2, 7, n_levels, 2, dtype=torch.float64)
+    x = torch.randn(2, S, 16, dtype=torch.float64)
+    mask = torch.rand(2, S) < 0.2
+    return attn, q, ref, x, shapes, mask
+
+
+def test_module_equals_mask2former_forward():
+    attn, q, ref, x, shapes, mask = _random_module_inputs()
+    for padding_mask in (None, mask):
+        out = attn(q, ref, x, shapes, None, padding_mask)
+        expected = mask2former_msdeformattn_forward(attn, q, ref, x, shapes, padding_mask)
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_module_attention_weights_sum_to_one_over_levels_and_points(monkeypatch):
+    """Per query and head, the weights of all levels x points together sum to 1 (one softmax), so a
+    level's weights alone do not."""
+    import zsi_d2.modeling.mask_former.ms_deform_attn as module
+
+    seen = []
+
+    def recording(value, shapes, locations, weights):
+        seen.append(weights)
+        return ms_deform_attn(value, shapes, locations, weights)
+
+    monkeypatch.setattr(module, "ms_deform_attn", recording)
+    attn, q, ref, x, shapes, _ = _random_module_inputs()
+    attn(q, ref, x, shapes, None)
+    (weights,) = seen
+    assert weights.shape == (2, 7, 2, 3, 3)  # (N, Lq, heads, levels, points)
+    torch.testing.assert_close(weights.sum((-2, -1)), torch.ones(2, 7, 2, dtype=torch.float64))
+    assert (weights.sum(-1) - 1).abs().max() > 0.1
