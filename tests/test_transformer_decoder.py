@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.modeling.mask_former.config import add_mask_former_config
@@ -269,3 +270,109 @@ def test_jit_trace_matches_eager():
     m1 = masked_attention_mask(wrapper(*first[0], first[1])[1], (3, 4))
     m2 = masked_attention_mask(wrapper(*second[0], second[1])[1], (3, 4))
     assert not torch.equal(m1, m2)
+
+
+# ---- against Mask2Former's code (mask2former_transformer_decoder.py), sequence-first --------------
+def _torch_attention(ours):
+    """nn.MultiheadAttention (what Mask2Former uses) with the weights of one of our attention blocks."""
+    ref = nn.MultiheadAttention(ours.embed_dim, ours.num_heads).to(ours.in_proj_weight.dtype)
+    ref.load_state_dict(ours.state_dict())
+    return ref.eval()
+
+
+def mask2former_cross_attention(layer, tgt, memory, attn_mask, pos, query_pos):
+    """CrossAttentionLayer.forward_post / forward_pre: q = tgt + query_pos, k = memory + pos, v = memory."""
+    attn = _torch_attention(layer.multihead_attn)
+    x = layer.norm(tgt) if layer.normalize_before else tgt
+    x = attn(x + query_pos, memory + pos, memory, attn_mask=attn_mask, need_weights=False)[0]
+    return tgt + x if layer.normalize_before else layer.norm(tgt + x)
+
+
+def mask2former_self_attention(layer, tgt, query_pos):
+    """SelfAttentionLayer.forward_post / forward_pre: q = k = tgt + query_pos, v = tgt (normed first if pre-norm)."""
+    attn = _torch_attention(layer.self_attn)
+    x = layer.norm(tgt) if layer.normalize_before else tgt
+    x = attn(x + query_pos, x + query_pos, x, need_weights=False)[0]
+    return tgt + x if layer.normalize_before else layer.norm(tgt + x)
+
+
+def mask2former_ffn(layer, tgt):
+    x = layer.norm(tgt) if layer.normalize_before else tgt
+    x = layer.linear2(torch.relu(layer.linear1(x)))
+    return tgt + x if layer.normalize_before else layer.norm(tgt + x)
+
+
+def mask2former_decoder_forward(dec, x, mask_features):
+    """MultiScaleMaskedTransformerDecoder.forward + forward_prediction_heads: [(queries, masks)] per prediction."""
+    src, pos, sizes = [], [], []
+    for i in range(dec.num_feature_levels):
+        sizes.append(x[i].shape[-2:])
+        pos.append(dec.pe_layer(x[i], None).flatten(2).permute(2, 0, 1))
+        src.append((dec.input_proj[i](x[i]).flatten(2) + dec.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+    bs = src[0].shape[1]
+    query_embed = dec.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
+    output = dec.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
+
+    def heads(output, size):
+        decoder_output = dec.decoder_norm(output).transpose(0, 1)
+        masks = torch.einsum("bqc,bchw->bqhw", dec.mask_embed(decoder_output), mask_features)
+        attn_mask = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        attn_mask = attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, dec.num_heads, 1, 1).flatten(0, 1) < 0.5
+        return (decoder_output, masks), attn_mask
+
+    prediction, attn_mask = heads(output, sizes[0])
+    predictions = [prediction]
+    for i in range(dec.num_layers):
+        level = i % dec.num_feature_levels
+        attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
+        output = mask2former_cross_attention(dec.transformer_cross_attention_layers[i], output, src[level], attn_mask,
+                                             pos[level], query_embed)
+        output = mask2former_self_attention(dec.transformer_self_attention_layers[i], output, query_embed)
+        output = mask2former_ffn(dec.transformer_ffn_layers[i], output)
+        prediction, attn_mask = heads(output, sizes[(i + 1) % dec.num_feature_levels])
+        predictions.append(prediction)
+    return predictions
+
+
+def _double_inputs(in_channels=HIDDEN, seed=0):
+    feats, mask_features = _inputs(in_channels=in_channels, seed=seed)
+    return [f.double() for f in feats], mask_features.double()
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_layers_equal_mask2former_layers_on_torch_attention(pre_norm):
+    """One cross-attention, self-attention and FFN layer each against Mask2Former's, with queries,
+    keys and values made as there (query_pos on the queries of both attentions, pos on the keys only)."""
+    dec = _decoder(PRE_NORM=pre_norm).double()
+    g = torch.Generator().manual_seed(5)
+    tgt, query_pos = (torch.randn(QUERIES, 2, HIDDEN, generator=g, dtype=torch.float64) for _ in range(2))
+    memory, pos = (torch.randn(12, 2, HIDDEN, generator=g, dtype=torch.float64) for _ in range(2))
+    blocked = torch.rand(2, QUERIES, 12, generator=g) < 0.5
+    blocked[..., 0] = False
+    cross = dec.transformer_cross_attention_layers[0]
+    got = cross(tgt.transpose(0, 1), memory.transpose(0, 1), (memory + pos).transpose(0, 1), blocked,
+                query_pos.transpose(0, 1))
+    want = mask2former_cross_attention(cross, tgt, memory, blocked.repeat_interleave(HEADS, dim=0), pos, query_pos)
+    torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-10, atol=1e-12)
+    selfattn = dec.transformer_self_attention_layers[0]
+    got = selfattn(tgt.transpose(0, 1), query_pos.transpose(0, 1))
+    torch.testing.assert_close(got, mask2former_self_attention(selfattn, tgt, query_pos).transpose(0, 1),
+                               rtol=1e-10, atol=1e-12)
+    ffn = dec.transformer_ffn_layers[0]
+    torch.testing.assert_close(ffn(tgt), mask2former_ffn(ffn, tgt), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("in_channels,pre_norm", [(HIDDEN, False), (16, True)])
+def test_decoder_equals_mask2former_forward(in_channels, pre_norm):
+    """Every prediction (decoder-normed queries and mask logits) equals Mask2Former's forward on the
+    same weights: level embeddings on the memory, sine positions on the keys, masked attention from
+    the previous prediction at the round-robin level, cross-attention before self-attention."""
+    dec = _decoder(in_channels, PRE_NORM=pre_norm, DEC_LAYERS=5).double()
+    feats, mask_features = _double_inputs(in_channels)
+    with torch.no_grad():
+        ours = _predictions(dec(feats, mask_features))
+        want = mask2former_decoder_forward(dec, feats, mask_features)
+    assert len(ours) == len(want) == 5
+    for i, (p, (queries, masks)) in enumerate(zip(ours, want)):
+        torch.testing.assert_close(p["pred_queries"], queries, rtol=1e-9, atol=1e-10, msg=f"prediction {i}")
+        torch.testing.assert_close(p["pred_masks"], masks, rtol=1e-9, atol=1e-10, msg=f"prediction {i}")
