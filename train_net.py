@@ -13,25 +13,20 @@ A known input mistake ends in one line on stderr and exit status 2.
 import logging
 import os
 import sys
-import weakref
 
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import import_register_modules
-from zsi_d2.data.audit import check_training_sets
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.data.mappers import build_dataset_mapper
-from zsi_d2.engine import ZeroShotCheckpointer, build_lr_scheduler, build_optimizer, check_weights, launch, zero_shot_test
-from zsi_d2.engine.resume import RNGState, build_resumable_train_loader, restart_loader
+from zsi_d2.engine import (GenerativeTrainer, ZeroShotCheckpointer, ZeroShotTrainer, check_weights, launch,
+                           trainer_class_for)
 from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
-from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
-from zsi_d2.methods.pading import wrap_trainer
 
 logger = logging.getLogger("zsi_d2")
 
@@ -52,58 +47,15 @@ gamma on held-out seen-only images before testing (or set CALIBRATION.GAMMA your
 """
 
 
-class Trainer(DefaultTrainer):
-    """DefaultTrainer with zero-shot evaluators, class-set switching, a leakage check, a checkpointer
-    that loads only what fits, and exact resumption (data order and random generators)."""
+class Trainer(ZeroShotTrainer):
+    """detectron2's DefaultTrainer with zero-shot evaluators, class-set switching, a leakage check, a
+    checkpointer that loads only what fits, and exact resumption (zsi_d2.engine.ZeroShotTrainer).
+    Override its public build_* hooks here to change a part."""
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self._trainer = wrap_trainer(cfg, self._trainer)  # PADing's stage 2: its own two-optimiser step
 
-    def build_hooks(self):
-        # Called by DefaultTrainer.__init__ right after it builds its checkpointer and before the
-        # PeriodicCheckpointer hook takes it: replace it here so the hooks save with ours.
-        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
-        extra = {"data_sampler": sampler} if sampler is not None else {}
-        # detectron2 0.6's trainer state lacks the optimizer (momentum, current lr): saved here.
-        self.checkpointer = ZeroShotCheckpointer.from_config(
-            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, purpose="train", trainer=weakref.proxy(self),
-            optimizer=self._trainer.optimizer, rng=RNGState(), **extra,
-        )
-        return super().build_hooks()
-
-    def resume_or_load(self, resume=True):
-        super().resume_or_load(resume=resume)
-        if self.start_iter > 0:  # continue with the first image the saved run had not trained on
-            loader = self._trainer.data_loader
-            self._trainer._data_loader_iter = restart_loader(loader, self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
-
-    @classmethod
-    def build_optimizer(cls, cfg, model):
-        return build_optimizer(cfg, model)  # detectron2's, plus CLIP_TYPE "full_model" and AdamW
-
-    @classmethod
-    def build_lr_scheduler(cls, cfg, optimizer):
-        return build_lr_scheduler(cfg, optimizer)  # detectron2's, plus "WarmupPolyLR"
-
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return build_zero_shot_evaluator(cfg, dataset_name, output_folder)
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        check_training_sets(cfg)
-        # detectron2's DatasetMapper, or the INPUT.DATASET_MAPPER_NAME one (mask classification)
-        return build_resumable_train_loader(cfg, build_dataset_mapper(cfg, is_train=True))
-
-    @classmethod
-    def test(cls, cfg, model, evaluators=None):
-        results = zero_shot_test(super().test, cfg, model, evaluators)
-        if comm.is_main_process():
-            for name, res in results.items():
-                logger.info(f"Zero-shot results on {name}:\n{format_zero_shot_table(res)}")
-        return results
+class Stage2Trainer(GenerativeTrainer):
+    """The second stage of a generative method (PADing): a generator step and a classifier step per
+    iteration on the frozen stage-1 model's cached features (zsi_d2.engine.GenerativeTrainer)."""
 
 
 def build_config(args):
@@ -136,7 +88,7 @@ def main(args):
             verify_results(cfg, res)
         return res
 
-    trainer = Trainer(cfg)
+    trainer = (Stage2Trainer if trainer_class_for(cfg) is GenerativeTrainer else Trainer)(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -55,7 +55,7 @@ def matched(bank):
     """(M, C) matched queries, (M,) labels (indices of bank.names), (M,) image index."""
     keep = bank.labels >= 0
     image = torch.arange(len(bank)).unsqueeze(1).expand_as(bank.labels)
-    return bank.queries[keep], bank.labels[keep], image[keep]
+    return bank.features[keep], bank.labels[keep], image[keep]
 
 
 def accuracy_table(pred, labels, unseen_mask):
@@ -96,9 +96,9 @@ def generated_means_tables(model, names, queries, labels, unseen, per_class=64):
     """Nearest-class-mean accuracy with generated unseen means, and with the real ones."""
     real_means = torch.stack([queries[labels == k].mean(0) if (labels == k).any() else torch.zeros(queries.shape[1])
                               for k in range(len(names))])
-    bank = model.classifier.classifier.classes
-    embeddings = bank.embeddings[bank.index_of([names[k] for k in unseen.nonzero().squeeze(1).tolist()])]
-    fake = model.generator(embeddings.repeat_interleave(per_class, 0))
+    stage2_names = model.stage2_class_set.names
+    embeddings = model.class_embeddings[[stage2_names.index(names[k]) for k in unseen.nonzero().squeeze(1).tolist()]]
+    fake = model.generative_criterion.generator(embeddings.repeat_interleave(per_class, 0))
     generated = real_means.clone()
     generated[unseen] = fake.reshape(len(embeddings), per_class, -1).mean(1)
     return {"generated_unseen_means": accuracy_table(nearest_mean(queries, generated), labels, unseen),
@@ -124,7 +124,7 @@ def probe(cfg, model, dataset, folds):
         zsi = {"unseen_accuracy": float((zsi_pred[unseen_q] == labels[unseen_q]).float().mean())}
         model.eval()
         means = (generated_means_tables(model, names, queries, labels, unseen)
-                 if getattr(model, "generator", None) is not None else None)
+                 if getattr(model, "generative_criterion", None) is not None else None)
     fold = image % folds
     oracle_pred = torch.empty_like(labels)
     for k in range(folds):

@@ -5,3 +5,5 @@ from .weights import check_weights  # noqa: F401
 from .checkpoint import ZeroShotCheckpointer  # noqa: F401
 from .optimizer import build_optimizer  # noqa: F401
 from .lr_scheduler import build_lr_scheduler  # noqa: F401
+from .trainer import ZeroShotTrainer, trainer_class_for  # noqa: F401
+from .generative_trainer import GenerativeTrainer  # noqa: F401

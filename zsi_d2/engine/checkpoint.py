@@ -29,7 +29,8 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from ..errors import CheckpointMismatchError, InputValueError
 from ..modeling.class_set import training_class_names
 
-__all__ = ["ZeroShotCheckpointer", "CLASS_COUNT_PARAMETERS", "describe_checkpoint", "checkpoint_summary"]
+__all__ = ["ZeroShotCheckpointer", "CLASS_COUNT_PARAMETERS", "describe_checkpoint", "checkpoint_summary",
+           "read_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,23 @@ def describe_checkpoint(checkpoint: dict, path: str = "") -> str:
     if _PROJECTION in state:
         return f"It is a zero-shot model with {tuple(state[_PROJECTION].shape)[0]}-d class embeddings."
     return "It is a detectron2 model of another architecture."
+
+
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint file's dict ("model" = its state dict, "zsi_d2" = what it was made for), read
+    without loading it into a model; a file that is no checkpoint is one InputValueError."""
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch.load / pickle on a file that is no checkpoint
+        raise InputValueError(
+            f"MODEL.WEIGHTS='{path}' is not a readable checkpoint (torch.load: {type(e).__name__}). Give a .pth "
+            "saved by detectron2 or torch.save(model.state_dict()), or a detectron2 .pkl."
+        ) from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("model", loaded), dict):
+        raise InputValueError(f"MODEL.WEIGHTS='{path}' holds no model parameters (found {type(loaded).__name__})")
+    return loaded if "model" in loaded else {"model": loaded}
 
 
 class ZeroShotCheckpointer(DetectionCheckpointer):
@@ -189,6 +207,11 @@ class ZeroShotCheckpointer(DetectionCheckpointer):
         strict = self.purpose == "eval" or self._resuming
         if not strict:
             self._refuse_unseen_classes(checkpoint, description)
+            # A model may turn a starting checkpoint into its own start (PADing's stage 2 expands a
+            # stage-1 classifier to every class, as its reference code does offline).
+            adapt = getattr(self.model, "adapt_starting_checkpoint", None)
+            if adapt is not None:
+                adapt(checkpoint)
         self._rename_by_heuristics(checkpoint)
         provided = {k[len("module."):] if k.startswith("module.") else k for k in checkpoint["model"]}
         incompatible = super()._load_model(checkpoint)

@@ -109,11 +109,12 @@ class RNGState:
     def load_state_dict(self, state):
         if comm.get_rank() != 0:
             return  # only rank 0's generators were saved; other ranks keep their own seeding
-        self._restore(state)
+        self.restore(state)
         logger.info("Restored the random generators of the checkpoint")
 
     @staticmethod
-    def _restore(state):
+    def restore(state):
+        """Set the Python, NumPy and torch generators to a `state_dict()` (in every process)."""
         random.setstate(_as_python_state(state["python"]))
         n = state["numpy"]
         np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))

@@ -11,6 +11,7 @@ Written once for every zero-shot classifier: a classifier mixes in `SeenCalibrat
 of its score columns are seen when the class set switches, and calls `calibrate` at test time on
 the scores its decisions are made from (the R-CNN predictors: the logits before the softmax).
 """
+import contextlib
 import logging
 from typing import Mapping, Sequence
 
@@ -20,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..errors import InputValueError
 
 __all__ = ["subtract_from_seen", "seen_columns", "SeenCalibrated", "set_calibration_gamma", "choose_gamma",
-           "gamma_grid"]
+           "gamma_grid", "calibration_off"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,22 @@ def set_calibration_gamma(model, gamma: float) -> int:
             f"MODEL.ZERO_SHOT.CALIBRATION: {type(model).__name__} has no zero-shot classifier to calibrate"
         )
     return touched
+
+
+@contextlib.contextmanager
+def calibration_off(model):
+    """Within the block every calibrated classifier of `model` scores without gamma (e.g. while a
+    frozen model's training features are computed: calibration is a test-time setting)."""
+    model = model.module if isinstance(model, DistributedDataParallel) else model
+    modules = [m for m in model.modules() if isinstance(m, SeenCalibrated)]
+    previous = [m.calibration_gamma for m in modules]
+    for m in modules:
+        m.calibration_gamma = 0.0
+    try:
+        yield
+    finally:
+        for m, gamma in zip(modules, previous):
+            m.calibration_gamma = gamma
 
 
 def gamma_grid(maximum: float, step: float) -> list:

@@ -4,6 +4,7 @@ Each component is an ablation away (a config change, no code change):
 - generator:        MODEL.PADING.GENERATOR "primitive" (PADing) | "gmmn" (ZS3Net's)
 - alignment:        MODEL.PADING.ALIGNMENT_WEIGHT / RELATION_WEIGHT (0 = off)
 - disentanglement:  MODEL.PADING.DISENTANGLE (off: alignment acts on the fake features themselves)
+- classifier:       MODEL.PADING.CLASSIFIER "reference" | "free_prototypes" | "shared_projection"
 - everything structural is scaled by STRUCTURE_WEIGHT, as in PADing's code
 Defaults are PADing's released panoptic settings (../shared/reference/zero_shot_facts.md §2, §5).
 """
@@ -17,6 +18,12 @@ def add_pading_config(cfg):
     if "PADING" in cfg.MODEL:
         return cfg
     p = cfg.MODEL.PADING = CN()
+    # Stage 2's query classifier: "reference" (PADing's code: a free linear layer over all classes +
+    # no object, seen rows and no object copied from a stage 1 trained with MODEL.MASK_FORMER.CLASSIFIER
+    # "linear", unseen rows zero), "free_prototypes" (the name-embedding head of an "embedding" stage 1
+    # with every class's prototype a free parameter starting at its name embedding) or
+    # "shared_projection" (that head re-trained as it is: only its projection and no object move).
+    p.CLASSIFIER = "reference"
     # Feature generator: "primitive" (class embedding queries learnable primitives) or "gmmn".
     p.GENERATOR = "primitive"
     p.NUM_PRIMITIVES = 400  # TRANS_MEMORY_NUM_QUERY
@@ -55,7 +62,10 @@ def add_pading_config(cfg):
     p.CLASSIFIER_MOMENTUM = 0.9
     p.CLASSIFIER_WEIGHT_DECAY = 5e-4
     # Real query embeddings of the frozen stage-1 segmenter are computed once per (checkpoint, data,
-    # config) and cached here as a .pt file ("" = OUTPUT_DIR/feature_bank); images per stage-2 step.
+    # config) and cached here as a .pt file ("" = OUTPUT_DIR/feature_bank), BANK_IMAGES_PER_FORWARD
+    # images per forward pass; a stage-2 step takes IMAGES_PER_BATCH images' queries (all processes
+    # together, drawn epoch by epoch without replacement).
     p.FEATURE_CACHE_DIR = ""
+    p.BANK_IMAGES_PER_FORWARD = 8
     p.IMAGES_PER_BATCH = 8
     return cfg

@@ -2,18 +2,24 @@
 imitate its query embeddings, and the query classifier re-trained on real seen + fake unseen ones.
 
 At test time PADing is the stage-1 model with the re-trained classifier (the generator is not
-used), so inference is ZeroShotMaskFormer's. Training is two steps per iteration
-(zsi_d2.methods.pading.trainer): `generator_losses` (generator, disentangler, relation net; Adam)
-then `classifier_losses` (query classifier only; SGD).
+used), so inference is ZeroShotMaskFormer's. Training is two steps per iteration, taken by
+zsi_d2.engine.GenerativeTrainer on the cached real query embeddings (`build_feature_bank`):
+`generator_losses` (generator, disentangler, relation net; Adam, SOLVER.*) then
+`classifier_losses` (the classifier only; SGD, MODEL.PADING.CLASSIFIER_*). Both losses are the
+shared GenerativeCriterion's, built in `from_config` and passed in.
 
-Deviations from the reference code, and why:
-- The classifier stays the name-embedding classifier of stage 1 (projection + cosine with the
-  class names, learnable no-object), re-trained with seen + unseen names active, instead of a
-  new linear layer over a fixed class list: new class names can still be scored at test time.
-- The real query embeddings are computed once by the frozen segmenter and cached
-  (feature_bank.py) instead of re-running the segmenter on every stage-2 batch; the data, the
-  matching and the features are the same, one augmentation draw per image.
+The classifier (MODEL.PADING.CLASSIFIER):
+- "reference" (default; PADing's code): a free linear layer over every class + no object. A
+  stage-1 checkpoint of the linear core (MODEL.MASK_FORMER.CLASSIFIER "linear") becomes its start
+  when loaded (`adapt_starting_checkpoint`): seen rows and no object copied, unseen rows zero, as
+  PADing's tools/preprocess_pretrained_weight.py. Unseen rows are learnt from generated features.
+- "free_prototypes": the name-embedding head of an embedding stage 1, each class's prototype a
+  free parameter starting at its name embedding (the starting function is stage 1's; names outside
+  the training config can still be scored by their embeddings).
+- "shared_projection": that head re-trained as it is (projection and no object move, the unseen
+  prototypes stay fixed text vectors): zsi_d2's earlier stage 2, kept as an ablation.
 """
+import logging
 from typing import Dict, List
 
 import torch
@@ -22,41 +28,78 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
+from ...embeddings import build_class_embeddings
+from ...errors import InputValueError
 from ...modeling.class_set import ClassSet, dataset_class_set
-from ...modeling.generative import FeatureDisentangler, RelationNet, build_generator, mmd_loss, relationship_alignment_loss
+from ...modeling.generative import FeatureDisentangler, GenerativeCriterion, RelationNet, build_generator
 from ...modeling.mask_former import ZeroShotMaskFormer
+from ...modeling.mask_former.query_classifier import (
+    FreePrototypeQueryClassifier,
+    LinearQueryClassifier,
+    build_query_classifier,
+    expand_linear_state,
+)
 
-__all__ = ["PADing"]
+__all__ = ["PADing", "CLASSIFIERS", "STAGE1_CLASSIFIER"]
+
+logger = logging.getLogger(__name__)
+
+# MODEL.PADING.CLASSIFIER -> the MODEL.MASK_FORMER.CLASSIFIER of the stage 1 it starts from.
+STAGE1_CLASSIFIER = {"reference": "linear", "free_prototypes": "embedding", "shared_projection": "embedding"}
+CLASSIFIERS = tuple(STAGE1_CLASSIFIER)
+_LINEAR = "classifier.linear."
+
+
+def build_stage2_classifier(cfg, class_set: ClassSet):
+    """The query classifier MODEL.PADING.CLASSIFIER names, over `class_set` (seen + unseen)."""
+    kind, stage1 = cfg.MODEL.PADING.CLASSIFIER, cfg.MODEL.MASK_FORMER.CLASSIFIER
+    if kind not in STAGE1_CLASSIFIER:
+        raise InputValueError(f"MODEL.PADING.CLASSIFIER '{kind}' is not one of {list(CLASSIFIERS)}")
+    if STAGE1_CLASSIFIER[kind] != stage1:
+        raise InputValueError(
+            f"MODEL.PADING.CLASSIFIER '{kind}' re-trains a stage 1 whose MODEL.MASK_FORMER.CLASSIFIER is "
+            f"'{STAGE1_CLASSIFIER[kind]}', but this config's is '{stage1}': set MODEL.MASK_FORMER.CLASSIFIER "
+            f"'{STAGE1_CLASSIFIER[kind]}' (and train stage 1 with it), or choose a PADING.CLASSIFIER among "
+            f"{[k for k, v in STAGE1_CLASSIFIER.items() if v == stage1]}")
+    gamma = cfg.MODEL.ZERO_SHOT.CALIBRATION.GAMMA
+    if kind == "reference":
+        return LinearQueryClassifier(cfg.MODEL.MASK_FORMER.HIDDEN_DIM, class_set.names, gamma)
+    head = build_query_classifier(cfg)  # the embedding head of stage 1 (same parameter names)
+    if kind == "free_prototypes":
+        return FreePrototypeQueryClassifier(head.classifier, class_set.names, gamma)
+    return head
 
 
 @META_ARCH_REGISTRY.register()
 class PADing(ZeroShotMaskFormer):
     """ZeroShotMaskFormer + PADing's stage-2 parts; the segmenter is frozen."""
 
+    generative_stage = True  # train_net.py trains it with zsi_d2.engine.GenerativeTrainer
+
     @configurable
-    def __init__(self, *, generator, disentangler=None, relation_net=None, stage2_class_set: ClassSet,
-                 loss_weights: Dict[str, float], mmd_sigmas, alignment_tau: float, num_choose: int,
-                 unseen_class_weight: float, no_object_weight: float, **kwargs):
+    def __init__(self, *, generative_criterion: GenerativeCriterion, stage2_class_set: ClassSet,
+                 class_embeddings: torch.Tensor, **kwargs):
         super().__init__(**kwargs)
-        self.generator = generator
-        self.disentangler = disentangler
-        self.relation_net = relation_net
+        self.generative_criterion = generative_criterion
         self.stage2_class_set = stage2_class_set
-        self.loss_weights = dict(loss_weights)
-        self.mmd_sigmas = tuple(mmd_sigmas)
-        self.alignment_tau = alignment_tau
-        self.num_choose = num_choose
-        self.unseen_class_weight = unseen_class_weight
-        self.no_object_weight = no_object_weight
+        # Unit name embeddings of stage2_class_set.names, the generator's input (any classifier kind).
+        self.register_buffer("class_embeddings", class_embeddings, persistent=False)
+        self.register_buffer("_unseen", stage2_class_set.group_indices()[1], persistent=False)
         for part in (self.backbone, self.pixel_decoder, self.transformer_decoder):
             part.requires_grad_(False)
+        if not len(stage2_class_set.unseen):
+            raise InputValueError(
+                f"PADing stage 2 generates features of unseen classes, but the class set of "
+                f"{stage2_class_set.names[:3]}... has none: DATASETS.TRAIN[0] must be a zero-shot training set "
+                "whose metadata lists unseen_classes (e.g. zs_shapes_train_panoptic)")
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         p = cfg.MODEL.PADING
-        embed_dim = ret["classifier"].classifier.embedding_dim
-        feature_dim = cfg.MODEL.MASK_FORMER.HIDDEN_DIM
+        stage2 = dataset_class_set(cfg.DATASETS.TRAIN[0], cls.class_kind, mode="gzsi")
+        embeddings = F.normalize(build_class_embeddings(cfg, stage2.names).float(), dim=1)
+        embed_dim, feature_dim = embeddings.shape[1], cfg.MODEL.MASK_FORMER.HIDDEN_DIM
         if p.GENERATOR == "primitive":
             generator = build_generator(
                 "primitive", embed_dim=embed_dim, feature_dim=feature_dim, num_primitives=p.NUM_PRIMITIVES,
@@ -69,12 +112,11 @@ class PADing(ZeroShotMaskFormer):
                 hidden_dim=p.GMMN_HIDDEN_DIM, dropout=p.GMMN_DROPOUT)
             class_side_dim = embed_dim
         structure = p.STRUCTURE_WEIGHT
-        ret.update(
-            generator=generator,
+        criterion = GenerativeCriterion(
+            generator,
             disentangler=FeatureDisentangler(feature_dim, dropout=p.DISENTANGLE_DROPOUT, tau=p.ALIGNMENT_TAU)
             if p.DISENTANGLE else None,
             relation_net=RelationNet(feature_dim, class_side_dim) if p.RELATION_WEIGHT > 0 else None,
-            stage2_class_set=dataset_class_set(cfg.DATASETS.TRAIN[0], cls.class_kind, mode="gzsi"),
             loss_weights={
                 "mmd": p.MMD_WEIGHT, "generator_class": p.GENERATOR_CLASS_WEIGHT,
                 "alignment": structure * p.ALIGNMENT_WEIGHT, "relation": structure * p.RELATION_WEIGHT * 0.2,
@@ -84,12 +126,13 @@ class PADing(ZeroShotMaskFormer):
             mmd_sigmas=p.MMD_SIGMAS, alignment_tau=p.ALIGNMENT_TAU, num_choose=p.NUM_CHOOSE,
             unseen_class_weight=p.UNSEEN_CLASS_WEIGHT, no_object_weight=cfg.MODEL.MASK_FORMER.NO_OBJECT_WEIGHT,
         )
+        ret.update(classifier=build_stage2_classifier(cfg, stage2), generative_criterion=criterion,
+                   stage2_class_set=stage2, class_embeddings=embeddings)
         return ret
 
-    # ---- parameters of each step ------------------------------------------------------------
+    # ---- what GenerativeTrainer needs ---------------------------------------------------------
     def generator_parameters(self) -> List[torch.nn.Parameter]:
-        parts = [self.generator, self.disentangler, self.relation_net]
-        return [p for part in parts if part is not None for p in part.parameters() if p.requires_grad]
+        return [p for p in self.generative_criterion.parameters() if p.requires_grad]
 
     def classifier_parameters(self) -> List[torch.nn.Parameter]:
         return [p for p in self.classifier.parameters() if p.requires_grad]
@@ -98,68 +141,48 @@ class PADing(ZeroShotMaskFormer):
         """The optimiser detectron2's trainer builds (and schedules, checkpoints) is the generator's."""
         return [{"params": self.generator_parameters(), "lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}]
 
-    # ---- stage-2 losses on query embeddings ---------------------------------------------------
-    def _class_embeddings(self, class_set: ClassSet) -> torch.Tensor:
-        bank = self.classifier.classifier.classes
-        return bank.embeddings[bank.index_of(class_set.names)]
+    def check_starting_weights(self, cfg):
+        """A stage-1 checkpoint of this architecture, class set and classifier kind, or one line."""
+        from .checks import check_stage1_checkpoint
 
-    def _class_side(self, embeddings: torch.Tensor) -> torch.Tensor:
-        project = getattr(self.generator, "project_embeddings", None)
-        return project(embeddings) if project is not None else embeddings
+        check_stage1_checkpoint(cfg, self)
+
+    def build_feature_bank(self, cfg):
+        """The frozen segmenter's matched query embeddings of the training images (cached)."""
+        from .feature_bank import load_or_compute_query_bank
+
+        return load_or_compute_query_bank(cfg, self, cfg.MODEL.WEIGHTS)
 
     def generator_losses(self, real: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Real matched query embeddings (n, C) of seen classes, `labels` (n,) local in the stage-2
-        class set -> the generator step's weighted losses."""
-        class_set = self.stage2_class_set
-        w = self.loss_weights
-        embeddings = self._class_embeddings(class_set)
-        seen, unseen = [t.to(real.device) for t in class_set.group_indices()]
-        fake_seen = self.generator(embeddings[labels])
-        losses = {"loss_mmd": w["mmd"] * mmd_loss(fake_seen, real, self.mmd_sigmas)}
-        if w["generator_class"]:
-            position = torch.full((len(class_set.names),), -1, dtype=torch.long, device=real.device)
-            position[seen] = torch.arange(len(seen), device=real.device)
-            seen_logits = self.classifier(fake_seen)[:, seen]
-            losses["loss_generator_ce"] = w["generator_class"] * F.cross_entropy(seen_logits, position[labels])
-        if not (w["alignment"] or w["relation"] or w["reconstruction"] or w["unrelated"]) or not len(unseen):
-            return losses
-        fake_unseen = self.generator(embeddings[unseen])
-        if self.disentangler is not None:
-            parts_s, parts_u = self.disentangler(fake_seen), self.disentangler(fake_unseen)
-            rel_s, rel_u = parts_s[0], parts_u[0]
-            dis_s = self.disentangler.losses(fake_seen, parts_s)
-            dis_u = self.disentangler.losses(fake_unseen, parts_u)
-            losses["loss_reconstruction"] = w["reconstruction"] * (dis_s["loss_reconstruction"] +
-                                                                   dis_u["loss_reconstruction"]) / 2
-            losses["loss_unrelated"] = w["unrelated"] * (dis_s["loss_unrelated"] + dis_u["loss_unrelated"]) / 2
-        else:
-            rel_s, rel_u = fake_seen, fake_unseen
-        side = self._class_side(embeddings)
-        side_s, side_u = side[labels], side[unseen]
-        if w["alignment"]:
-            tau = self.alignment_tau
-            losses["loss_alignment"] = w["alignment"] * (
-                relationship_alignment_loss(rel_s, side_s, tau) + relationship_alignment_loss(rel_u, side_u, tau)
-                + relationship_alignment_loss(rel_s, side_s, tau, rel_u, side_u)) / 3
-        if self.relation_net is not None and w["relation"]:
-            to_unseen = torch.arange(len(unseen), device=real.device)
-            losses["loss_relation"] = w["relation"] * (
-                F.cross_entropy(self.relation_net(rel_s, side), labels)
-                + F.cross_entropy(self.relation_net(rel_u, side_u), to_unseen)) / 2
-        return losses
+        """Matched real query embeddings (n, C) of seen classes, `labels` local in the stage-2 class set."""
+        return self.generative_criterion.generator_losses(real, labels, self.class_embeddings, self.classifier,
+                                                          self._unseen)
 
     def classifier_losses(self, queries: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Every real query embedding (m, C) with its label (local in the stage-2 class set; K = no
-        object) + fake embeddings of `num_choose` random unseen classes -> the classifier's CE."""
-        class_set = self.stage2_class_set
-        num_classes = len(class_set.names)
-        _, unseen = [t.to(queries.device) for t in class_set.group_indices()]
-        if len(unseen) and self.num_choose:
-            chosen = unseen[torch.randperm(len(unseen), device=queries.device)[: self.num_choose]]
-            with torch.no_grad():
-                fake = self.generator(self._class_embeddings(class_set)[chosen])
-            queries, labels = torch.cat([queries, fake]), torch.cat([labels, chosen])
-        weight = torch.ones(num_classes + 1, device=queries.device)
-        weight[unseen] = self.unseen_class_weight
-        weight[-1] = self.no_object_weight
-        return {"loss_classifier_ce": F.cross_entropy(self.classifier(queries), labels, weight=weight)}
+        """Every real query embedding (m, C) with its label (K = no object) + generated unseen ones."""
+        return self.generative_criterion.classifier_losses(queries, labels, self.class_embeddings, self.classifier,
+                                                           self._unseen)
+
+    # ---- a stage-1 checkpoint as stage 2's start ----------------------------------------------
+    def adapt_starting_checkpoint(self, checkpoint: dict):
+        """Called by ZeroShotCheckpointer before it loads a starting checkpoint (not when resuming
+        or evaluating): a linear stage-1 classifier over the seen classes becomes the reference
+        classifier's rows over every class (seen rows and no object copied, unseen rows zero)."""
+        if not isinstance(self.classifier, LinearQueryClassifier):
+            return
+        state = checkpoint["model"]
+        prefix = "module." if any(k.startswith("module.") for k in state) else ""
+        weight_key, bias_key = f"{prefix}{_LINEAR}weight", f"{prefix}{_LINEAR}bias"
+        trained = (checkpoint.get("zsi_d2") or {}).get("trained_classes")
+        if weight_key not in state or trained is None:
+            return  # check_stage1_checkpoint names what is missing
+        if tuple(state[weight_key].shape) == tuple(self.classifier.linear.weight.shape) and \
+                list(trained) == list(self.classifier.trained_names):
+            return  # already over every class
+        if state[weight_key].shape[0] != len(trained) + 1:
+            return
+        state[weight_key], state[bias_key] = expand_linear_state(
+            state[weight_key], state[bias_key], trained, self.classifier.trained_names)
+        logger.info(f"Stage-1 linear classifier ({len(trained)} seen classes + no object) expanded to "
+                    f"{len(self.classifier.trained_names)} classes + no object: seen rows and no object copied, "
+                    f"{len(self.classifier.trained_names) - len(trained)} unseen rows zero")
