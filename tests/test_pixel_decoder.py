@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
+from torch.nn import functional as F
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.modeling.mask_former.config import add_mask_former_config
@@ -182,3 +183,90 @@ def test_position_embedding_matches_detr_formula():
     assert pe(x.double()).dtype == torch.float64
     with pytest.raises(ValueError):
         PositionEmbeddingSine(4, normalize=False, scale=1.0)
+
+
+# ---- against Mask2Former's MSDeformAttnPixelDecoder (msdeformattn.py) ----------------------------
+def _deformable_decoder(enc_layers=2, seed=0):
+    """Float64, with query-dependent sampling offsets and attention weights (the published init zeroes
+    both matrices, which would hide what the queries are made of)."""
+    torch.manual_seed(seed)
+    cfg = _cfg("MSDeformAttnPixelDecoder")
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = enc_layers
+    decoder = build_pixel_decoder(cfg, INPUT_SHAPE).double().eval()
+    with torch.no_grad():
+        for n, p in decoder.named_parameters():
+            if n.endswith(("sampling_offsets.weight", "attention_weights.weight")):
+                p.normal_(0, 0.1)
+    return decoder
+
+
+def mask2former_forward_features(decoder, features):
+    """Mask2Former's forward_features + MSDeformAttnTransformerEncoderOnly + encoder layers, on
+    `decoder`'s weights: query = src + pos + level embedding, value = src, reference points at pixel
+    centres (valid ratios 1), then the FPN with bilinear top-down upsampling."""
+    from test_ms_deform_attn import mask2former_msdeformattn_forward
+
+    srcs = [proj(features[f]) for proj, f in zip(decoder.input_proj, decoder.transformer_in_features)]
+    level_embed = decoder.transformer.level_embed
+    pos = [decoder.pe_layer(features[f]).flatten(2).transpose(1, 2) + level_embed[lvl].view(1, 1, -1)
+           for lvl, f in enumerate(decoder.transformer_in_features)]
+    shapes = [tuple(s.shape[-2:]) for s in srcs]
+    src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
+    pos = torch.cat(pos, 1)
+    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long)
+    points = []
+    for h, w in shapes:
+        ref_y, ref_x = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, dtype=torch.float64),
+                                      torch.linspace(0.5, w - 0.5, w, dtype=torch.float64), indexing="ij")
+        points.append(torch.stack((ref_x.reshape(-1)[None] / w, ref_y.reshape(-1)[None] / h), -1))
+    reference_points = torch.cat(points, 1)[:, :, None].expand(-1, -1, len(shapes), -1)
+    for layer in decoder.transformer.encoder.layers:
+        src2 = mask2former_msdeformattn_forward(layer.self_attn, src + pos, reference_points, src, spatial_shapes)
+        src = layer.norm1(src + src2)
+        src = layer.norm2(src + layer.linear2(torch.relu(layer.linear1(src))))
+    B = src.shape[0]
+    out = [z.transpose(1, 2).view(B, -1, h, w) for z, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)]
+    for f, lateral, output in zip(decoder.fpn_features, decoder.lateral_convs, decoder.output_convs):
+        cur = lateral(features[f])
+        out.append(output(cur + F.interpolate(out[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False)))
+    return decoder.mask_features(out[-1]), out[0], out[:3]
+
+
+def test_deformable_decoder_equals_mask2former_forward():
+    decoder = _deformable_decoder()
+    features = _features(dtype=torch.float64)
+    with torch.no_grad():
+        ours = decoder.forward_features(features)
+        want = mask2former_forward_features(decoder, features)
+    torch.testing.assert_close(ours[0], want[0], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(ours[1], want[1], rtol=1e-9, atol=1e-10)
+    for a, b in zip(ours[2], want[2]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_fpn_top_down_upsampling_is_bilinear(monkeypatch):
+    """The encoder's finest map is a single 1 at (3, 4) of channel 0 (8 x 8): what the FPN adds to its
+    16 x 16 lateral is that pixel upsampled bilinearly (align_corners=False), the tent
+    [1/4, 3/4, 3/4, 1/4] over rows 5-8 and columns 7-10, not nearest's 2 x 2 block of ones."""
+    decoder = _deformable_decoder(enc_layers=1)
+    encoder_forward = decoder.transformer.forward
+
+    def one_hot_memory(srcs, pos_embeds):
+        memory, spatial_shapes, level_start_index, shapes = encoder_forward(srcs, pos_embeds)
+        memory = torch.zeros_like(memory)
+        h, w = shapes[-1]
+        assert (h, w) == (8, 8)
+        memory[:, int(level_start_index[-1]) + 3 * w + 4, 0] = 1.0
+        return memory, spatial_shapes, level_start_index, shapes
+
+    monkeypatch.setattr(decoder.transformer, "forward", one_hot_memory)
+    seen = {}
+    decoder.lateral_convs[0].register_forward_hook(lambda m, args, out: seen.update(lateral=out))
+    decoder.output_convs[0].register_forward_pre_hook(lambda m, args: seen.update(summed=args[0]))
+    with torch.no_grad():
+        decoder.forward_features(_features(dtype=torch.float64))
+    added = seen["summed"] - seen["lateral"]
+    tent = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=torch.float64)
+    expected = torch.zeros(2, 32, 16, 16, dtype=torch.float64)
+    expected[:, 0, 5:9, 7:11] = tent[:, None] * tent[None, :]
+    torch.testing.assert_close(added, expected, rtol=0, atol=1e-12)
