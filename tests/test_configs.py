@@ -197,7 +197,6 @@ def test_mask_former_coco_config_trains_and_infers(config):
         assert ((instances.pred_classes >= 0) & (instances.pred_classes < len(test_meta.thing_classes))).all()
 
 
-@pytest.mark.xfail(reason="waiting for MODEL.PADING.CLASSIFIER reference", strict=False)
 @pytest.mark.parametrize("config", PADING_COCO_STAGE2)
 def test_pading_coco_stage2_builds(config):
     """Each PADing stage 2 on COCO, as shipped (PADing's free linear head over all classes on a
