@@ -106,31 +106,53 @@ def _semantic(mask_cls, masks):
     return torch.einsum("qc,qhw->chw", F.softmax(mask_cls, dim=-1)[..., :-1], masks.sigmoid())
 
 
-def test_outputs_are_at_the_dataset_dict_size_after_resizing(model_and_batch, monkeypatch):
+@pytest.mark.parametrize("mode", [None, "zsi"])
+def test_outputs_are_at_the_dataset_dict_size_after_resizing(model_and_batch, monkeypatch, mode):
     """Every output at the dict's height x width, from masks upsampled to the padded size, cropped to
-    the resized image and resized (Mask2Former's order with panoptic / instance on)."""
+    the resized image and resized (Mask2Former's order with panoptic / instance on); classes mapped
+    to the dataset's ids (mode "zsi": the unseen classes only, so local index != dataset id)."""
     cfg, model, _ = model_and_batch
     model.eval()
     monkeypatch.setattr(model, "object_mask_threshold", 0.0)  # an untrained model: keep queries
     monkeypatch.setattr(model, "overlap_threshold", 0.0)
-    with use_class_set(model, VAL):
+    with use_class_set(model, VAL, mode=mode):
         x, mask_cls, up = _resized_input_and_predictions(cfg, model)
         with torch.no_grad():
             out = model([x])[0]
-        masks = sem_seg_postprocess(up, RESIZED, *ORIGINAL)
-        ids = model._dataset_ids
-        assert out["sem_seg"].shape[-2:] == ORIGINAL
-        torch.testing.assert_close(out["sem_seg"][ids], _semantic(mask_cls, masks), rtol=1e-5, atol=1e-6)
-        seg, info = out["panoptic_seg"]
-        expected_seg, expected_info = panoptic_inference(mask_cls, masks, model._is_thing, 0.0, 0.0)
-        assert seg.shape == ORIGINAL and len(info) >= 2
-        assert torch.equal(seg, expected_seg)
-        assert info == [dict(s, category_id=int(ids[s["category_id"]])) for s in expected_info]
-        inst = out["instances"]
-        expected = instance_inference(mask_cls, masks, model._thing_ids >= 0, model.detections_per_image)
-        assert inst.image_size == ORIGINAL and inst.pred_masks.shape[-2:] == ORIGINAL and len(inst) > 0
-        assert torch.equal(inst.pred_masks, expected.pred_masks)
-        torch.testing.assert_close(inst.scores, expected.scores)
+        ids, thing_ids, is_thing = model._dataset_ids, model._thing_ids, model._is_thing
+    masks = sem_seg_postprocess(up, RESIZED, *ORIGINAL)
+    sem_seg = out["sem_seg"]
+    assert sem_seg.shape == (len(MetadataCatalog.get(VAL).stuff_classes),) + ORIGINAL
+    identity = torch.equal(ids, torch.arange(len(sem_seg)))
+    assert identity == (mode is None)
+    torch.testing.assert_close(sem_seg[ids], _semantic(mask_cls, masks), rtol=1e-5, atol=1e-6)
+    others = torch.ones(len(sem_seg), dtype=torch.bool)
+    others[ids] = False
+    assert (sem_seg[others] == 0).all() and others.sum() == (0 if identity else len(sem_seg) - len(ids))
+    seg, info = out["panoptic_seg"]
+    expected_seg, expected_info = panoptic_inference(mask_cls, masks, is_thing, 0.0, 0.0)
+    assert seg.shape == ORIGINAL and len(info) >= 2
+    assert torch.equal(seg, expected_seg)
+    assert info == [dict(s, category_id=int(ids[s["category_id"]])) for s in expected_info]
+    inst = out["instances"]
+    expected = instance_inference(mask_cls, masks, thing_ids >= 0, model.detections_per_image)
+    assert inst.image_size == ORIGINAL and inst.pred_masks.shape[-2:] == ORIGINAL and len(inst) > 0
+    assert torch.equal(inst.pred_masks, expected.pred_masks)
+    assert torch.equal(inst.pred_classes, thing_ids[expected.pred_classes])
+    torch.testing.assert_close(inst.scores, expected.scores)
+
+
+def test_preprocess_normalises_and_pads(model_and_batch):
+    """(image - PIXEL_MEAN) / PIXEL_STD, zero-padded at the bottom and right to SIZE_DIVISIBILITY."""
+    cfg, model, _ = model_and_batch
+    image = torch.randint(0, 256, (3, 70, 100), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    images = model.preprocess_image([{"image": image}])
+    assert images.image_sizes == [(70, 100)] and tuple(images.tensor.shape) == (1, 3, 96, 128)
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
+    assert not torch.equal(std, torch.ones_like(std))
+    torch.testing.assert_close(images.tensor[0, :, :70, :100], (image.float() - mean) / std)
+    assert (images.tensor[0, :, 70:] == 0).all() and (images.tensor[0, :, :, 100:] == 0).all()
 
 
 def test_semantic_only_resizes_probabilities_after_the_sum(model_and_batch, monkeypatch):
