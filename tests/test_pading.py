@@ -114,6 +114,11 @@ def test_a_training_set_without_unseen_names_is_refused(stage1, tmp_path):
         build_model(cfg)
 
 
+def test_fewer_images_per_step_than_processes_is_one_line(stage1, tmp_path):
+    with pytest.raises(InputValueError, match="IMAGES_PER_BATCH=0 must be at least the number of processes"):
+        _trainer(stage1, tmp_path, "reference", "MODEL.PADING.IMAGES_PER_BATCH", "0")
+
+
 def _logits_by_name(classifier, queries):
     """{class name: logits column} of a query classifier over its active names (+ '' = no object)."""
     logits = classifier(queries)

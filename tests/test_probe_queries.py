@@ -8,7 +8,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import REPO_ROOT
-from zsi_d2.methods.pading.feature_bank import QueryBank
+from zsi_d2.modeling.generative import FeatureBank
 from test_mask_former_model import VAL, tiny_mask_former_cfg
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
@@ -29,7 +29,7 @@ def test_accuracy_table_by_hand():
 
 
 def test_matched_keeps_labelled_queries_with_their_image():
-    bank = QueryBank(torch.arange(12.0).reshape(2, 3, 2), torch.tensor([[-1, 0, -1], [2, -1, 1]]), "abc")
+    bank = FeatureBank(torch.arange(12.0).reshape(2, 3, 2), torch.tensor([[-1, 0, -1], [2, -1, 1]]), "abc")
     queries, labels, image = probe_queries.matched(bank)
     assert labels.tolist() == [0, 2, 1] and image.tolist() == [0, 1, 1]
     assert queries.tolist() == [[2.0, 3.0], [6.0, 7.0], [10.0, 11.0]]
@@ -60,7 +60,8 @@ def test_probe_of_a_stage2_model_compares_generated_and_real_unseen_means(tmp_pa
     from test_pading import STAGE2
 
     torch.manual_seed(0)
-    cfg = tiny_mask_former_cfg(*STAGE2, "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path))
+    cfg = tiny_mask_former_cfg(*STAGE2, "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path),
+                               "MODEL.MASK_FORMER.CLASSIFIER", "linear")
     model = build_model(cfg)
     result = probe_queries.probe(cfg, model, VAL, folds=2)
     means = result["nearest_mean"]

@@ -114,8 +114,8 @@ class GenerativeTrainer(ZeroShotTrainer):
         model = self.unwrapped_model
         batch = self.images_per_batch(self.cfg)
         if batch < comm.get_world_size():
-            raise InputValueError(f"MODEL.PADING.IMAGES_PER_BATCH={batch} is smaller than the {comm.get_world_size()} "
-                                  "processes: each process needs at least one image per step")
+            raise InputValueError(f"MODEL.PADING.IMAGES_PER_BATCH={batch} must be at least the number of processes "
+                                  f"({comm.get_world_size()}): each process takes at least one image per step")
         if not (resume and self.checkpointer.has_checkpoint()):
             model.check_starting_weights(self.cfg)
         super().resume_or_load(resume=resume)
