@@ -242,12 +242,12 @@ def test_query_bank_leaves_out_images_without_targets_and_ignores_calibration(st
     dicts = [dict(d) for d in DatasetCatalog.get(TRAIN)[:3]]
     dicts[1]["segments_info"] = []  # an image with nothing annotated
     with use_class_set(model, TRAIN):
-        np.random.seed(0)
+        np.random.seed(0), torch.manual_seed(0)  # the mapper's flips, the matcher's points
         plain = compute_query_bank(cfg, model, dicts)
         from zsi_d2.modeling.calibration import set_calibration_gamma
 
         set_calibration_gamma(model, 100.0)  # a test-time setting: must not change the training features
-        np.random.seed(0)
+        np.random.seed(0), torch.manual_seed(0)
         calibrated = compute_query_bank(cfg, model, dicts)
         assert model.classifier.calibration_gamma == 100.0  # restored afterwards
         set_calibration_gamma(model, 0.0)

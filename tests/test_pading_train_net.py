@@ -72,7 +72,7 @@ def test_a_killed_stage2_resumes_to_the_same_weights(stage1_two_processes, tmp_p
     """Killed (SIGKILL) after its first checkpoint and resumed with --resume, stage 2 ends with the
     weights of an uninterrupted run, bit for bit: the classifier's SGD state and the feature
     sampler's position are in the checkpoint, beside the generator's Adam and the random generators."""
-    more = ["SOLVER.MAX_ITER", "400", "SOLVER.CHECKPOINT_PERIOD", "40", "SOLVER.STEPS", "(300,)"]
+    more = ["SOLVER.MAX_ITER", "150", "SOLVER.CHECKPOINT_PERIOD", "25", "SOLVER.STEPS", "(100,)"]
     reference = tmp_path / "uninterrupted"
     _run(STAGE2, _stage2_args(stage1_two_processes, reference, *more))
     out = tmp_path / "killed"
@@ -87,7 +87,7 @@ def test_a_killed_stage2_resumes_to_the_same_weights(stage1_two_processes, tmp_p
     assert not (out / "model_final.pth").exists(), "the run finished before it could be killed"
     log = _run(STAGE2, ["--resume", *args])
     resumed_from = int(log.split("Starting training from iteration ")[1].split()[0])
-    assert 0 < resumed_from < 400
+    assert 0 < resumed_from < 150
     final, expected = _weights(out / "model_final.pth"), _weights(reference / "model_final.pth")
     differing = [k for k in expected if not torch.equal(final[k], expected[k])]
     assert not differing, f"{len(differing)} of {len(expected)} tensors differ, e.g. {differing[:3]}"
