@@ -5,13 +5,13 @@ an uninterrupted run, bit for bit."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 from conftest import REPO_ROOT
+from test_train_net import _command, _run, _weights  # train_net.py as a subprocess, the same helpers
 
 STAGE1 = os.path.join(REPO_ROOT, "configs/pading/zs_shapes/pading_stage1.yaml")
 STAGE2 = os.path.join(REPO_ROOT, "configs/pading/zs_shapes/pading_stage2.yaml")
@@ -28,25 +28,11 @@ TINY_STAGE2 = ["MODEL.PADING.NUM_PRIMITIVES", "16", "MODEL.PADING.GENERATOR_DIM_
                "MODEL.PADING.GENERATOR_HEADS", "4", "MODEL.PADING.IMAGES_PER_BATCH", "4"]
 
 
-def _command(config, args):
-    return [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, *args]
-
-
-def _run(config, args, timeout=420):
-    proc = subprocess.run(_command(config, args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"train_net failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc.stdout + proc.stderr
-
-
-def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
-
-
 @pytest.fixture(scope="module")
 def stage1_two_processes(tmp_path_factory):
     """Stage 1 (the linear core) trained 2 iterations by 2 processes over gloo."""
     out = tmp_path_factory.mktemp("stage1")
-    log = _run(STAGE1, ["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)])
+    log = _run(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)], config=STAGE1)
     assert "World size: 2" in log and (out / "model_final.pth").is_file()
     return out / "model_final.pth"
 
@@ -58,7 +44,7 @@ def _stage2_args(stage1, out, *more):
 
 def test_stage2_runs_under_two_processes(stage1_two_processes, tmp_path):
     out = tmp_path / "stage2"
-    log = _run(STAGE2, ["--num-gpus", "2", *_stage2_args(stage1_two_processes, out, "SOLVER.MAX_ITER", "6")])
+    log = _run(["--num-gpus", "2", *_stage2_args(stage1_two_processes, out, "SOLVER.MAX_ITER", "6")], config=STAGE2)
     assert (out / "model_final.pth").is_file()
     rank1 = (out / "log.txt.rank1").read_text()
     assert "World size: 2" in rank1
@@ -74,10 +60,10 @@ def test_a_killed_stage2_resumes_to_the_same_weights(stage1_two_processes, tmp_p
     sampler's position are in the checkpoint, beside the generator's Adam and the random generators."""
     more = ["SOLVER.MAX_ITER", "150", "SOLVER.CHECKPOINT_PERIOD", "25", "SOLVER.STEPS", "(100,)"]
     reference = tmp_path / "uninterrupted"
-    _run(STAGE2, _stage2_args(stage1_two_processes, reference, *more))
+    _run(_stage2_args(stage1_two_processes, reference, *more), config=STAGE2)
     out = tmp_path / "killed"
     args = _stage2_args(stage1_two_processes, out, *more)
-    proc = subprocess.Popen(_command(STAGE2, args), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(args, STAGE2), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     last, deadline = out / "last_checkpoint", time.time() + 300
     while not (last.is_file() and last.read_text().strip()) and proc.poll() is None and time.time() < deadline:
@@ -85,7 +71,7 @@ def test_a_killed_stage2_resumes_to_the_same_weights(stage1_two_processes, tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model_final.pth").exists(), "the run finished before it could be killed"
-    log = _run(STAGE2, ["--resume", *args])
+    log = _run(["--resume", *args], config=STAGE2)
     resumed_from = int(log.split("Starting training from iteration ")[1].split()[0])
     assert 0 < resumed_from < 150
     final, expected = _weights(out / "model_final.pth"), _weights(reference / "model_final.pth")
