@@ -53,13 +53,18 @@ class ZsShapesDifficulty:
     min_visible_fraction: float = 0.5
     # Std of per-pixel Gaussian noise, in 0..255 units.
     pixel_noise: float = 0.0
+    # Share (0..1) of each class's unnamed cue (stripes, tint) that is class-specific; the rest is
+    # composed from the words of its name (render.py), as appearance follows names in real data.
+    # 1.0 (the `default` track): wholly class-specific, so an unseen class's cue is unpredictable.
+    cue_class_share: float = 1.0
 
     def __post_init__(self):
         for name in ("objects_per_image", "object_size", "stuff_regions"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"ZsShapesDifficulty.{name} must be (min, max) with 0 <= min <= max")
-        for name in ("cue_strength", "stuff_cue_strength", "colour_jitter", "min_visible_fraction"):
+        for name in ("cue_strength", "stuff_cue_strength", "colour_jitter", "min_visible_fraction",
+                     "cue_class_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"ZsShapesDifficulty.{name} must lie in [0, 1]")
         if self.distractor_rate < 0 or self.pixel_noise < 0:
@@ -68,7 +73,17 @@ class ZsShapesDifficulty:
             raise ValueError("ZsShapesDifficulty.stuff_regions must be at least 1")
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The parameters; fields added after `default` was frozen are left out at their neutral
+        value, so every earlier preset keeps its hash (and its cache folder)."""
+        out = dataclasses.asdict(self)
+        for name, neutral in _ADDED_FIELDS.items():
+            if out[name] == neutral:
+                del out[name]
+        return out
+
+
+# Fields added after 2026-11-22, with the value that reproduces the pixels made before them.
+_ADDED_FIELDS = {"cue_class_share": 1.0}
 
 
 _LEVEL0 = ZsShapesDifficulty(
@@ -114,8 +129,15 @@ PRESETS["tiny"] = dataclasses.replace(PRESETS["level2"], num_train=48, num_val=2
 # its hash.
 PRESETS["default"] = dataclasses.replace(PRESETS["level2"])
 
+# The semantic track: `default` in every setting except how the unnamed cues are assigned.
+# semanticN keeps a share N/4 of each cue class-specific and composes the rest from the class's
+# name (render.py), so an unseen class's look is partly predictable from its name-mates', as in
+# real data; semantic4 (share 1) is `default` itself.
+for _level in range(4):
+    PRESETS[f"semantic{_level}"] = dataclasses.replace(PRESETS["default"], cue_class_share=_level / 4)
+
 # An alias shares its target's parameters *and* its cache folder (no second generation).
-PRESET_ALIASES: Dict[str, str] = {}
+PRESET_ALIASES: Dict[str, str] = {"semantic4": "default"}
 
 
 def preset_names():

@@ -143,7 +143,7 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
         pool = list(classes)
     thing_pool = [c for c in pool if c not in split.stuff]
     stuff_pool = [c for c in pool if c in split.stuff]
-    cues = class_cues(split.things + split.ignored, split.stuff)
+    cues = class_cues(split.things + split.ignored, split.stuff, difficulty.cue_class_share)
 
     paths = annotation_paths(out_dir, subset)
     for key in ("image_root", "panoptic_root", "sem_seg_root"):

@@ -6,10 +6,14 @@ split (zsi_d2/data/splits.py). A class is drawn from the words in its name ("<co
 things, "<tone> <pattern> ground" for stuff), so what the name says is what the pixels show.
 
 On top of that, each class gets appearance cues its name does *not* mention (as real classes do):
-things carry a class-specific stripe texture (orientation + period), stuff a class-specific tint.
-Those cues are derived from the split's names by hashing, so they are arbitrary per class and do
-not follow from the attributes: a model can exploit them on seen classes, and they tell it nothing
-about unseen ones.
+things carry a stripe texture (orientation + period), stuff a tint. Each cue has two parts, mixed
+by the difficulty's `cue_class_share`:
+- a class-specific part, assigned by hashing the split's names: arbitrary per class, so a model can
+  exploit it on seen classes and it tells nothing about unseen ones (the `default` track: share 1);
+- a part composed from the words of the name (stripe angle from the shape, period from the colour;
+  tint from the tone plus the pattern), as fur and four legs come with both "cat" and "dog": an
+  unseen class's composed part is made of parts its name-mates show in training (the `semantic`
+  track).
 """
 import functools
 import hashlib
@@ -134,11 +138,61 @@ def parse_class(name: str):
 _STRIPE_ANGLES = tuple(i * math.pi / 8 for i in range(8))
 _STRIPE_PERIODS = (5.0, 7.0, 10.0)
 
+# The composition rule of the unnamed cue: one part per attribute word. Every word of the
+# vocabulary has its own value, so two classes share a part exactly when they share the word.
+SHAPE_STRIPE_ANGLES: Dict[str, float] = {
+    "circle": 0.0, "square": math.pi / 4, "triangle": math.pi / 2, "star": 3 * math.pi / 4,
+    "cross": math.pi / 8, "hexagon": 5 * math.pi / 8,
+}
+COLOUR_STRIPE_PERIODS: Dict[str, float] = {
+    "red": 5.0, "green": 7.0, "blue": 10.0, "yellow": 14.0,
+    "purple": 6.0, "white": 8.5, "orange": 12.0, "cyan": 4.5,
+}
+# Hue angles of the tint parts; a hue h is the zero-mean RGB direction cos(h - k 2pi/3), k = 0, 1, 2.
+TONE_TINT_HUES: Dict[str, float] = {"light": 0.0, "dark": math.pi}
+# Chosen so that no tone-pattern pair cancels and the eight composed tints stay apart.
+PATTERN_TINT_HUES: Dict[str, float] = {
+    "checkered": math.pi / 3, "dotted": 2 * math.pi / 3, "wavy": 4 * math.pi / 3, "plain": 5 * math.pi / 3,
+}
+
+
+def _hue_direction(hue):
+    return tuple(math.cos(hue - k * 2 * math.pi / 3) for k in range(3))
+
+
+def composed_stripe(name: str) -> Tuple[float, float]:
+    """(angle rad, period px) of a thing's stripe part composed from its name: angle from the
+    shape, period from the colour."""
+    spec = parse_thing(name)
+    return SHAPE_STRIPE_ANGLES[spec.shape], COLOUR_STRIPE_PERIODS[spec.colour]
+
+
+def composed_tint(name: str) -> Tuple[float, float, float]:
+    """Zero-mean RGB tint of a stuff class composed from its name: the mean of its tone's and its
+    pattern's hue directions."""
+    spec = parse_stuff(name)
+    tone, pattern = _hue_direction(TONE_TINT_HUES[spec.tone]), _hue_direction(PATTERN_TINT_HUES[spec.pattern])
+    return tuple((a + b) / 2 for a, b in zip(tone, pattern))
+
 
 @dataclass(frozen=True)
 class ClassCues:
-    stripes: Dict[str, Tuple[float, float]]  # thing-like name -> (angle rad, period px)
-    tints: Dict[str, Tuple[float, float, float]]  # stuff name -> zero-mean RGB direction
+    stripes: Dict[str, Tuple[float, float]]  # thing-like name -> class-specific (angle rad, period px)
+    tints: Dict[str, Tuple[float, float, float]]  # stuff name -> class-specific zero-mean RGB direction
+    # Share (0..1) of the class-specific part; the rest of each cue is composed from the name.
+    class_share: float = 1.0
+
+    def stripe_layers(self, name: str) -> Tuple[Tuple[float, float, float], ...]:
+        """(weight, angle, period) of the stripe textures whose weighted sum is the thing's cue."""
+        layers = ((self.class_share,) + self.stripes[name], (1.0 - self.class_share,) + composed_stripe(name))
+        return tuple(layer for layer in layers if layer[0] > 0)
+
+    def tint(self, name: str) -> Tuple[float, float, float]:
+        """The stuff class's tint: class-specific and composed parts mixed by `class_share`."""
+        if self.class_share == 1.0:
+            return self.tints[name]
+        share = self.class_share
+        return tuple(share * a + (1.0 - share) * b for a, b in zip(self.tints[name], composed_tint(name)))
 
 
 def _hash_order(names):
@@ -146,8 +200,9 @@ def _hash_order(names):
     return sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
 
 
-def class_cues(thing_names: Sequence[str], stuff_names: Sequence[str]) -> ClassCues:
-    """Distinct (as far as possible) stripe parameters per thing and tint per stuff class."""
+def class_cues(thing_names: Sequence[str], stuff_names: Sequence[str], class_share: float = 1.0) -> ClassCues:
+    """Distinct (as far as possible) class-specific stripe parameters per thing and tint per stuff
+    class, mixed with the name-composed parts by `class_share` when rendering."""
     stripes = {}
     for i, name in enumerate(_hash_order(set(thing_names))):
         angle = _STRIPE_ANGLES[(3 * i) % len(_STRIPE_ANGLES)]
@@ -158,7 +213,7 @@ def class_cues(thing_names: Sequence[str], stuff_names: Sequence[str]) -> ClassC
     for i, name in enumerate(ordered):
         hue = 2 * math.pi * i / max(len(ordered), 1)
         tints[name] = tuple(math.cos(hue - k * 2 * math.pi / 3) for k in range(3))
-    return ClassCues(stripes, tints)
+    return ClassCues(stripes, tints, class_share)
 
 
 def display_colour(name: str) -> Tuple[int, int, int]:
@@ -260,6 +315,13 @@ def _object_mask(rng, shape, size_range, image_size, pad):
     return canvas[pad:pad + image_size, pad:pad + image_size].astype(bool), full_area
 
 
+def _stripes(size, angle, period, phase):
+    """Flat-topped stripes in 0..1 over the size x size image grid."""
+    xx, yy = _grid(size)
+    wave = np.cos(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period + phase)
+    return np.clip(0.5 + 0.9 * wave, 0.0, 1.0)
+
+
 def render_image(
     rng: np.random.Generator,
     difficulty,
@@ -276,7 +338,6 @@ def render_image(
     """
     d = difficulty
     size = d.image_size
-    xx, yy = _grid(size)
 
     # --- stuff: distinct classes on a smooth random partition --------------------------------
     k = int(rng.integers(d.stuff_regions[0], d.stuff_regions[1] + 1))
@@ -286,7 +347,7 @@ def render_image(
     image = np.empty((size, size, 3), dtype=np.float32)
     for idx, name in enumerate(stuff_names):
         lum = _stuff_texture(rng, parse_stuff(name), size)
-        tint = np.asarray(cues.tints[name], dtype=np.float32) * (0.12 * d.stuff_cue_strength)
+        tint = np.asarray(cues.tint(name), dtype=np.float32) * (0.12 * d.stuff_cue_strength)
         region = stuff_map == idx
         image[region] = lum[region][:, None] + tint
 
@@ -324,10 +385,8 @@ def render_image(
         colour = np.asarray(COLOURS[spec.colour], dtype=np.float32) / 255.0
         j = d.colour_jitter
         colour = np.clip((colour + rng.uniform(-j, j, size=3)) * rng.uniform(1 - j, 1 + j), 0, 1)
-        angle, period = cues.stripes[name]
         phase = rng.uniform(0, 2 * math.pi)
-        wave = np.cos(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period + phase)
-        stripe = np.clip(0.5 + 0.9 * wave, 0.0, 1.0)  # flat-topped stripes
+        stripe = sum(weight * _stripes(size, angle, period, phase) for weight, angle, period in cues.stripe_layers(name))
         shade = 1.0 - 0.6 * d.cue_strength * stripe[visible]
         image[visible] = shade[:, None] * colour.astype(np.float32)
         objects.append(RenderedObject(name=name, labelled=labelled, visible=visible))
