@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "COLOURS", "SHAPES", "TONES", "PATTERNS", "ThingSpec", "StuffSpec", "parse_class",
-    "parse_thing", "parse_stuff", "is_stuff_name", "ClassCues", "class_cues", "display_colour",
+    "parse_thing", "parse_stuff", "is_stuff_name", "ClassCues", "class_cues", "composed_stripe", "composed_tint", "thing_stripes", "display_colour",
     "RenderedObject", "RenderedImage", "render_image",
 ]
 
@@ -322,6 +322,11 @@ def _stripes(size, angle, period, phase):
     return np.clip(0.5 + 0.9 * wave, 0.0, 1.0)
 
 
+def thing_stripes(cues: ClassCues, name: str, size: int, phase: float) -> np.ndarray:
+    """A thing's unnamed cue as a 0..1 field over the image: its stripe layers' weighted sum."""
+    return sum(weight * _stripes(size, angle, period, phase) for weight, angle, period in cues.stripe_layers(name))
+
+
 def render_image(
     rng: np.random.Generator,
     difficulty,
@@ -386,7 +391,7 @@ def render_image(
         j = d.colour_jitter
         colour = np.clip((colour + rng.uniform(-j, j, size=3)) * rng.uniform(1 - j, 1 + j), 0, 1)
         phase = rng.uniform(0, 2 * math.pi)
-        stripe = sum(weight * _stripes(size, angle, period, phase) for weight, angle, period in cues.stripe_layers(name))
+        stripe = thing_stripes(cues, name, size, phase)
         shade = 1.0 - 0.6 * d.cue_strength * stripe[visible]
         image[visible] = shade[:, None] * colour.astype(np.float32)
         objects.append(RenderedObject(name=name, labelled=labelled, visible=visible))
