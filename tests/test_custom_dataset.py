@@ -1,6 +1,7 @@
-"""The README's "Your own dataset" recipe, run as written, on a small COCO-format dataset made from
-zs_shapes tiny; make_zero_shot on detectron2's instance, panoptic and semantic registrations; the
-audit CLI and the leak refusal for such datasets; one clear line for each bad name."""
+"""The "Your own dataset" recipe of docs/GETTING_STARTED.md (the README shows its first part), run
+as written, on a small COCO-format dataset made from zs_shapes tiny; make_zero_shot on detectron2's
+instance, panoptic and semantic registrations; the audit CLI and the leak refusal for such datasets;
+one clear line for each bad name."""
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from zsi_d2.evaluation.instance import ZeroShotInstanceEvaluator
 from zsi_d2.evaluation.panoptic import ZeroShotPanopticEvaluator
 from zsi_d2.evaluation.semantic import ZeroShotSemanticEvaluator
 
-SECTION = "### Your own dataset"
+RECIPE_PAGE, SECTION = "docs/GETTING_STARTED.md", "## Your own dataset"
 # Test data only: zs_shapes classes standing in for the README's example classes, with dataset ids
 # that are not contiguous and put stuff between things (as COCO's do).
 STAND_INS = {"red square": "cat", "blue circle": "dog", "red circle": "fox",
@@ -47,14 +48,14 @@ QUICK = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "(
 # ---------------------------------------------------------------------------------------------
 # The README section, parsed.
 # ---------------------------------------------------------------------------------------------
-def readme_blocks():
-    """[(language, code)] of the fenced blocks of the README's "Your own dataset" section."""
-    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+def readme_blocks(page=RECIPE_PAGE):
+    """[(language, code)] of the fenced blocks of a page's "Your own dataset" section."""
+    with open(os.path.join(REPO_ROOT, page)) as f:
         lines = f.read().splitlines()
     start = lines.index(SECTION)
     blocks, fence, body = [], None, []
     for line in lines[start + 1:]:
-        if fence is None and re.match(r"#{1,3} ", line):
+        if fence is None and re.match(r"#{1,2} ", line):
             break  # the next section
         if line.startswith("```"):
             if fence is None:
@@ -72,6 +73,15 @@ def readme_module():
     python = [code for lang, code in readme_blocks() if lang == "python"]
     assert python and python[0].startswith("# my_datasets.py\n"), "the README names the file it writes"
     return "\n".join(python)
+
+
+def test_readme_recipe_is_the_first_part_of_the_full_one():
+    """The README's short recipe is the tested one's first file block and first command, verbatim."""
+    short, full = readme_blocks("README.md"), readme_blocks()
+    assert [lang for lang, _ in short] == ["python", "bash"]
+    assert short[0] == next(b for b in full if b[0] == "python")
+    full_bash = next(code for lang, code in full if lang == "bash")
+    assert full_bash.startswith(short[1][1]) and short[1][1].count(".venv/bin/python") == 1
 
 
 def readme_commands():
