@@ -13,7 +13,8 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from zsi_d2.data.coco import pipeline, prepare_coco_split, prepared_paths, split_categories
-from zsi_d2.data.coco.prepare import IGNORE_LABEL, contiguous_ids, rgb_to_id
+from zsi_d2.data.coco.prepare import IGNORE_LABEL, contiguous_ids
+from zsi_d2.utils.panoptic_ids import rgb2id
 from zsi_d2.data.splits import COCO_THING_CLASSES, get_split
 
 import coco_fixtures as fx
@@ -145,7 +146,7 @@ def test_panoptic_val_is_complete_and_label_maps_match_segments(coco):
     assert len(val["annotations"]) == len(source["annotations"]) == summary["counts"]["val"]["images"]
     label_of = contiguous_ids("coco_panoptic_119_14")
     for rec in val["annotations"]:
-        pan = rgb_to_id(np.asarray(Image.open(os.path.join(coco["dir"], "panoptic_val2017", rec["file_name"]))))
+        pan = rgb2id(np.asarray(Image.open(os.path.join(coco["dir"], "panoptic_val2017", rec["file_name"])).convert("RGB")))
         sem = np.asarray(Image.open(os.path.join(paths["val_sem_seg"], rec["file_name"])))
         assert sem.shape == pan.shape and sem.dtype == np.uint8
         for seg in rec["segments_info"]:

@@ -16,7 +16,7 @@ from evaluation_fixtures import INSTANCE_UNSEEN, make_instance_dataset, write_js
 from zsi_d2.data.splits import get_split  # noqa: E402
 from zsi_d2.evaluation.__main__ import main  # noqa: E402
 from zsi_d2.evaluation.instance import check_iou_thresholds  # noqa: E402
-from zsi_d2.evaluation.panoptic import load_panoptic_png  # noqa: E402
+from zsi_d2.utils.panoptic_ids import read_panoptic_png as load_panoptic_png  # noqa: E402
 
 PROG = "python -m zsi_d2.evaluation"
 UNSEEN = ",".join(INSTANCE_UNSEEN)

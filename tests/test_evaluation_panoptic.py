@@ -28,7 +28,8 @@ from zsi_d2.evaluation import (  # noqa: E402
     pq_from_segments,
     summarize_panoptic,
 )
-from zsi_d2.evaluation.panoptic import id2rgb, load_panoptic_png, rgb2id  # noqa: E402
+from zsi_d2.utils.panoptic_ids import id2rgb, read_panoptic_png as load_panoptic_png, rgb2id  # noqa: E402
+from zsi_d2.evaluation.pq import overlaps  # noqa: E402
 
 CATS = [
     {"id": 1, "name": "apple", "isthing": 1},
@@ -185,6 +186,35 @@ def test_pq_compute_from_files(tmp_path):
         pq_compute(
             str(tmp_path / "gt.json"), str(tmp_path / "gt"), str(tmp_path / "pred.json"), str(tmp_path / "nowhere")
         )
+    # panopticapi's multi-process path: the same sums, five images split over two processes.
+    five = tmp_path / "five"
+    _write_dataset(five, [TWO_GT] * 5, [TWO_GT_SEGS] * 5, [TWO_PRED, TWO_GT, TWO_PRED, TWO_GT, TWO_PRED],
+                   [TWO_PRED_SEGS, TWO_GT_SEGS, TWO_PRED_SEGS, TWO_GT_SEGS, TWO_PRED_SEGS])
+    args = (str(five / "gt.json"), str(five / "gt"), str(five / "pred.json"), None)
+    one, two = pq_compute(*args), pq_compute(*args, num_workers=2)
+    assert {c: vars(v) for c, v in one.pq_per_cat.items()} == {c: vars(v) for c, v in two.pq_per_cat.items()}
+    assert one[1].tp == 7 and one[1].fn == 3  # apple: 1 TP + 1 FN per TWO_PRED image, 2 TP per TWO_GT
+
+
+def test_overlaps_give_intersections_and_both_areas():
+    gt = np.array([[1, 1, 2], [0, 2, 2]])
+    pred = np.array([[5, 0, 5], [5, 5, 7]])
+    pairs, gt_area, pred_area = overlaps(gt, pred)
+    assert pairs == {(0, 5): 1, (1, 0): 1, (1, 5): 1, (2, 5): 2, (2, 7): 1}
+    assert gt_area == {0: 1, 1: 2, 2: 3} and pred_area == {0: 1, 5: 4, 7: 1}
+
+
+def test_the_metric_imports_neither_detectron2_nor_torch():
+    """pq.py and the id codec are the pure metric: usable on result files without a model stack."""
+    import ast
+    import zsi_d2.evaluation.pq as pq_module
+    import zsi_d2.utils.panoptic_ids as ids_module
+
+    for module in (pq_module, ids_module):
+        tree = ast.parse(open(module.__file__).read())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in ("detectron2", "torch")], module.__name__
 
 
 requires_sample = pytest.mark.skipif(not has_coco_panoptic_sample(), reason=SHARED_PANOPTIC_MISSING)

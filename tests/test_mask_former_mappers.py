@@ -18,8 +18,9 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances, polygons_to_bitmask
 
 from zsi_d2.data.mappers import (
-    MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper, build_dataset_mapper, rgb2id,
+    MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper, build_dataset_mapper,
 )
+from zsi_d2.utils.panoptic_ids import rgb2id  # noqa: E402
 from zsi_d2.data.zs_shapes.generate import annotation_paths, ensure_generated
 from zsi_d2.modeling.mask_former.config import add_mask_former_config
 from zsi_d2.modeling.mask_former.inference import masks_to_boxes

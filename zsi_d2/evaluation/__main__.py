@@ -176,7 +176,8 @@ def _run_panoptic(args):
     names = [c["name"] for c in gt["categories"]]
     seen, unseen = resolve_classes(names, args.unseen, args.split)
     # The predictions go in by path, so that pq_compute's messages name the file.
-    res = evaluate_panoptic(gt, args.gt_folder, args.predictions, pred_folder, seen, unseen, args.mode)
+    res = evaluate_panoptic(gt, args.gt_folder, args.predictions, pred_folder, seen, unseen, args.mode,
+                            num_workers=args.workers)
     return {"panoptic_seg": res}, names, seen, unseen
 
 
@@ -385,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--gt-folder", required=True, help="folder of GT panoptic PNGs")
     p.add_argument("--pred-folder", help="folder of predicted PNGs (default: --predictions without .json)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="score the images in this many processes (panopticapi's multi-core path)")
 
     p = sub.add_parser("semantic", help="folders of GT and predicted label PNGs (same file names)")
     common(p, required_classes=False)

@@ -1,31 +1,17 @@
-"""Zero-shot panoptic evaluation: in-house Panoptic Quality (PQ), seen / unseen / HM.
+"""Zero-shot panoptic evaluation: PQ / SQ / RQ, seen / unseen / HM, from files or a detectron2 model.
 
-Why in-house: panopticapi (the reference implementation, used by detectron2's
-COCOPanopticEvaluator) is not installable here, and detectron2's evaluator also only reports
-averages over all classes. `pq_from_segments` follows panopticapi's `pq_compute_single_core`
-rule for rule (Kirillov et al., "Panoptic Segmentation", CVPR 2019):
-
-* segment ids in PNGs are R + 256·G + 256²·B; id 0 (VOID) is unlabelled;
-* a GT and a predicted segment of the same category match iff IoU > 0.5 (strictly), which makes
-  the matching unique; crowd GT segments (iscrowd=1) never match;
-* the IoU's union leaves out the predicted segment's pixels that fall on VOID (the prediction is
-  not penalised for labelling pixels nobody annotated);
-* unmatched non-crowd GT segments are false negatives; crowd GT segments never are;
-* an unmatched predicted segment is a false positive unless more than half of its area lies on
-  VOID plus the crowd region of its own category.
-
-Per class PQ = Σ IoU(tp) / (TP + ½FP + ½FN) = SQ·RQ; averages are over classes with
-TP + FP + FN > 0 (other classes are nan per class). One deliberate difference: segment areas
-are counted from the id maps instead of read from the json "area" field, so a json with stale
-areas cannot skew IoUs (for consistent COCO files the two are identical).
+The metric itself is `pq.py` (pure, panopticapi's rules); this module reads COCO panoptic files
+(`pq_compute`, `evaluate_panoptic`: what the results-file CLI calls), summarises per-category sums
+as zero-shot numbers (`summarize_panoptic`) and is detectron2's evaluator
+(`ZeroShotPanopticEvaluator`). Why in-house: panopticapi is not installable from the package
+registry, and detectron2's evaluator reports averages over all classes only.
 """
 import io
 import json
 import logging
 import os
-from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from collections import OrderedDict
+from typing import Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -36,8 +22,10 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from ..data.metadata import check_panoptic_convention
+from ..utils.panoptic_ids import OFFSET, VOID, id2rgb, read_panoptic_png, rgb2id
 from .files import read_json
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
+from .pq import PQStat, PQStatCat, categories_by_id, pq_compute_images, pq_from_segments
 
 __all__ = [
     "VOID",
@@ -55,215 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-VOID = 0
-OFFSET = 256 * 256 * 256  # larger than any segment id, so gt_id * OFFSET + pred_id is unique
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG (H×W×3) → segment ids R + 256·G + 256²·B. 2-D input is returned as ids."""
-    color = np.asarray(color)
-    if color.ndim == 2:
-        return color.astype(np.int64)
-    if color.ndim != 3 or color.shape[2] < 3:
-        raise ValueError(f"Expected an H×W×3 panoptic PNG or an H×W id map, got shape {color.shape}")
-    color = color[..., :3].astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(id_map: np.ndarray) -> np.ndarray:
-    """Segment ids → H×W×3 uint8 colours (inverse of `rgb2id`)."""
-    id_map = np.asarray(id_map, dtype=np.int64)
-    if id_map.min(initial=0) < 0 or id_map.max(initial=0) >= OFFSET:
-        raise ValueError(f"Segment ids must lie in [0, {OFFSET}) to be stored as RGB")
-    return np.stack([id_map % 256, (id_map // 256) % 256, id_map // (256 * 256)], axis=-1).astype(np.uint8)
-
-
-def load_panoptic_png(path: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Panoptic PNG not found: {path}")
-    return rgb2id(np.array(Image.open(path).convert("RGB"), dtype=np.uint32))
-
-
-@dataclass
-class PQStatCat:
-    """Sums for one category: matched IoU total, true/false positives, false negatives."""
-
-    iou: float = 0.0
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-
-    def __iadd__(self, other: "PQStatCat") -> "PQStatCat":
-        self.iou += other.iou
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        return self
-
-
-class PQStat:
-    """Per-category PQ sums; add image results with `+=`, reduce across processes by summing."""
-
-    def __init__(self):
-        self.pq_per_cat: Dict[int, PQStatCat] = defaultdict(PQStatCat)
-
-    def __getitem__(self, category_id: int) -> PQStatCat:
-        return self.pq_per_cat[category_id]
-
-    def __iadd__(self, other: "PQStat") -> "PQStat":
-        for label, stat in other.pq_per_cat.items():
-            self.pq_per_cat[label] += stat
-        return self
-
-    def per_class(self, category_ids: Iterable[int]) -> "OrderedDict[int, Dict[str, float]]":
-        """{category id: {"pq", "sq", "rq" (fractions, nan if TP+FP+FN == 0), "tp", "fp", "fn"}}."""
-        out = OrderedDict()
-        for cid in category_ids:
-            s = self.pq_per_cat.get(cid, PQStatCat())
-            denom = s.tp + 0.5 * s.fp + 0.5 * s.fn
-            if denom == 0:
-                pq = sq = rq = float("nan")
-            else:
-                pq = s.iou / denom
-                sq = s.iou / s.tp if s.tp else 0.0
-                rq = s.tp / denom
-            out[cid] = {"pq": pq, "sq": sq, "rq": rq, "tp": s.tp, "fp": s.fp, "fn": s.fn}
-        return out
-
-
-def _categories_by_id(categories) -> "OrderedDict[int, dict]":
-    """Accept panopticapi's {id: category} dict or a COCO list of categories."""
-    if isinstance(categories, Mapping):
-        items = [(int(k), dict(v)) for k, v in categories.items()]
-    else:
-        items = [(int(c["id"]), dict(c)) for c in categories]
-    out = OrderedDict()
-    for cid, cat in items:
-        cat.setdefault("id", cid)
-        cat.setdefault("isthing", 1)
-        out[cid] = cat
-    return out
-
-
-def pq_from_segments(
-    gt_ids: np.ndarray,
-    gt_segments: Sequence[Mapping],
-    pred_ids: np.ndarray,
-    pred_segments: Sequence[Mapping],
-    categories=None,
-    keep_category_ids: Optional[Iterable[int]] = None,
-    stat: Optional[PQStat] = None,
-    image_id=None,
-) -> PQStat:
-    """Accumulate PQ sums for one image (see the module docstring for the rules).
-
-    Args:
-        gt_ids, pred_ids: H×W segment-id maps (or H×W×3 COCO panoptic colour images).
-        gt_segments: GT segments_info, [{"id", "category_id", "iscrowd" (default 0)}, ...].
-            GT ids present in the map but not listed are neither matched nor counted.
-        pred_segments: predicted segments_info, [{"id", "category_id"}, ...]; every non-VOID id in
-            `pred_ids` must be listed and every listed id must occur (as panopticapi demands).
-        categories: {id: {"isthing", ...}} or a list of categories; when given, predicted
-            categories outside it are an error.
-        keep_category_ids: zero-shot "zsi" restriction. GT segments of other categories are
-            dropped from the GT list (their pixels stay labelled, so predictions there are false
-            positives, like detections on unevaluated objects in COCO), and predicted segments of
-            other categories are removed (their pixels become VOID in the prediction).
-        stat: accumulate into this PQStat (a new one when None). Returned.
-        image_id: only used in error messages.
-    """
-    stat = PQStat() if stat is None else stat
-    where = f" (image {image_id})" if image_id is not None else ""
-    gt = rgb2id(gt_ids)
-    pred = rgb2id(pred_ids).copy()
-    if gt.shape != pred.shape:
-        raise ValueError(f"GT and prediction id maps differ in size{where}: {gt.shape} vs {pred.shape}")
-    if pred.size and (pred.min() < 0 or pred.max() >= OFFSET):
-        raise ValueError(f"Predicted segment ids must lie in [0, {OFFSET}){where}")
-    cats = _categories_by_id(categories) if categories is not None else None
-
-    gt_segms = {int(s["id"]): dict(s) for s in gt_segments}
-    pred_segms = {int(s["id"]): dict(s) for s in pred_segments}
-    if keep_category_ids is not None:
-        keep = {int(c) for c in keep_category_ids}
-        gt_segms = {k: v for k, v in gt_segms.items() if v["category_id"] in keep}
-        dropped = [k for k, v in pred_segms.items() if v["category_id"] not in keep]
-        if dropped:
-            pred[np.isin(pred, dropped)] = VOID
-            for k in dropped:
-                del pred_segms[k]
-    for s in gt_segms.values():
-        s.setdefault("iscrowd", 0)
-
-    # Areas and sanity checks of the prediction (panopticapi's rules).
-    labels, counts = np.unique(pred, return_counts=True)
-    listed = set(pred_segms)
-    for label, count in zip(labels.tolist(), counts.tolist()):
-        if label not in pred_segms:
-            if label == VOID:
-                continue
-            raise ValueError(f"Segment id {label} is in the predicted map but not in its segments_info{where}")
-        pred_segms[label]["area"] = count
-        listed.discard(label)
-        if cats is not None and pred_segms[label]["category_id"] not in cats:
-            raise ValueError(
-                f"Predicted segment {label} has unknown category_id "
-                f"{pred_segms[label]['category_id']}{where}; valid ids: {sorted(cats)}"
-            )
-    if listed:
-        raise ValueError(f"Segment id(s) {sorted(listed)} are in segments_info but not in the predicted map{where}")
-    gt_labels, gt_counts = np.unique(gt, return_counts=True)
-    gt_area = dict(zip(gt_labels.tolist(), gt_counts.tolist()))
-
-    # Intersections of every (gt id, pred id) pair present.
-    joint = gt.astype(np.uint64) * np.uint64(OFFSET) + pred.astype(np.uint64)
-    pair_labels, pair_counts = np.unique(joint, return_counts=True)
-    gt_pred_map = {
-        (int(lab // OFFSET), int(lab % OFFSET)): int(cnt)
-        for lab, cnt in zip(pair_labels.tolist(), pair_counts.tolist())
-    }
-
-    gt_matched, pred_matched = set(), set()
-    for (gt_label, pred_label), intersection in gt_pred_map.items():
-        if gt_label not in gt_segms or pred_label not in pred_segms:
-            continue
-        gt_info, pred_info = gt_segms[gt_label], pred_segms[pred_label]
-        if gt_info["iscrowd"] == 1 or gt_info["category_id"] != pred_info["category_id"]:
-            continue
-        union = (
-            pred_info["area"] + gt_area.get(gt_label, 0) - intersection
-            - gt_pred_map.get((VOID, pred_label), 0)
-        )
-        iou = intersection / union
-        if iou > 0.5:
-            s = stat[gt_info["category_id"]]
-            s.tp += 1
-            s.iou += iou
-            gt_matched.add(gt_label)
-            pred_matched.add(pred_label)
-
-    crowd_by_category = {}
-    for gt_label, gt_info in gt_segms.items():
-        if gt_label in gt_matched:
-            continue
-        if gt_info["iscrowd"] == 1:
-            # panopticapi keeps one crowd region per category (the last listed); so do we.
-            crowd_by_category[gt_info["category_id"]] = gt_label
-            continue
-        stat[gt_info["category_id"]].fn += 1
-
-    for pred_label, pred_info in pred_segms.items():
-        if pred_label in pred_matched:
-            continue
-        ignored = gt_pred_map.get((VOID, pred_label), 0)
-        if pred_info["category_id"] in crowd_by_category:
-            ignored += gt_pred_map.get((crowd_by_category[pred_info["category_id"]], pred_label), 0)
-        if ignored / pred_info["area"] > 0.5:
-            continue
-        stat[pred_info["category_id"]].fp += 1
-    return stat
-
 
 def _load_json(path_or_dict, what: str = "Panoptic json"):
     if isinstance(path_or_dict, (Mapping, list, tuple)):
@@ -312,6 +91,7 @@ def pq_compute(
     pred_folder: Optional[str] = None,
     categories=None,
     keep_category_ids: Optional[Iterable[int]] = None,
+    num_workers: int = 1,
 ) -> PQStat:
     """PQ sums of a COCO panoptic prediction (json + PNG folder) against the GT (json + folder).
 
@@ -322,6 +102,7 @@ def pq_compute(
         pred_folder: default, as in COCO's tools: the json path without ".json".
         categories: defaults to the GT's "categories".
         keep_category_ids: see `pq_from_segments` (zsi mode).
+        num_workers: score the images in this many processes (panopticapi's multi-core path).
     """
     gt = _load_json(gt_json, "Panoptic GT json")
     gt_source = gt_json if isinstance(gt_json, str) else "The panoptic ground truth"
@@ -335,7 +116,7 @@ def pq_compute(
     for folder, what in ((gt_folder, "GT"), (pred_folder, "prediction")):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"Panoptic {what} PNG folder not found: {folder}")
-    categories = _categories_by_id(categories if categories is not None else gt["categories"])
+    categories = categories_by_id(categories if categories is not None else gt["categories"])
 
     pred_by_image = {a["image_id"]: a for a in pred_anns}
     missing = [a["image_id"] for a in gt["annotations"] if a["image_id"] not in pred_by_image]
@@ -344,21 +125,13 @@ def pq_compute(
             f"{pred_source} has no prediction for {len(missing)} of {len(gt['annotations'])} GT image(s) "
             f"(e.g. image id {missing[0]!r}): panoptic evaluation needs one per GT image"
         )
-    stat = PQStat()
-    for gt_ann in gt["annotations"]:
-        image_id = gt_ann["image_id"]
-        pred_ann = pred_by_image[image_id]
-        pq_from_segments(
-            load_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"])),
-            gt_ann["segments_info"],
-            load_panoptic_png(os.path.join(pred_folder, pred_ann["file_name"])),
-            pred_ann["segments_info"],
-            categories,
-            keep_category_ids,
-            stat,
-            image_id,
-        )
-    return stat
+    pairs = [
+        (os.path.join(gt_folder, a["file_name"]), a["segments_info"],
+         os.path.join(pred_folder, pred_by_image[a["image_id"]]["file_name"]),
+         pred_by_image[a["image_id"]]["segments_info"], a["image_id"])
+        for a in gt["annotations"]
+    ]
+    return pq_compute_images(pairs, categories, keep_category_ids, num_workers)
 
 
 def summarize_panoptic(
@@ -376,7 +149,7 @@ def summarize_panoptic(
     Classes in neither group get per-class numbers only.
     """
     check_mode(mode)
-    cats = _categories_by_id(categories)
+    cats = categories_by_id(categories)
     names = {}
     for cid, cat in cats.items():
         name = cat.get("name", str(cid))
@@ -405,7 +178,7 @@ def summarize_panoptic(
 
 
 def _category_ids_of(names: Sequence[str], categories) -> List[int]:
-    by_name = {c.get("name"): cid for cid, c in _categories_by_id(categories).items()}
+    by_name = {c.get("name"): cid for cid, c in categories_by_id(categories).items()}
     missing = [n for n in names if n not in by_name]
     if missing:
         raise ValueError(f"Class name(s) {missing} are not panoptic categories. Valid names: {sorted(by_name)}")
@@ -420,6 +193,7 @@ def evaluate_panoptic(
     seen_names: Sequence[str],
     unseen_names: Sequence[str],
     mode: str = "gzsi",
+    num_workers: int = 1,
 ) -> "OrderedDict[str, float]":
     """Files in, zero-shot numbers out: `pq_compute` + `summarize_panoptic` (zsi restricts GT and
     predictions to the unseen categories first)."""
@@ -427,7 +201,7 @@ def evaluate_panoptic(
     gt = _load_json(gt_json, "Panoptic GT json")
     check_panoptic_json(gt, gt_json if isinstance(gt_json, str) else "The panoptic ground truth", "ground truth")
     keep = _category_ids_of(unseen_names, gt["categories"]) if mode == "zsi" else None
-    stat = pq_compute(gt, gt_folder, pred_json, pred_folder, gt["categories"], keep)
+    stat = pq_compute(gt, gt_folder, pred_json, pred_folder, gt["categories"], keep, num_workers)
     return summarize_panoptic(stat, gt["categories"], seen_names, unseen_names, mode)
 
 
@@ -459,7 +233,7 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         check_panoptic_json(self._gt_json, self._metadata.panoptic_json, "ground truth")
         self._gt_root = PathManager.get_local_path(self._metadata.panoptic_root)
         self._gt_by_image = {a["image_id"]: a for a in self._gt_json["annotations"]}
-        self._categories = _categories_by_id(self._gt_json["categories"])
+        self._categories = categories_by_id(self._gt_json["categories"])
         self._mode = mode_from_metadata(self._metadata, dataset_name)
         cat_names = [c["name"] for c in self._categories.values()]
         self._seen, self._unseen = evaluated_groups(self._metadata, dataset_name, cat_names, "panoptic evaluation")
@@ -533,7 +307,7 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
             gt_ann = self._gt_by_image.get(image_id)
             if gt_ann is None:
                 raise ValueError(f"Image id {image_id!r} is not in {self._metadata.panoptic_json}")
-            gt_ids = load_panoptic_png(os.path.join(self._gt_root, gt_ann["file_name"]))
+            gt_ids = read_panoptic_png(os.path.join(self._gt_root, gt_ann["file_name"]))
             pq_from_segments(
                 gt_ids, gt_ann["segments_info"], panoptic_img, segments_info,
                 self._categories, self._keep, self._stat, image_id,

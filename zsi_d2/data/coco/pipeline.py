@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ...utils.panoptic_ids import read_panoptic_png
 from ..splits import get_split
 from .categories import split_categories
 from .layout import coco_root, download_hint, get_layout, prepared_paths, source_paths
 from .prepare import (
     coco_stuff_lut, contiguous_ids, instance_gzsi_test_set, instance_training_set, instance_zsi_test_set,
     panoptic_full_set, panoptic_to_instances, panoptic_to_semantic, panoptic_training_set, remap_stuff_labels,
-    rgb_to_id,
 )
 
 __all__ = ["prepare_coco_split", "check_sources", "format_summary"]
@@ -142,7 +142,7 @@ def _panoptic_worker(job, label_of, thing_ids):
     png, out_png, segments = job
     if not os.path.isfile(png):
         raise FileNotFoundError(f"Panoptic PNG listed in the panoptic json is missing: {png}")
-    pan_ids = rgb_to_id(np.asarray(Image.open(png).convert("RGB")))
+    pan_ids = read_panoptic_png(png)
     if not os.path.isfile(out_png):
         _write_png(out_png, panoptic_to_semantic(pan_ids, segments, label_of))
     return panoptic_to_instances(pan_ids, segments, thing_ids)

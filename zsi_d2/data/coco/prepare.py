@@ -27,7 +27,6 @@ __all__ = [
     "instance_gzsi_test_set",
     "panoptic_training_set",
     "panoptic_full_set",
-    "rgb_to_id",
     "panoptic_to_semantic",
     "panoptic_to_instances",
     "contiguous_ids",
@@ -169,12 +168,6 @@ def panoptic_training_set(pan: Mapping, split: ZeroShotSplit, source: str = "pan
 def panoptic_full_set(pan: Mapping, split: ZeroShotSplit, source: str = "panoptic json") -> Tuple[dict, dict]:
     """Validation set: every image and segment, categories checked against the split."""
     return _panoptic_subset(pan, split, source, drop_unseen=False)
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG -> segment ids (id = R + 256 G + 256^2 B)."""
-    rgb = np.asarray(rgb, dtype=np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def contiguous_ids(split_name: str) -> Dict[int, int]:

@@ -5,7 +5,7 @@ from ...errors import InputValueError
 
 from .mask_former import (
     AUGMENTATIONS, MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper,
-    build_mask_former_augmentation, rgb2id,
+    build_mask_former_augmentation,
 )
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "AUGMENTATIONS",
     "build_dataset_mapper",
     "build_mask_former_augmentation",
-    "rgb2id",
 ]
 
 # INPUT.DATASET_MAPPER_NAME -> mapper class ("" = detectron2's DatasetMapper, the R-CNN family).

@@ -54,22 +54,14 @@ from detectron2.data import transforms as T
 from detectron2.structures import Instances, polygons_to_bitmask
 
 from ...errors import InputValueError
+from ...utils.panoptic_ids import rgb2id
 
 __all__ = [
-    "MaskFormerPanopticMapper", "MaskFormerInstanceMapper", "MaskFormerSemanticMapper", "rgb2id",
+    "MaskFormerPanopticMapper", "MaskFormerInstanceMapper", "MaskFormerSemanticMapper",
     "AUGMENTATIONS", "build_mask_former_augmentation",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """Segment ids of an (H, W, 3) panoptic PNG: R + 256 G + 256^2 B (the COCO panoptic format)."""
-    color = np.asarray(color)
-    if color.ndim != 3 or color.shape[2] != 3:
-        raise ValueError(f"a panoptic PNG must be read as (H, W, 3) RGB, got shape {color.shape}")
-    color = color.astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
 
 
 def _read_sem_seg(path: str) -> np.ndarray:
