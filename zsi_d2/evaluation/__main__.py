@@ -34,19 +34,13 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from ..errors import InputError, InputFileNotFoundError, InputValueError
 from .files import read_json
+from .label_space import resolve_classes, semantic_label_space
 
 logger = logging.getLogger("zsi_d2.evaluation")
 
 _TASKS = ("instance", "panoptic", "semantic")
-
-
-class CLIError(Exception):
-    """An input problem to report in one line, without a traceback.
-
-    main() reports these, and the library's ValueError / FileNotFoundError (whose messages name
-    the file), as one line on stderr with exit status 2.
-    """
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,54 +52,18 @@ class _Parser(argparse.ArgumentParser):
 
 def _require_file(path: str, what: str) -> str:
     if os.path.isdir(path):
-        raise CLIError(f"{what} {path} is a folder, not a file")
+        raise InputFileNotFoundError(f"{what} {path} is a folder, not a file")
     if not os.path.isfile(path):
-        raise CLIError(f"{what} not found: {path}")
+        raise InputFileNotFoundError(f"{what} not found: {path}")
     return path
 
 
 def _require_dir(path: str, what: str) -> str:
     if os.path.isfile(path):
-        raise CLIError(f"{what} {path} is a file, not a folder")
+        raise InputFileNotFoundError(f"{what} {path} is a file, not a folder")
     if not os.path.isdir(path):
-        raise CLIError(f"{what} not found: {path}")
+        raise InputFileNotFoundError(f"{what} not found: {path}")
     return path
-
-
-def resolve_classes(
-    valid_names: Sequence[str], unseen: Optional[str], split: Optional[str]
-) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """(seen, unseen) names among `valid_names` (the GT's classes, in GT order).
-
-    --unseen: comma-separated names, each must be a GT class; all other GT classes are seen.
-    --split: the registered split's seen/unseen, keeping only names that are GT classes (a
-    split may cover stuff classes an instance GT does not have), which must leave some class.
-    """
-    valid = list(valid_names)
-    if unseen is not None:
-        names = [n.strip() for n in unseen.split(",") if n.strip()]
-        if not names:
-            raise CLIError("--unseen is empty")
-        unknown = [n for n in names if n not in valid]
-        if unknown:
-            raise CLIError(f"Unknown class name(s) in --unseen: {unknown}. Valid names: {valid}")
-        unseen_set = set(names)
-        return tuple(n for n in valid if n not in unseen_set), tuple(names)
-    from zsi_d2.data.splits import get_split
-
-    try:
-        sp = get_split(split)
-    except KeyError as e:
-        raise CLIError(e.args[0]) from None
-    valid_set = set(valid)
-    seen_names = tuple(n for n in sp.seen if n in valid_set)
-    unseen_names = tuple(n for n in sp.unseen if n in valid_set)
-    skipped = [n for n in sp.classes if n not in valid_set]
-    if not seen_names and not unseen_names:
-        raise CLIError(f"Split '{split}' shares no class with the ground truth. GT classes: {valid}")
-    if skipped:
-        logger.info(f"{len(skipped)} class(es) of split '{split}' are not in the GT and are skipped: {skipped}")
-    return seen_names, unseen_names
 
 
 def _load_instance_inputs(args):
@@ -121,11 +79,11 @@ def _load_instance_inputs(args):
     if isinstance(results, dict) and "annotations" in results:
         results = results["annotations"]
     if not isinstance(results, list):
-        raise CLIError(f"Predictions json (--predictions) {args.predictions} must hold a COCO results list "
+        raise InputValueError(f"Predictions json (--predictions) {args.predictions} must hold a COCO results list "
                        "[{image_id, category_id, score, bbox/segmentation}, ...]")
     if not results:
         if not args.allow_empty:
-            raise CLIError(f"Predictions json (--predictions) {args.predictions} holds no detection, so every "
+            raise InputValueError(f"Predictions json (--predictions) {args.predictions} holds no detection, so every "
                            "number would be 0: check the model's output, or pass --allow-empty to score it anyway")
         logger.warning(f"{args.predictions} holds no detection (--allow-empty): every AP and recall is 0")
     coco_gt = coco_from_dataset(gt)
@@ -141,7 +99,7 @@ def _check_results(args, coco_gt, results, iou_type: str) -> None:
     try:
         validate_instance_results(coco_gt, results, iou_type)
     except ValueError as e:
-        raise CLIError(f"Predictions json (--predictions) {args.predictions}: {e}") from None
+        raise InputValueError(f"Predictions json (--predictions) {args.predictions}: {e}") from None
 
 
 def _run_instance(args) -> Tuple[dict, Sequence[str], Sequence[str], Sequence[str]]:
@@ -181,77 +139,6 @@ def _run_panoptic(args):
     return {"panoptic_seg": res}, names, seen, unseen
 
 
-def _categories_file(path: str) -> List[dict]:
-    categories = read_json(path, "Categories json (--categories)")
-    if not isinstance(categories, list) or not categories or not all(
-        isinstance(c, dict) and {"id", "name"} <= set(c) for c in categories
-    ):
-        raise CLIError(f"Categories json (--categories) {path} must be a json list of {{\"id\", \"name\"}} objects")
-    return categories
-
-
-def _registered_dataset(name: str):
-    """The metadata of a registered dataset; an unknown name lists the close registered ones."""
-    from detectron2.data import MetadataCatalog
-
-    from zsi_d2.data.catalog import require_registered
-    from zsi_d2.errors import InputError
-
-    try:
-        require_registered(name, "--dataset")
-    except InputError as e:
-        raise CLIError(str(e)) from None
-    return MetadataCatalog.get(name)
-
-
-def _label_space_of_split(split: str):
-    """(dataset name, metadata) of a registered dataset of `split` with a semantic label space.
-
-    All registered datasets of the split must agree on stuff_classes and ignore_label (they do
-    for zs_shapes and the COCO splits); otherwise --dataset has to say which one is meant.
-    """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    found = {}
-    for name in DatasetCatalog.list():
-        meta = MetadataCatalog.get(name)
-        if meta.get("zero_shot_split", None) == split and meta.get("stuff_classes", None):
-            found.setdefault((tuple(meta.stuff_classes), meta.get("ignore_label", 255)), []).append(name)
-    if not found:
-        raise CLIError(f"No registered dataset of split '{split}' has a semantic label space (stuff_classes): "
-                       "pass --categories FILE (a json list of {\"id\", \"name\"}) or --dataset NAME")
-    if len(found) > 1:
-        names = [v[0] for v in found.values()]
-        raise CLIError(f"Registered datasets of split '{split}' use different label spaces ({names}): "
-                       "say which with --dataset NAME")
-    name = next(iter(found.values()))[0]
-    return name, MetadataCatalog.get(name)
-
-
-def _semantic_label_space(args):
-    """(categories, ignore label, metadata or None): --categories, else --dataset, else --split.
-
-    A registered dataset's label PNGs hold indices into its `stuff_classes` (detectron2's
-    convention, which zs_shapes and the COCO preparations follow), ignore = `ignore_label`.
-    """
-    from .semantic import categories_from_metadata
-
-    if args.categories:
-        return _categories_file(args.categories), 255 if args.ignore_label is None else args.ignore_label, None
-    if args.dataset:
-        name, meta = args.dataset, _registered_dataset(args.dataset)
-    elif args.split:
-        name, meta = _label_space_of_split(args.split)
-    else:
-        raise CLIError("semantic evaluation needs the label values' classes: pass --categories FILE (a json "
-                       "list of {\"id\", \"name\"}), --dataset NAME or --split NAME of a registered dataset")
-    categories = categories_from_metadata(meta, name)
-    ignore = int(meta.get("ignore_label", 255)) if args.ignore_label is None else args.ignore_label
-    logger.info(f"Label values are indices into stuff_classes of '{name}' ({len(categories)} classes, "
-                f"ignore {ignore})")
-    return categories, ignore, (meta, name)
-
-
 def _run_semantic(args):
     from .metrics import evaluated_groups, mode_from_metadata
     from .semantic import evaluate_semantic_folders
@@ -264,20 +151,20 @@ def _run_semantic(args):
         try:
             import_register_modules(args.register)
         except (ImportError, FileNotFoundError) as e:
-            raise CLIError(str(e)) from None
-    categories, ignore, dataset = _semantic_label_space(args)
+            raise InputValueError(str(e)) from None
+    categories, ignore, dataset = semantic_label_space(args.categories, args.dataset, args.split, args.ignore_label)
     names = [c["name"] for c in categories]
     if args.unseen or args.split:
         seen, unseen = resolve_classes(names, args.unseen, args.split)
     elif dataset:
         seen, unseen = evaluated_groups(*dataset, names, "semantic evaluation")
     else:
-        raise CLIError("pass --unseen NAMES or --split NAME (or --dataset NAME) to say which classes are unseen")
+        raise InputValueError("pass --unseen NAMES or --split NAME (or --dataset NAME) to say which classes are unseen")
     if args.mode is None:  # only with --dataset: its zero_shot_mode, as the evaluators read it
         try:
             args.mode = mode_from_metadata(*dataset, seen_only_as_gzsi=False)
         except ValueError as e:
-            raise CLIError(f"{e}: pass --mode gzsi or --mode zsi") from None
+            raise InputValueError(f"{e}: pass --mode gzsi or --mode zsi") from None
     res = evaluate_semantic_folders(args.gt, args.predictions, categories, seen, unseen, args.mode, ignore)
     return {"sem_seg": res}, names, seen, unseen
 
@@ -469,8 +356,6 @@ def _explain_nan_groups(results, seen, unseen, gt: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from zsi_d2.errors import InputError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "mode", "") is None and not getattr(args, "dataset", None):
@@ -481,7 +366,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _run_confusion(args)
         runner = {"instance": _run_instance, "panoptic": _run_panoptic, "semantic": _run_semantic}[args.task]
         results, names, seen, unseen = runner(args)
-    except (CLIError, InputError, FileNotFoundError, ValueError) as e:
+    except (InputError, FileNotFoundError, ValueError) as e:
         print(f"{parser.prog} {args.task}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyError as e:
