@@ -30,6 +30,7 @@ from ..data.catalog import require_registered
 from ..errors import InputValueError, LeakageError
 from ..modeling.calibration import SeenCalibrated, choose_gamma, gamma_grid, set_calibration_gamma
 from ..modeling.class_set import use_class_set
+from ..utils.model import unwrap
 
 __all__ = ["calibrate_for_test", "choose_calibration", "CALIBRATION_FILE"]
 
@@ -40,7 +41,7 @@ CALIBRATION_FILE = "calibration.json"
 
 def _box_predictor(model):
     """The calibrated module: an R-CNN's box predictor, or a mask-classification model's classifier."""
-    model = getattr(model, "module", model)
+    model = unwrap(model)
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
     if isinstance(predictor, SeenCalibrated):
         return predictor
@@ -77,7 +78,7 @@ class _RoIOutputs:
 
     def __init__(self, model):
         self.proposals, self.predictions = None, None
-        model = getattr(model, "module", model)
+        model = unwrap(model)
         self._hooks = [
             model.roi_heads.register_forward_pre_hook(self._on_heads),
             model.roi_heads.box_predictor.register_forward_hook(self._on_predictor),
@@ -119,7 +120,7 @@ def _collect_queries(model, inputs, height, width):
 
 def _collect(cfg, model, names):
     """Per image: (ground-truth boxes, cached predictions, proposals, original height and width)."""
-    inner = getattr(model, "module", model)
+    inner = unwrap(model)
     if not hasattr(inner, "roi_heads"):  # mask classification: cached query outputs, no proposals
         mapper = DatasetMapper(cfg, is_train=False)
         return [(_gt_boxes(d), _collect_queries(inner, mapper(dict(d)), d["height"], d["width"]), None,

@@ -38,6 +38,7 @@ from ..data.audit import check_training_sets
 from ..errors import InputValueError
 from ..modeling.class_set import apply_class_set
 from ..modeling.generative import IGNORE, EpochSampler
+from ..utils.model import unwrap
 from .trainer import ZeroShotTrainer
 
 __all__ = ["GenerativeTrainer", "average_gradients"]
@@ -76,7 +77,7 @@ class GenerativeTrainer(ZeroShotTrainer):
 
     @property
     def unwrapped_model(self):
-        return self.model.module if hasattr(self.model, "module") else self.model
+        return unwrap(self.model)
 
     # ---- public build hooks (override in a project with other config keys) --------------------
     @classmethod

@@ -16,6 +16,7 @@ from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping, maybe_add_gradient_clipping
 
 from ..errors import InputValueError
+from ..utils.model import unwrap
 
 __all__ = ["build_optimizer", "param_groups"]
 
@@ -25,15 +26,11 @@ _OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
 
 
 def _uses_defaults(cfg, model) -> bool:
-    if hasattr(_unwrap(model), "optimizer_param_groups"):
+    if hasattr(unwrap(model), "optimizer_param_groups"):
         return False
     solver = cfg.SOLVER
     return (solver.get("OPTIMIZER", "SGD") == "SGD" and solver.get("BACKBONE_MULTIPLIER", 1.0) == 1.0
             and solver.get("WEIGHT_DECAY_EMBED", None) in (None, solver.WEIGHT_DECAY))
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 def param_groups(cfg, model):
@@ -74,7 +71,7 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
         if name not in _OPTIMIZERS:
             raise InputValueError(f"SOLVER.OPTIMIZER '{name}' is not one of {list(_OPTIMIZERS)}")
         # A model with its own split of parameters (PADing's stage 2: the generator side) names them.
-        own = getattr(_unwrap(model), "optimizer_param_groups", None)
+        own = getattr(unwrap(model), "optimizer_param_groups", None)
         groups = own(cfg) if own is not None else param_groups(cfg, model)
         if name == "SGD":
             optimizer = maybe_add_gradient_clipping(plain, torch.optim.SGD)(

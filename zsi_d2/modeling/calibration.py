@@ -16,9 +16,9 @@ import logging
 from typing import Mapping, Sequence
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import InputValueError
+from ..utils.model import unwrap
 
 __all__ = ["subtract_from_seen", "seen_columns", "SeenCalibrated", "set_calibration_gamma", "choose_gamma",
            "gamma_grid", "calibration_off"]
@@ -64,7 +64,7 @@ def set_calibration_gamma(model, gamma: float) -> int:
     """Set gamma on every calibrated classifier in `model`; returns how many there are."""
     if not gamma >= 0:
         raise InputValueError(f"MODEL.ZERO_SHOT.CALIBRATION.GAMMA must be >= 0, got {gamma}")
-    model = model.module if isinstance(model, DistributedDataParallel) else model
+    model = unwrap(model)
     touched = 0
     for module in model.modules():
         if isinstance(module, SeenCalibrated):
@@ -81,7 +81,7 @@ def set_calibration_gamma(model, gamma: float) -> int:
 def calibration_off(model):
     """Within the block every calibrated classifier of `model` scores without gamma (e.g. while a
     frozen model's training features are computed: calibration is a test-time setting)."""
-    model = model.module if isinstance(model, DistributedDataParallel) else model
+    model = unwrap(model)
     modules = [m for m in model.modules() if isinstance(m, SeenCalibrated)]
     previous = [m.calibration_gamma for m in modules]
     for m in modules:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import MetadataCatalog
 
 from ..errors import InputKeyError
+from ..utils.model import unwrap
 
 __all__ = [
     "ClassSet",
@@ -182,7 +182,7 @@ class ZeroShotModule(abc.ABC):
 
 def apply_class_set(model, class_set: ClassSet):
     """Tell every ZeroShotModule inside `model` which names to score."""
-    model = model.module if isinstance(model, DistributedDataParallel) else model
+    model = unwrap(model)
     touched = 0
     for module in model.modules():
         if isinstance(module, ZeroShotModule):
@@ -199,7 +199,7 @@ def use_class_set(model, dataset_name: str, kind: str = "thing", mode: Optional[
     """Within the block, `model` scores the classes `dataset_name` asks for (or those of `mode`);
     restored afterwards. A model's own `class_kind` (mask classification: "auto", the dataset's whole
     label space) takes precedence over `kind`."""
-    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    inner = unwrap(model)
     previous = getattr(inner, "class_set", None)
     class_set = dataset_class_set(dataset_name, getattr(inner, "class_kind", kind), mode)
     logger.info(f"Class set for '{dataset_name}' ({class_set.mode}): {len(class_set.names)} classes")
