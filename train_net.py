@@ -24,8 +24,8 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import import_register_modules
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.engine import (GenerativeTrainer, ZeroShotCheckpointer, ZeroShotTrainer, check_weights, launch,
-                           trainer_class_for)
+from zsi_d2.engine import (GenerativeTrainer, ZeroShotCheckpointer, ZeroShotTrainer, check_device, check_weights,
+                           launch, trainer_class_for)
 from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
 
 logger = logging.getLogger("zsi_d2")
@@ -69,6 +69,7 @@ def build_config(args):
     import_register_modules(cfg.DATASETS.REGISTER_MODULES)
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) + list(cfg.MODEL.ZERO_SHOT.CALIBRATION.DATASETS):
         require_registered(name)
+    check_device(cfg.MODEL.DEVICE)
     resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if not resuming:
         check_weights(cfg.MODEL.WEIGHTS, eval_only=args.eval_only)

@@ -24,14 +24,15 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.engine import ZeroShotCheckpointer
-from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, format_input_error
+from zsi_d2.engine import ZeroShotCheckpointer, check_device
+from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, InputValueError, format_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.modeling.mask_former.export import trace_mask_former
+from zsi_d2.modeling.mask_former.meta_arch import ZeroShotMaskFormer
 
 logger = logging.getLogger("zsi_d2.export")
 
@@ -81,15 +82,21 @@ def main(argv=None):
     setup_logger(name="zsi_d2")
     require_registered(args.dataset, "--dataset")
     if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
+        raise InputFileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
+    if not os.path.isfile(args.config_file):
+        raise InputFileNotFoundError(f"--config-file {args.config_file} does not exist (configs/ holds the shipped ones)")
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = args.weights
     cfg.freeze()
+    check_device(cfg.MODEL.DEVICE)
+    if not issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), ZeroShotMaskFormer):
+        raise InputValueError(
+            f"tools/export_model.py exports the mask-classification models (ZeroShotMaskFormer and PADing); "
+            f"{args.config_file} builds {cfg.MODEL.META_ARCHITECTURE}, whose export is not written yet"
+        )
     model = build_model(cfg)
-    if not hasattr(model, "predict") or not hasattr(model, "_panoptic"):
-        raise ValueError(f"tools/export_model.py exports ZeroShotMaskFormer; {cfg.MODEL.META_ARCHITECTURE} is not")
     ZeroShotCheckpointer.from_config(cfg, model, purpose="eval").load(args.weights)
     model.eval()
     dicts = DatasetCatalog.get(args.dataset)

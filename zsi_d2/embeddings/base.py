@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from fvcore.common.registry import Registry
 
+from ..errors import InputKeyError
+
 __all__ = [
     "EMBEDDING_SOURCE_REGISTRY",
     "EmbeddingOptions",
@@ -44,11 +46,9 @@ CFG_KEY = "MODEL.ZERO_SHOT.EMBEDDING"
 _SYNONYM_SEPARATORS = re.compile(r"\s*[,;]\s*")
 
 
-class MissingEmbeddingError(KeyError):
-    """A class name the source cannot embed. A KeyError whose message prints unquoted."""
-
-    def __str__(self):
-        return str(self.args[0]) if self.args else ""
+class MissingEmbeddingError(InputKeyError):
+    """A class name the source cannot embed: an input error (train_net.py reports it in one line),
+    and a KeyError whose message prints unquoted."""
 
 
 def register_source(name: str):

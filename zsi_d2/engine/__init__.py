@@ -2,6 +2,7 @@
 from .launch import launch  # noqa: F401
 from .zero_shot_test import save_results, zero_shot_test  # noqa: F401
 from .weights import check_weights  # noqa: F401
+from .device import check_device  # noqa: F401
 from .checkpoint import ZeroShotCheckpointer  # noqa: F401
 from .optimizer import build_optimizer  # noqa: F401
 from .lr_scheduler import build_lr_scheduler  # noqa: F401

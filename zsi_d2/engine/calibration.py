@@ -27,6 +27,7 @@ from detectron2.utils import comm
 
 from ..data.audit import audit_dataset
 from ..data.catalog import require_registered
+from ..data.mappers import NameUnreadableFiles
 from ..errors import InputValueError, LeakageError
 from ..modeling.calibration import SeenCalibrated, choose_gamma, gamma_grid, set_calibration_gamma
 from ..modeling.class_set import use_class_set
@@ -122,10 +123,10 @@ def _collect(cfg, model, names):
     """Per image: (ground-truth boxes, cached predictions, proposals, original height and width)."""
     inner = unwrap(model)
     if not hasattr(inner, "roi_heads"):  # mask classification: cached query outputs, no proposals
-        mapper = DatasetMapper(cfg, is_train=False)
+        mapper = NameUnreadableFiles(DatasetMapper(cfg, is_train=False))
         return [(_gt_boxes(d), _collect_queries(inner, mapper(dict(d)), d["height"], d["width"]), None,
                  d["height"], d["width"]) for name in names for d in DatasetCatalog.get(name)]
-    mapper = DatasetMapper(cfg, is_train=False)
+    mapper = NameUnreadableFiles(DatasetMapper(cfg, is_train=False))
     cached = []
     start = time.perf_counter()
     catcher = _RoIOutputs(model)

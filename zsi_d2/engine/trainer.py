@@ -8,12 +8,13 @@ import logging
 import os
 import weakref
 
+from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
 from ..data.audit import check_training_sets
-from ..data.mappers import build_dataset_mapper
+from ..data.mappers import NameUnreadableFiles, build_dataset_mapper
 from .checkpoint import ZeroShotCheckpointer
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
@@ -70,7 +71,12 @@ class ZeroShotTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         check_training_sets(cfg)
         # detectron2's DatasetMapper, or the INPUT.DATASET_MAPPER_NAME one (mask classification)
-        return build_resumable_train_loader(cfg, build_dataset_mapper(cfg, is_train=True))
+        return build_resumable_train_loader(cfg, NameUnreadableFiles(build_dataset_mapper(cfg, is_train=True)))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader and mapper; an unreadable image is one line naming it."""
+        return build_detection_test_loader(cfg, dataset_name, mapper=NameUnreadableFiles(DatasetMapper(cfg, False)))
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -1,7 +1,7 @@
 """Pick evaluators from a dataset's metadata, so no evaluation flag is set by hand."""
 import logging
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators
 
 from ..errors import InputValueError
@@ -32,6 +32,13 @@ def build_zero_shot_evaluator(cfg, dataset_name, output_folder=None):
         raise InputValueError(f"TEST.ZERO_SHOT_TASKS has unknown tasks {unknown}; choose from {ZERO_SHOT_TASKS}")
     supported = tuple(meta.get("zero_shot_tasks", ("instance",)))
     tasks = [t for t in cfg.TEST.ZERO_SHOT_TASKS if t in supported]
+    skipped = [t for t in cfg.TEST.ZERO_SHOT_TASKS if t not in supported]
+    if skipped:
+        view = f"{dataset_name}_panoptic"
+        hint = (f": its panoptic view '{view}' has them" if "panoptic" in skipped and view in DatasetCatalog.list()
+                else "")
+        logger.warning(f"TEST.ZERO_SHOT_TASKS asks for {', '.join(skipped)}, which '{dataset_name}' has no "
+                       f"annotations for: not evaluated{hint}")
     if not tasks:
         raise ValueError(
             f"Dataset '{dataset_name}' supports {supported}, but TEST.ZERO_SHOT_TASKS asks for "

@@ -7,6 +7,7 @@ from .mask_former import (
     AUGMENTATIONS, MaskFormerInstanceMapper, MaskFormerPanopticMapper, MaskFormerSemanticMapper,
     build_mask_former_augmentation,
 )
+from .unreadable import NameUnreadableFiles
 
 __all__ = [
     "MaskFormerPanopticMapper",
@@ -16,6 +17,7 @@ __all__ = [
     "AUGMENTATIONS",
     "build_dataset_mapper",
     "build_mask_former_augmentation",
+    "NameUnreadableFiles",
 ]
 
 # INPUT.DATASET_MAPPER_NAME -> mapper class ("" = detectron2's DatasetMapper, the R-CNN family).

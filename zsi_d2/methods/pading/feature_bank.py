@@ -27,7 +27,7 @@ from torch.utils.data import SequentialSampler
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
-from ...data.mappers import build_dataset_mapper
+from ...data.mappers import NameUnreadableFiles, build_dataset_mapper
 from ...engine.resume import RNGState
 from ...modeling.calibration import calibration_off
 from ...modeling.class_set import use_class_set
@@ -54,7 +54,7 @@ def _batches(loader, size):
 def compute_query_bank(cfg, model, dicts, batch_size: int = 8) -> FeatureBank:
     """Run the (frozen) model once over the training images `dicts`, `batch_size` images per forward
     (padded together, as in training); match its last-layer queries; keep images with a target."""
-    mapper = build_dataset_mapper(cfg, is_train=True)
+    mapper = NameUnreadableFiles(build_dataset_mapper(cfg, is_train=True))
     # Every image, in order, in whichever process computes the bank (the default sampler would shard).
     loader = build_detection_test_loader(dicts, mapper=mapper, sampler=SequentialSampler(dicts),
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
