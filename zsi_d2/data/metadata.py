@@ -18,7 +18,7 @@ from .catalog import REGISTER_FIX, require_registered
 from .splits import get_split, list_splits
 
 __all__ = [
-    "ZERO_SHOT_MODES", "DatasetSetupError", "make_zero_shot", "set_zero_shot_metadata", "registered_metadata",
+    "ZERO_SHOT_MODES", "EVALUATION_MODES", "ZERO_SHOT_TASKS", "DatasetSetupError", "make_zero_shot", "set_zero_shot_metadata", "registered_metadata",
     "coco_panoptic_metadata", "panoptic_metadata", "standard_segment", "check_panoptic_convention",
     "read_json_categories", "segment_class_name", "supported_tasks",
 ]
@@ -26,10 +26,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # "train": seen classes only; "gzsi": seen + unseen evaluated together; "zsi": unseen only.
-ZERO_SHOT_MODES = ("train", "gzsi", "zsi")
+ZERO_SHOT_MODES = ("train", "gzsi", "zsi")  # a dataset's zero_shot_mode
+EVALUATION_MODES = ("gzsi", "zsi")  # the modes a test set is scored in
 
 # The detectron2 fields whose meaning depends on the task; (in order) what each registration provides.
-_TASK_ORDER = ("instance", "panoptic", "semantic")
+ZERO_SHOT_TASKS = ("instance", "panoptic", "semantic")  # in the order evaluators run
 
 
 class DatasetSetupError(InputKeyError, ValueError):
@@ -211,7 +212,7 @@ def supported_tasks(meta):
         "semantic": bool(meta.get("stuff_classes", None))
         and (bool(meta.get("sem_seg_root", None)) or meta.get("evaluator_type", None) == "sem_seg"),
     }
-    return tuple(t for t in _TASK_ORDER if provided[t])
+    return tuple(t for t in ZERO_SHOT_TASKS if provided[t])
 
 
 def _check_tasks(dataset_name, meta, tasks):
@@ -225,9 +226,9 @@ def _check_tasks(dataset_name, meta, tasks):
             )
         return tasks
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
-    unknown = [t for t in tasks if t not in _TASK_ORDER]
+    unknown = [t for t in tasks if t not in ZERO_SHOT_TASKS]
     if unknown:
-        raise DatasetSetupError(f"Unknown zero-shot task(s) {unknown} for '{dataset_name}'; choose from {_TASK_ORDER}")
+        raise DatasetSetupError(f"Unknown zero-shot task(s) {unknown} for '{dataset_name}'; choose from {ZERO_SHOT_TASKS}")
     missing = [t for t in tasks if t not in supported_tasks(meta)]
     if missing:
         raise DatasetSetupError(

@@ -34,13 +34,13 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from ..data.metadata import EVALUATION_MODES
 from ..errors import InputError, InputFileNotFoundError, InputValueError
 from .files import read_json
 from .label_space import resolve_classes, semantic_label_space
 
 logger = logging.getLogger("zsi_d2.evaluation")
 
-_TASKS = ("instance", "panoptic", "semantic")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, required_classes=True):
         class_arguments(p, required_classes)
-        p.add_argument("--mode", choices=("gzsi", "zsi"), default=None,
+        p.add_argument("--mode", choices=EVALUATION_MODES, default=None,
                        help="gzsi (default): all classes, report seen/unseen/HM; zsi: unseen classes only")
         p.add_argument("--json", metavar="FILE", help="also write the numbers to this json file")
         p.add_argument("--per-class", action="store_true", help="also print per-class numbers")

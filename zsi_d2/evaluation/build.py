@@ -4,6 +4,7 @@ import logging
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators
 
+from ..data.metadata import ZERO_SHOT_TASKS
 from ..errors import InputValueError
 
 from .instance import ZeroShotInstanceEvaluator
@@ -14,7 +15,6 @@ __all__ = ["build_zero_shot_evaluator", "ZERO_SHOT_TASKS"]
 
 logger = logging.getLogger(__name__)
 
-ZERO_SHOT_TASKS = ("instance", "panoptic", "semantic")
 
 
 def build_zero_shot_evaluator(cfg, dataset_name, output_folder=None):

@@ -20,6 +20,8 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 from tabulate import tabulate
 
+from ..data.metadata import EVALUATION_MODES
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -37,7 +39,7 @@ __all__ = [
     "format_per_class_table",
 ]
 
-ZERO_SHOT_MODES = ("gzsi", "zsi")
+ZERO_SHOT_MODES = EVALUATION_MODES  # the modes a test set is scored in (zsi_d2.data.metadata)
 # Suffixes of the aggregated keys ("AP50/seen", ...). Anything else after "/" is a class name.
 GROUP_SUFFIXES = ("seen", "unseen", "hm")
 

@@ -16,6 +16,7 @@ import torch
 
 from detectron2.data import MetadataCatalog
 
+from ..data.metadata import ZERO_SHOT_MODES
 from ..errors import InputKeyError
 from ..utils.model import unwrap
 
@@ -31,7 +32,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MODES = ("train", "gzsi", "zsi")
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,8 @@ def dataset_class_set(dataset_name: str, kind: str = "thing", mode: Optional[str
     meta = MetadataCatalog.get(dataset_name)
     kind = _kind_of(meta, kind)
     mode = mode or _metadata_field(meta, dataset_name, "zero_shot_mode")
-    if mode not in _MODES:
-        raise ValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {_MODES}, got '{mode}'")
+    if mode not in ZERO_SHOT_MODES:
+        raise ValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {ZERO_SHOT_MODES}, got '{mode}'")
     classes = tuple(_metadata_field(meta, dataset_name, f"{kind}_classes"))
     seen = set(_metadata_field(meta, dataset_name, "seen_classes"))
     unseen = set(_metadata_field(meta, dataset_name, "unseen_classes"))
