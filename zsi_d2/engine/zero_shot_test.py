@@ -1,12 +1,11 @@
 """Evaluate a model on each test dataset with the class set that dataset asks for."""
-import json
 import logging
 import os
 from collections import OrderedDict
 
 from detectron2.utils import comm
 
-from ..evaluation.metrics import nan_to_none
+from ..evaluation.files import write_results_json
 from ..modeling.class_set import use_class_set
 from .calibration import calibrate_for_test
 
@@ -44,9 +43,6 @@ def zero_shot_test(test_fn, cfg, model, evaluators=None):
 
 
 def save_results(results, path):
-    """Write nested results as strict JSON (NaN, e.g. a class with no ground truth, becomes null)."""
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(nan_to_none(results), f, indent=2)
+    """Write nested results as strict JSON (NaN becomes null) and say where."""
+    write_results_json(results, path)
     logger.info(f"Saved zero-shot results to {path}")

@@ -28,7 +28,6 @@ Exit status: 0 on success, 2 on a usage or input error (one line on stderr namin
 option).
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -36,7 +35,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..data.metadata import EVALUATION_MODES
 from ..errors import InputError, InputFileNotFoundError, InputValueError
-from .files import read_json
+from .files import read_json, write_results_json
 from .label_space import resolve_classes, semantic_label_space
 
 logger = logging.getLogger("zsi_d2.evaluation")
@@ -191,9 +190,7 @@ def _run_confusion(args) -> int:
         plot_label_confusion(table, rows, rows, args.png, title=args.title or args.predictions)
         print(f"Wrote {args.png}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"summary": summary, "table": table}, f, indent=2)
+        write_results_json({"summary": summary, "table": table}, args.json)
         print(f"Wrote {args.json}")
     return 0
 
@@ -373,7 +370,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{parser.prog} {args.task}: error: malformed input, missing field {e}", file=sys.stderr)
         return 2
 
-    from .metrics import format_per_class_table, format_zero_shot_table, nan_to_none
+    from .metrics import format_per_class_table, format_zero_shot_table
 
     print(f"Zero-shot {args.task} evaluation ({args.mode}): {len(seen)} seen, {len(unseen)} unseen classes")
     print(format_zero_shot_table(results))
@@ -382,9 +379,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for task, res in results.items():
             print(f"\n{task} per class:\n" + format_per_class_table(res, names, seen, unseen))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(nan_to_none(results), f, indent=2)
+        write_results_json(results, args.json)
         print(f"Wrote {args.json}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Reading the evaluators' input files so that every failure names the file.
+"""The evaluators' files: reading inputs so that every failure names the file, writing results as
+strict JSON.
 
 Why: `json.load` reports "Expecting value: line 1 column 1" without saying of which file, and
 a folder or a PNG given where a json belongs fails further down with an unrelated error.
@@ -8,7 +9,7 @@ import os
 
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["read_json"]
+__all__ = ["read_json", "write_results_json"]
 
 
 def read_json(path: str, what: str = "json file"):
@@ -23,3 +24,14 @@ def read_json(path: str, what: str = "json file"):
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} {path} is not valid json ({e})") from None
+
+
+def write_results_json(results, path: str) -> str:
+    """Nested results as strict JSON (NaN, e.g. a class with no ground truth, becomes null); the
+    folder is created. Returns the path."""
+    from .metrics import nan_to_none
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(nan_to_none(results), f, indent=2)
+    return path
