@@ -119,7 +119,8 @@ def test_outputs_are_at_the_dataset_dict_size_after_resizing(model_and_batch, mo
         x, mask_cls, up = _resized_input_and_predictions(cfg, model)
         with torch.no_grad():
             out = model([x])[0]
-        ids, thing_ids, is_thing = model._dataset_ids, model._thing_ids, model._is_thing
+        cs = model.class_set
+        ids, thing_ids, is_thing = cs.dataset_ids, cs.thing_ids, cs.is_thing
     masks = sem_seg_postprocess(up, RESIZED, *ORIGINAL)
     sem_seg = out["sem_seg"]
     assert sem_seg.shape == (len(MetadataCatalog.get(VAL).stuff_classes),) + ORIGINAL
@@ -166,7 +167,7 @@ def test_semantic_only_resizes_probabilities_after_the_sum(model_and_batch, monk
         x, mask_cls, up = _resized_input_and_predictions(cfg, model)
         with torch.no_grad():
             out = model([x])[0]
-        ids = model._dataset_ids
+        ids = model.class_set.dataset_ids
     assert set(out) == {"sem_seg"} and out["sem_seg"].shape[-2:] == ORIGINAL
     expected = sem_seg_postprocess(_semantic(mask_cls, up), RESIZED, *ORIGINAL)
     torch.testing.assert_close(out["sem_seg"][ids], expected, rtol=1e-5, atol=1e-6)

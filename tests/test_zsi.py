@@ -168,7 +168,7 @@ def test_per_group_nms_keeps_unseen_detections_that_a_shared_top_k_drops(cfg):
     model = build_model(cfg).eval()
     predictor = model.roi_heads.box_predictor
     class_set = dataset_class_set("zs_shapes_tiny_val")  # GZSI: seen + unseen
-    seen, unseen = class_set.group_indices()
+    seen, unseen = class_set.group_indices
     assert len(seen) and len(unseen) and set(class_set.names[i] for i in unseen.tolist()) == set(class_set.unseen)
     with use_class_set(model, "zs_shapes_tiny_val"):
         k = predictor.num_classes
@@ -179,7 +179,7 @@ def test_per_group_nms_keeps_unseen_detections_that_a_shared_top_k_drops(cfg):
         predictor.test_topk_per_image = 1
         shared, _ = predictor.inference((logits, torch.zeros(2, 4)), [proposal])
         assert shared[0].pred_classes.tolist() == [seen[0].item()]
-        predictor.nms_groups = class_set.group_indices()
+        predictor.nms_groups = class_set.group_indices
         grouped, _ = predictor.inference((logits, torch.zeros(2, 4)), [proposal])
         assert sorted(grouped[0].pred_classes.tolist()) == sorted([seen[0].item(), unseen[0].item()])
 

@@ -13,14 +13,14 @@ the scores its decisions are made from (the R-CNN predictors: the logits before 
 """
 import contextlib
 import logging
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 
 from ..errors import InputValueError
 from ..utils.model import unwrap
 
-__all__ = ["subtract_from_seen", "seen_columns", "SeenCalibrated", "set_calibration_gamma", "choose_gamma",
+__all__ = ["subtract_from_seen", "SeenCalibrated", "set_calibration_gamma", "choose_gamma",
            "gamma_grid", "calibration_off"]
 
 logger = logging.getLogger(__name__)
@@ -33,23 +33,22 @@ def subtract_from_seen(scores: torch.Tensor, seen: torch.Tensor, gamma: float) -
     return scores - gamma * seen.to(device=scores.device, dtype=scores.dtype)
 
 
-def seen_columns(names: Sequence[str], unseen: Sequence[str], extra_columns: int = 1) -> torch.Tensor:
-    """(len(names) + extra_columns,) bool: True for each seen name; extra (background) columns False."""
-    unseen = set(unseen)
-    return torch.tensor([n not in unseen for n in names] + [False] * extra_columns, dtype=torch.bool)
-
-
 class SeenCalibrated:
-    """Mixin of a zero-shot classifier with a test-time calibration gamma (0 = off).
+    """Mixin of a zero-shot classifier (a ZeroShotModule) with a test-time calibration gamma (0 = off).
 
-    The seen mask is derived from the class set when it switches (never per forward pass).
+    Its seen mask follows the class set when it switches (never per forward pass): the set's seen
+    classes, then `calibration_extra_columns` background / no-object columns, which are not lowered.
+    List it before ZeroShotModule among the bases, so that its `set_class_set` runs.
     """
 
     calibration_gamma: float = 0.0
     calibration_seen: torch.Tensor = None
+    calibration_extra_columns: int = 1
 
-    def set_calibration_seen(self, names: Sequence[str], unseen: Sequence[str], extra_columns: int = 1):
-        self.calibration_seen = seen_columns(names, unseen, extra_columns)
+    def set_class_set(self, class_set):
+        super().set_class_set(class_set)
+        extra = torch.zeros(self.calibration_extra_columns, dtype=torch.bool)
+        self.calibration_seen = torch.cat([class_set.is_seen, extra])
 
     def calibrate(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores` with gamma subtracted from the seen columns, at test time only."""

@@ -8,6 +8,7 @@ detectron2's evaluators and visualisers work unchanged.
 """
 import abc
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -45,20 +46,30 @@ class ClassSet:
     stuff: Tuple[str, ...] = ()  # the names in `names` that are stuff classes (amorphous regions)
     thing_classes: Tuple[str, ...] = ()  # the dataset's thing_classes: where instance outputs point
 
+    # Derived tensors: computed once per class set (a frozen value), read by every module that needs
+    # them, so no module keeps its own copy to refresh when the set switches.
+    @functools.cached_property
     def is_thing(self) -> torch.Tensor:
         """(len(names),) bool: True where the class is a thing (instances are made of things only)."""
         return torch.tensor([n not in self.stuff for n in self.names], dtype=torch.bool)
 
+    @functools.cached_property
     def thing_ids(self) -> torch.Tensor:
         """local index -> index into the dataset's thing_classes (-1 for stuff): instance labels."""
         return torch.tensor([self.thing_classes.index(n) if n in self.thing_classes and n not in self.stuff else -1
                              for n in self.names], dtype=torch.long)
 
-    def group_indices(self):
+    @functools.cached_property
+    def group_indices(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """(seen, unseen) local indices, e.g. for per-group NMS in GZSI."""
         unseen = [i for i, n in enumerate(self.names) if n in self.unseen]
         seen = [i for i, n in enumerate(self.names) if n not in self.unseen]
         return torch.tensor(seen, dtype=torch.long), torch.tensor(unseen, dtype=torch.long)
+
+    @functools.cached_property
+    def is_seen(self) -> torch.Tensor:
+        """(len(names),) bool: True for the seen classes (the columns calibrated stacking lowers)."""
+        return torch.tensor([n not in self.unseen for n in self.names], dtype=torch.bool)
 
     def __post_init__(self):
         missing = [n for n in self.names if n not in self.dataset_classes]
@@ -67,7 +78,7 @@ class ClassSet:
         if not self.names:
             raise ValueError(f"Empty class set for mode '{self.mode}': check the dataset metadata")
 
-    @property
+    @functools.cached_property
     def dataset_ids(self) -> torch.Tensor:
         """local index -> dataset contiguous id."""
         return torch.tensor([self.dataset_classes.index(n) for n in self.names], dtype=torch.long)

@@ -84,7 +84,7 @@ class PADing(ZeroShotMaskFormer):
         self.stage2_class_set = stage2_class_set
         # Unit name embeddings of stage2_class_set.names, the generator's input (any classifier kind).
         self.register_buffer("class_embeddings", class_embeddings, persistent=False)
-        self.register_buffer("_unseen", stage2_class_set.group_indices()[1], persistent=False)
+        self.register_buffer("_unseen", stage2_class_set.group_indices[1], persistent=False)
         for part in (self.backbone, self.pixel_decoder, self.transformer_decoder):
             part.requires_grad_(False)
         if not len(stage2_class_set.unseen):

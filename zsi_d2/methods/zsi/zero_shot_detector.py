@@ -93,7 +93,7 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
     def set_class_set(self, class_set):
         super().set_class_set(class_set)
         per_group = self.gzsi_per_group_nms and class_set.mode == "gzsi"
-        self.nms_groups = class_set.group_indices() if per_group else None
+        self.nms_groups = class_set.group_indices if per_group else None
 
     def reconstruction_losses(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{"loss_box_reconstruction": ...} for the RoI features the predictor was given; {} when off.

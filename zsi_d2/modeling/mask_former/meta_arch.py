@@ -82,18 +82,6 @@ class ZeroShotMaskFormer(nn.Module):
             "detections_per_image": mf.TEST.DETECTIONS_PER_IMAGE or mf.NUM_OBJECT_QUERIES,
         }
 
-    # ---- class set (set by use_class_set / apply_class_set; derived tensors computed here) ----
-    @property
-    def class_set(self) -> ClassSet:
-        return self._class_set
-
-    @class_set.setter
-    def class_set(self, class_set: ClassSet):
-        self._class_set = class_set
-        self._is_thing = class_set.is_thing()
-        self._dataset_ids = class_set.dataset_ids
-        self._thing_ids = class_set.thing_ids()
-
     @property
     def device(self):
         return self.pixel_mean.device
@@ -164,7 +152,7 @@ class ZeroShotMaskFormer(nn.Module):
                 if not resize_masks_first:
                     local = crop_and_resize(local, image_size, size)
                 sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
-                result["sem_seg"] = sem.index_copy_(0, self._dataset_ids.to(sem.device), local)
+                result["sem_seg"] = sem.index_copy_(0, self.class_set.dataset_ids.to(sem.device), local)
             if self.panoptic_on:
                 result["panoptic_seg"] = self._panoptic(mask_cls, mask_pred, panoptic_as_tensors)
             if self.instance_on:
@@ -177,15 +165,15 @@ class ZeroShotMaskFormer(nn.Module):
         {"segment_ids", "category_ids", "isthing"} per query), the traceable form that
         `panoptic_segments_info` turns into segments_info (export builds it outside the trace)."""
         seg, segment_ids, classes, isthing = panoptic_inference_tensors(
-            mask_cls, mask_pred, self._is_thing, self.object_mask_threshold, self.overlap_threshold)
-        dataset_ids = self._dataset_ids.to(classes.device)
+            mask_cls, mask_pred, self.class_set.is_thing, self.object_mask_threshold, self.overlap_threshold)
+        dataset_ids = self.class_set.dataset_ids.to(classes.device)
         category_ids = dataset_ids[classes.clamp(max=dataset_ids.numel() - 1)]  # "no object" rows: never read
         if as_tensors:
             return seg, {"segment_ids": segment_ids, "category_ids": category_ids, "isthing": isthing}
         return seg, panoptic_segments_info(segment_ids, category_ids, isthing)
 
     def _instances(self, mask_cls, mask_pred):
-        thing = self._thing_ids.to(mask_cls.device)
+        thing = self.class_set.thing_ids.to(mask_cls.device)
         instances = instance_inference(mask_cls, mask_pred, thing >= 0, self.detections_per_image)
         instances.pred_classes = thing[instances.pred_classes]
         return instances

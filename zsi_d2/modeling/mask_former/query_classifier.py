@@ -25,7 +25,7 @@ __all__ = ["EmbeddingQueryClassifier", "FreePrototypeQueryClassifier", "LinearQu
            "expand_linear_state"]
 
 
-class EmbeddingQueryClassifier(nn.Module, ZeroShotModule, SeenCalibrated):
+class EmbeddingQueryClassifier(nn.Module, SeenCalibrated, ZeroShotModule):
     """Cosine similarity of projected queries with the active classes' name embeddings, over a
     temperature; "no object" is the bank's learnable background vector."""
 
@@ -40,10 +40,6 @@ class EmbeddingQueryClassifier(nn.Module, ZeroShotModule, SeenCalibrated):
 
     def set_class_names(self, names: Sequence[str]):
         self.classifier.set_class_names(names)
-
-    def set_class_set(self, class_set):
-        super().set_class_set(class_set)
-        self.set_calibration_seen(class_set.names, class_set.unseen)  # + the no-object column
 
     def embed(self, queries: torch.Tensor) -> torch.Tensor:
         """Queries projected into the class-embedding space (what the logits compare)."""
@@ -85,7 +81,7 @@ class FreePrototypeQueryClassifier(EmbeddingQueryClassifier):
         return self.calibrate(logits).reshape(*shape, -1)
 
 
-class LinearQueryClassifier(nn.Module, ZeroShotModule, SeenCalibrated):
+class LinearQueryClassifier(nn.Module, SeenCalibrated, ZeroShotModule):
     """One linear weight per training class + no object (closed set): it can score only those."""
 
     def __init__(self, hidden_dim: int, class_names: Sequence[str], calibration_gamma: float = 0.0):
@@ -108,10 +104,6 @@ class LinearQueryClassifier(nn.Module, ZeroShotModule, SeenCalibrated):
             )
         index = [self.trained_names.index(n) for n in names] + [len(self.trained_names)]
         self.columns = torch.tensor(index, dtype=torch.long, device=self.linear.weight.device)
-
-    def set_class_set(self, class_set):
-        super().set_class_set(class_set)
-        self.set_calibration_seen(class_set.names, class_set.unseen)
 
     def forward(self, queries: torch.Tensor) -> torch.Tensor:
         return self.calibrate(self.linear(queries)[..., self.columns])

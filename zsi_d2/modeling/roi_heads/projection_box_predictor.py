@@ -24,7 +24,7 @@ def build_embedding_classifier(cfg, input_dim, kind="thing", learn_background=Tr
     )
 
 
-class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule, SeenCalibrated):
+class ProjectionBoxPredictor(FastRCNNOutputLayers, SeenCalibrated, ZeroShotModule):
     """Class scores = similarity of projected RoI features with class-name embeddings.
 
     Box regression is class-agnostic: an unseen class has no regressor of its own.
@@ -56,10 +56,6 @@ class ProjectionBoxPredictor(FastRCNNOutputLayers, ZeroShotModule, SeenCalibrate
     def set_class_names(self, names):
         self.cls_score.set_class_names(names)
         self.num_classes = len(names)
-
-    def set_class_set(self, class_set):
-        super().set_class_set(class_set)
-        self.set_calibration_seen(class_set.names, class_set.unseen)  # + the background column
 
     def predict_probs(self, predictions, proposals):
         scores, deltas = predictions
