@@ -29,3 +29,19 @@ def test_full_model_clipping_scales_all_gradients_by_one_factor():
 def test_per_parameter_norm_clipping_stays_detectron2s():
     a, b = _step("norm", value=1.0)
     assert abs(a + 1) < 1e-6 and abs(b + 1) < 1e-6  # each gradient clipped to norm 1 on its own
+
+
+def test_default_optimizer_is_detectron2s():
+    """Without zsi_d2's settings the optimizer is detectron2's build_optimizer to the group: the same
+    class, hyper-parameters and parameter groups (so the R-CNN numbers do not move)."""
+    from detectron2.solver import build_optimizer as d2_build_optimizer
+
+    cfg = get_cfg()
+    cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.BIAS_LR_FACTOR = 0.0, 2.0
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    ours, reference = build_optimizer(cfg, model), d2_build_optimizer(cfg, model)
+    assert type(ours) is type(reference) and ours.defaults == reference.defaults
+    strip = [[{k: v for k, v in g.items() if k != "params"}, [id(p) for p in g["params"]]] for g in ours.param_groups]
+    assert strip == [[{k: v for k, v in g.items() if k != "params"}, [id(p) for p in g["params"]]]
+                     for g in reference.param_groups]
+    assert {g["lr"] for g in ours.param_groups} == {cfg.SOLVER.BASE_LR, 2 * cfg.SOLVER.BASE_LR}

@@ -4,21 +4,21 @@ BACKBONE_MULTIPLIER, WEIGHT_DECAY_EMBED; keys of zsi_d2.modeling.mask_former.con
 
 Why: detectron2 0.6 clips each parameter's gradient on its own ("norm", "value"), while the
 reference codes clip the norm of all gradients together (mmdetection's grad_clip for ZSI, max norm
-35; Mask2Former's "full_model" clipping). detectron2 already has the hook for a global clipper
-(`_generate_optimizer_class_with_gradient_clipping`); this fills it with `clip_grad_norm_`.
+35; Mask2Former's "full_model" clipping). detectron2 0.6 has a global clipper
+only inside a private helper; `with_full_model_clipping` is the public equivalent, as Mask2Former's
+own train_net writes it.
 """
-import functools
+import itertools
 
 import torch
 from torch import nn
 
-from detectron2.solver import build_optimizer as d2_build_optimizer
-from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping, maybe_add_gradient_clipping
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..errors import InputValueError
 from ..utils.model import unwrap
 
-__all__ = ["build_optimizer", "param_groups"]
+__all__ = ["build_optimizer", "param_groups", "with_full_model_clipping"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
           nn.InstanceNorm2d)
@@ -54,6 +54,21 @@ def param_groups(cfg, model):
     return groups
 
 
+def with_full_model_clipping(optimizer_class, max_norm: float, norm_type: float = 2.0):
+    """`optimizer_class` whose step first clips the norm of all gradients together to `max_norm`
+    (Mask2Former's "full_model" clipping, mmdetection's grad_clip), as detectron2's global-clipper
+    optimizers do; written here because detectron2 0.6 exposes only per-parameter clipping."""
+
+    class FullModelGradientClip(optimizer_class):
+        def step(self, closure=None):
+            params = itertools.chain(*[group["params"] for group in self.param_groups])
+            torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, norm_type=norm_type)
+            return super().step(closure)
+
+    FullModelGradientClip.__name__ = FullModelGradientClip.__qualname__ = optimizer_class.__name__ + "FullModelGradientClip"
+    return FullModelGradientClip
+
+
 def build_optimizer(cfg, model) -> torch.optim.Optimizer:
     """detectron2's build_optimizer (SGD, its parameter groups); with SOLVER.OPTIMIZER "ADAMW" or a
     BACKBONE_MULTIPLIER / WEIGHT_DECAY_EMBED, `param_groups`. With CLIP_TYPE "full_model" the total
@@ -64,23 +79,27 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
     plain.defrost()
     if full_model:
         plain.SOLVER.CLIP_GRADIENTS.ENABLED = False
-    if _uses_defaults(cfg, model):
-        optimizer = d2_build_optimizer(plain, model)
+    solver = cfg.SOLVER
+    if _uses_defaults(cfg, model):  # exactly detectron2's build_optimizer
+        groups = get_default_optimizer_params(
+            model, base_lr=solver.BASE_LR, weight_decay_norm=solver.WEIGHT_DECAY_NORM,
+            bias_lr_factor=solver.BIAS_LR_FACTOR, weight_decay_bias=solver.WEIGHT_DECAY_BIAS)
+        optimizer_class, kwargs = torch.optim.SGD, dict(
+            lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV, weight_decay=solver.WEIGHT_DECAY)
     else:
-        name = cfg.SOLVER.OPTIMIZER
+        name = solver.OPTIMIZER
         if name not in _OPTIMIZERS:
             raise InputValueError(f"SOLVER.OPTIMIZER '{name}' is not one of {list(_OPTIMIZERS)}")
         # A model with its own split of parameters (PADing's stage 2: the generator side) names them.
         own = getattr(unwrap(model), "optimizer_param_groups", None)
         groups = own(cfg) if own is not None else param_groups(cfg, model)
         if name == "SGD":
-            optimizer = maybe_add_gradient_clipping(plain, torch.optim.SGD)(
-                groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+            optimizer_class, kwargs = torch.optim.SGD, dict(lr=solver.BASE_LR, momentum=solver.MOMENTUM,
+                                                            nesterov=solver.NESTEROV)
         else:
-            adam = torch.optim.AdamW if name == "ADAMW" else torch.optim.Adam
-            optimizer = maybe_add_gradient_clipping(plain, adam)(groups, lr=cfg.SOLVER.BASE_LR)
-    if not full_model:
-        return optimizer
-    clipper = functools.partial(torch.nn.utils.clip_grad_norm_, max_norm=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE)
-    optimizer.__class__ = _generate_optimizer_class_with_gradient_clipping(type(optimizer), global_clipper=clipper)
-    return optimizer
+            optimizer_class = torch.optim.AdamW if name == "ADAMW" else torch.optim.Adam
+            kwargs = dict(lr=solver.BASE_LR)
+    optimizer_class = maybe_add_gradient_clipping(plain, optimizer_class)
+    if full_model:
+        optimizer_class = with_full_model_clipping(optimizer_class, clip.CLIP_VALUE, clip.NORM_TYPE)
+    return optimizer_class(groups, **kwargs)
