@@ -144,3 +144,12 @@ def test_class_share_must_be_a_fraction():
     with pytest.raises(ValueError, match="cue_class_share"):
         dataclasses.replace(get_difficulty("default"), cue_class_share=1.5)
     assert isinstance(get_difficulty("semantic2"), ZsShapesDifficulty)
+
+
+def test_semantic_track_is_frozen():
+    """The calibrated semantic track must not move: every number measured on it is on these
+    parameters. If this fails, a change touched the preset, the renderer's version or the split."""
+    d = get_difficulty("semantic")
+    assert d.cue_class_share == 0.75 and dataclasses.replace(d, cue_class_share=1.0) == PRESETS["default"]
+    assert difficulty_hash(d, SPLIT) == "f4279696a5"
+    assert MetadataCatalog.get("zs_shapes_semantic_val_panoptic").zs_shapes_difficulty == "semantic"
