@@ -321,7 +321,8 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _setup_cli_logging():
-    """zsi_d2's log lines go to stderr so that stdout carries only the tables."""
+    """zsi_d2's log lines go to stderr so that stdout carries only the tables (detectron2's
+    setup_logger writes its console lines to stdout, so it is not used here; the format is its)."""
     root = logging.getLogger("zsi_d2")
     if not any(getattr(h, "_zsi_d2_cli", False) for h in root.handlers):
         handler = _StderrHandler()
