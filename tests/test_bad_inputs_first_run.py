@@ -44,6 +44,11 @@ def test_an_unreadable_image_names_its_file(tmp_path):
     with pytest.raises(InputValueError, match="not_an_image.png"):
         mapper({"file_name": str(tmp_path / "not_an_image.png"), "image_id": 2, "height": 32, "width": 32})
     assert mapper.is_train is False  # the wrapped mapper's attributes stay readable
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(mapper)), copy.deepcopy(mapper)):  # loader workers by spawn
+        assert isinstance(clone, NameUnreadableFiles) and clone.is_train is False
 
 
 def test_a_class_without_a_word_vector_is_one_line(tmp_path):

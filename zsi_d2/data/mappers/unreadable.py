@@ -31,4 +31,8 @@ class NameUnreadableFiles:
             ) from e
 
     def __getattr__(self, name):
+        # Only called for names the wrapper lacks; "mapper" and dunders are its own, so that pickle
+        # and deepcopy (loader workers started by spawn) see a plain object, not a recursion.
+        if name == "mapper" or name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self.mapper, name)
