@@ -148,3 +148,19 @@ def test_no_matched_held_out_object_is_a_clear_error_not_a_gamma():
                "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX", "0.5", "MODEL.MASK_ON", "False")
     with pytest.raises(InputValueError, match="no ground-truth object was matched"):
         choose_calibration(cfg, build_model(cfg))
+
+
+def test_seen_mask_follows_the_class_set_in_either_mixin_order():
+    """SeenCalibrated and ZeroShotModule cooperate: a head listing them in either order gets the
+    names and the seen mask (the set's seen classes, then the background column, not lowered)."""
+    from torch import nn
+
+    from zsi_d2.modeling.calibration import SeenCalibrated
+    from zsi_d2.modeling.class_set import ClassSet, ZeroShotModule
+
+    class_set = ClassSet(names=("a", "b", "c"), dataset_classes=("a", "b", "c"), unseen=("b",))
+    for bases in ((nn.Module, SeenCalibrated, ZeroShotModule), (nn.Module, ZeroShotModule, SeenCalibrated)):
+        head = type("Head", bases, {"set_class_names": lambda self, names: setattr(self, "names", names)})()
+        head.set_class_set(class_set)
+        assert head.names == ("a", "b", "c")
+        assert head.calibration_seen.tolist() == [True, False, True, False]

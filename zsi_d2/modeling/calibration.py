@@ -38,7 +38,6 @@ class SeenCalibrated:
 
     Its seen mask follows the class set when it switches (never per forward pass): the set's seen
     classes, then `calibration_extra_columns` background / no-object columns, which are not lowered.
-    List it before ZeroShotModule among the bases, so that its `set_class_set` runs.
     """
 
     calibration_gamma: float = 0.0
@@ -46,7 +45,9 @@ class SeenCalibrated:
     calibration_extra_columns: int = 1
 
     def set_class_set(self, class_set):
-        super().set_class_set(class_set)
+        following = getattr(super(), "set_class_set", None)  # cooperative: any order of the mixins
+        if following is not None:
+            following(class_set)
         extra = torch.zeros(self.calibration_extra_columns, dtype=torch.bool)
         self.calibration_seen = torch.cat([class_set.is_seen, extra])
 

@@ -187,8 +187,11 @@ class ZeroShotModule(abc.ABC):
     def set_class_set(self, class_set: ClassSet):
         """Follow `class_set` from now on. Override when a module needs more than the names (e.g.
         which of them are unseen): what it derives is set here, when the class set switches, never
-        per forward pass."""
+        per forward pass. Cooperative: a mixin after this one in the bases (SeenCalibrated) is called too."""
         self.set_class_names(class_set.names)
+        following = getattr(super(), "set_class_set", None)
+        if following is not None:
+            following(class_set)
 
 
 def apply_class_set(model, class_set: ClassSet):
