@@ -18,7 +18,8 @@ from .catalog import REGISTER_FIX, require_registered
 from .splits import get_split, list_splits
 
 __all__ = [
-    "ZERO_SHOT_MODES", "EVALUATION_MODES", "ZERO_SHOT_TASKS", "DatasetSetupError", "make_zero_shot", "set_zero_shot_metadata", "registered_metadata",
+    "ZERO_SHOT_MODES", "EVALUATION_MODES", "ZERO_SHOT_TASKS", "DatasetSetupError", "make_zero_shot",
+    "set_zero_shot_metadata", "registered_metadata",
     "coco_panoptic_metadata", "panoptic_metadata", "standard_segment", "check_panoptic_convention",
     "read_json_categories", "segment_class_name", "supported_tasks",
 ]
@@ -228,7 +229,8 @@ def _check_tasks(dataset_name, meta, tasks):
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
     unknown = [t for t in tasks if t not in ZERO_SHOT_TASKS]
     if unknown:
-        raise DatasetSetupError(f"Unknown zero-shot task(s) {unknown} for '{dataset_name}'; choose from {ZERO_SHOT_TASKS}")
+        raise DatasetSetupError(
+            f"Unknown zero-shot task(s) {unknown} for '{dataset_name}'; choose from {ZERO_SHOT_TASKS}")
     missing = [t for t in tasks if t not in supported_tasks(meta)]
     if missing:
         raise DatasetSetupError(

@@ -65,7 +65,8 @@ def with_full_model_clipping(optimizer_class, max_norm: float, norm_type: float 
             torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, norm_type=norm_type)
             return super().step(closure)
 
-    FullModelGradientClip.__name__ = FullModelGradientClip.__qualname__ = optimizer_class.__name__ + "FullModelGradientClip"
+    name = optimizer_class.__name__ + "FullModelGradientClip"
+    FullModelGradientClip.__name__ = FullModelGradientClip.__qualname__ = name
     return FullModelGradientClip
 
 

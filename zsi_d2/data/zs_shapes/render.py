@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "COLOURS", "SHAPES", "TONES", "PATTERNS", "ThingSpec", "StuffSpec", "parse_class",
-    "parse_thing", "parse_stuff", "is_stuff_name", "ClassCues", "class_cues", "composed_stripe", "composed_tint", "thing_stripes", "display_colour",
-    "RenderedObject", "RenderedImage", "render_image",
+    "COLOURS", "SHAPES", "TONES", "PATTERNS", "ThingSpec", "StuffSpec", "parse_class", "parse_thing",
+    "parse_stuff", "is_stuff_name", "ClassCues", "class_cues", "composed_stripe", "composed_tint",
+    "thing_stripes", "display_colour", "RenderedObject", "RenderedImage", "render_image",
 ]
 
 # ----------------------------------------------------------------------------------------------

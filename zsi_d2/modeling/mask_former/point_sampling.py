@@ -5,8 +5,8 @@ the compiled `_C`). The uncertainty sampler is zsi_d2's: the same rule as detect
 `get_uncertain_point_coords_with_randomness`, drawing its candidates once in grid_sample's space and
 gathering only the kept ones (40 against 55 ms for 60 maps, 3136 points, oversampling 3, on one
 CPU thread with the other core busy, 2026-12-07); its random draws differ from detectron2's, so
-swapping it would move every measured number. Coordinates are normalised (x, y) in [0, 1] over the whole map, so predictions
-and targets of different resolutions are sampled at the same places.
+swapping it would move every measured number. Coordinates are normalised (x, y) in [0, 1] over the
+whole map, so predictions and targets of different resolutions are sampled at the same places.
 """
 import torch
 from torch.nn import functional as F
