@@ -90,6 +90,7 @@ def test_chosen_gamma_matches_the_rule_through_ordinary_inference(config, tmp_pa
                "MODEL.MASK_ON", "False", config=config)  # boxes decide the labels; masks only cost time
     torch.manual_seed(0)
     model = build_model(cfg)
+    set_calibration_gamma(model, 2.5)  # a configured gamma: the search must neither use nor need it
     result = calibrate_for_test(cfg, model)
     shares = {float(g): s for g, s in result["shares"].items()}
     assert len({round(s, 6) for s in shares.values()}) > 1, "the untrained model's shares should move with gamma"

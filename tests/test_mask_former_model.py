@@ -256,12 +256,38 @@ def test_calibration_gamma_is_chosen_on_held_out_seen_images(model_and_batch):
     shares = [result["shares"][g] for g in sorted(result["shares"], key=float)]
     assert result["matched_objects_at_gamma"] > 0 and result["gamma"] in (0.0, 2.0, 4.0, 6.0)
     assert shares == sorted(shares) and shares[-1] > shares[0]
-    # The cached search equals scoring the model itself at that gamma.
+    # The search scores uncalibrated cached logits at each gamma: the model's configured gamma
+    # (4 here) must not reach the cache, and scoring the cache at 4 gives the share at 4.
+    from zsi_d2.modeling.calibration import set_calibration_gamma
+
     with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_calib", mode="gzsi") as class_set:
-        model.classifier.calibration_gamma = 4.0
+        set_calibration_gamma(model, 4.0)
         cached = _collect(cfg, model, ["zs_shapes_tiny_calib"])
-        model.classifier.calibration_gamma = 0.0
+        set_calibration_gamma(model, 0.0)
         unseen = torch.tensor([n in class_set.unseen for n in class_set.names])
-        # logits collected at gamma 4 carry it already: scored at gamma 0 they must give the share at 4
-        direct, _ = _share_labelled_unseen(model.classifier, cached, unseen, 0.0)
+        direct, _ = _share_labelled_unseen(model.classifier, cached, unseen, 0.0, 4.0)
+        at_zero, _ = _share_labelled_unseen(model.classifier, cached, unseen, 0.0, 0.0)
+    assert at_zero == pytest.approx(result["shares"]["0.0"])
     assert direct == pytest.approx(result["shares"]["4.0"])
+
+
+def test_inference_applies_the_configured_gamma_to_the_query_logits(model_and_batch):
+    """`predict` is uncalibrated (training features, the gamma search); `inference` lowers the seen
+    classes' query logits by the configured gamma, so a large gamma turns decisions to unseen."""
+    from zsi_d2.modeling.calibration import set_calibration_gamma
+
+    cfg, model, _ = model_and_batch
+    model.eval()
+    inputs = [DatasetMapper(cfg, is_train=False)(dict(d)) for d in DatasetCatalog.get(VAL)[:1]]
+    with torch.no_grad(), use_class_set(model, VAL, mode="gzsi") as class_set:
+        images = model.preprocess_image(inputs)
+        outputs = model.predict(images.tensor)
+        set_calibration_gamma(model, 50.0)
+        assert torch.equal(model.predict(images.tensor)["pred_logits"], outputs["pred_logits"])
+        calibrated = model.inference(outputs, inputs, images)[0]["instances"]
+        set_calibration_gamma(model, 0.0)
+        plain = model.inference(outputs, inputs, images)[0]["instances"]
+        unseen = {MetadataCatalog.get(VAL).thing_classes.index(n) for n in class_set.unseen
+                  if n in MetadataCatalog.get(VAL).thing_classes}
+    share = lambda inst: sum(int(c) in unseen for c in inst.pred_classes.tolist()) / max(len(inst), 1)  # noqa: E731
+    assert share(calibrated) > share(plain)

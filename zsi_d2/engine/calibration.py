@@ -145,18 +145,19 @@ def _collect(cfg, model, names):
     return cached
 
 
-def _share_labelled_unseen(predictor, cached, unseen_local, match_iou):
-    """(share of matched held-out objects whose top overlapping detection is an unseen class, #matched)."""
+def _share_labelled_unseen(predictor, cached, unseen_local, match_iou, gamma):
+    """(share of matched held-out objects whose top overlapping detection is an unseen class, #matched),
+    the cached (uncalibrated) predictions scored at calibration `gamma`."""
     matched = wrong = 0
     for gt, predictions, proposals, height, width in cached:
         if len(gt) == 0:
             continue
         if isinstance(predictions, _QueryOutputs):  # every query a detection, labelled by its top class
-            probs = predictor.calibrate(predictions.logits).softmax(-1)[:, :-1]
+            probs = predictor.calibrate(predictions.logits, gamma).softmax(-1)[:, :-1]
             query_scores, query_classes = probs.max(dim=1)
             boxes, classes = predictions.boxes, query_classes
         else:
-            (instances,), _ = predictor.inference(predictions, proposals)
+            (instances,), _ = predictor.inference(predictions, proposals, gamma)
             instances = detector_postprocess(instances, height, width)
             boxes, query_scores, classes = instances.pred_boxes, instances.scores, instances.pred_classes
         if len(classes) == 0:
@@ -178,22 +179,16 @@ def choose_calibration(cfg, model) -> Dict:
     _check_held_out(cfg, names)
     grid = gamma_grid(c.SEARCH_MAX, c.SEARCH_STEP)
     start = time.perf_counter()
-    previous = predictor.calibration_gamma
     with inference_context(model), torch.no_grad(), use_class_set(model, names[0], mode="gzsi") as class_set:
         if not class_set.unseen:
             raise InputValueError(f"Calibration dataset '{names[0]}' names no unseen classes: nothing to calibrate")
-        predictor.calibration_gamma = 0.0  # the cached outputs are logits; gamma is applied per search step
-        cached = _collect(cfg, model, names)
+        cached = _collect(cfg, model, names)  # uncalibrated logits: each gamma is applied to them below
         unseen_local = torch.tensor([n in class_set.unseen for n in class_set.names])
         shares: Dict[float, float] = {}
         counts: List[int] = []
-        try:
-            for gamma in grid:
-                predictor.calibration_gamma = gamma
-                shares[gamma], matched = _share_labelled_unseen(predictor, cached, unseen_local, c.MATCH_IOU)
-                counts.append(matched)
-        finally:
-            predictor.calibration_gamma = previous
+        for gamma in grid:
+            shares[gamma], matched = _share_labelled_unseen(predictor, cached, unseen_local, c.MATCH_IOU, gamma)
+            counts.append(matched)
     if not counts or counts[0] == 0:
         raise InputValueError(
             f"Calibration datasets {names}: no ground-truth object was matched by a detection at gamma 0 "

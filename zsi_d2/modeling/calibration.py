@@ -8,20 +8,21 @@ share of *seen* held-out objects labelled unseen stays at or below a target rate
 (zsi_d2.engine.calibration runs it on held-out training images).
 
 Written once for every zero-shot classifier: a classifier mixes in `SeenCalibrated`, learns which
-of its score columns are seen when the class set switches, and calls `calibrate` at test time on
-the scores its decisions are made from (the R-CNN predictors: the logits before the softmax).
+of its score columns are seen when the class set switches, and `calibrate` is applied at test time
+to the scores decisions are made from (the R-CNN predictors: the logits before the softmax; a
+mask-classification model: the query logits, in its `inference`, so `predict` stays uncalibrated).
+The configured gamma is a test-time setting of the model; the gamma search passes each candidate
+to `calibrate` as an argument and never changes the model.
 """
-import contextlib
 import logging
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
 from ..errors import InputValueError
 from ..utils.model import unwrap
 
-__all__ = ["subtract_from_seen", "SeenCalibrated", "set_calibration_gamma", "choose_gamma",
-           "gamma_grid", "calibration_off"]
+__all__ = ["subtract_from_seen", "SeenCalibrated", "set_calibration_gamma", "choose_gamma", "gamma_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +52,15 @@ class SeenCalibrated:
         extra = torch.zeros(self.calibration_extra_columns, dtype=torch.bool)
         self.calibration_seen = torch.cat([class_set.is_seen, extra])
 
-    def calibrate(self, scores: torch.Tensor) -> torch.Tensor:
-        """`scores` with gamma subtracted from the seen columns, at test time only."""
-        if self.training or not self.calibration_gamma:
+    def calibrate(self, scores: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
+        """`scores` with `gamma` (None: this classifier's configured `calibration_gamma`) subtracted
+        from the seen columns, at test time only."""
+        gamma = self.calibration_gamma if gamma is None else gamma
+        if self.training or not gamma:
             return scores
         if self.calibration_seen is None:
             raise RuntimeError(f"{type(self).__name__}: calibration needs a class set (use_class_set) first")
-        return subtract_from_seen(scores, self.calibration_seen, self.calibration_gamma)
+        return subtract_from_seen(scores, self.calibration_seen, gamma)
 
 
 def set_calibration_gamma(model, gamma: float) -> int:
@@ -75,22 +78,6 @@ def set_calibration_gamma(model, gamma: float) -> int:
             f"MODEL.ZERO_SHOT.CALIBRATION: {type(model).__name__} has no zero-shot classifier to calibrate"
         )
     return touched
-
-
-@contextlib.contextmanager
-def calibration_off(model):
-    """Within the block every calibrated classifier of `model` scores without gamma (e.g. while a
-    frozen model's training features are computed: calibration is a test-time setting)."""
-    model = unwrap(model)
-    modules = [m for m in model.modules() if isinstance(m, SeenCalibrated)]
-    previous = [m.calibration_gamma for m in modules]
-    for m in modules:
-        m.calibration_gamma = 0.0
-    try:
-        yield
-    finally:
-        for m, gamma in zip(modules, previous):
-            m.calibration_gamma = gamma
 
 
 def gamma_grid(maximum: float, step: float) -> list:

@@ -29,7 +29,6 @@ from detectron2.utils import comm
 
 from ...data.mappers import NameUnreadableFiles, build_dataset_mapper
 from ...engine.resume import RNGState
-from ...modeling.calibration import calibration_off
 from ...modeling.class_set import use_class_set
 from ...modeling.generative import NO_OBJECT, FeatureBank
 
@@ -53,7 +52,8 @@ def _batches(loader, size):
 @torch.no_grad()
 def compute_query_bank(cfg, model, dicts, batch_size: int = 8) -> FeatureBank:
     """Run the (frozen) model once over the training images `dicts`, `batch_size` images per forward
-    (padded together, as in training); match its last-layer queries; keep images with a target."""
+    (padded together, as in training); match its last-layer queries; keep images with a target.
+    The logits matched are `predict`'s, uncalibrated: calibration is a test-time setting."""
     mapper = NameUnreadableFiles(build_dataset_mapper(cfg, is_train=True))
     # Every image, in order, in whichever process computes the bank (the default sampler would shard).
     loader = build_detection_test_loader(dicts, mapper=mapper, sampler=SequentialSampler(dicts),
@@ -62,25 +62,24 @@ def compute_query_bank(cfg, model, dicts, batch_size: int = 8) -> FeatureBank:
     model.eval()
     queries, labels, start, done, reported, empty = [], [], time.perf_counter(), 0, 0, 0
     try:
-        with calibration_off(model):
-            for batch in _batches(loader, batch_size):
-                done += len(batch)
-                empty += sum(1 for x in batch if not len(x["instances"]))
-                batch = [x for x in batch if len(x["instances"])]
-                if batch:
-                    images = model.preprocess_image(batch)
-                    out = model.predict(images.tensor)
-                    targets = model.prepare_targets(batch, images)
-                    matches = model.criterion.matcher(out["pred_logits"], out["pred_masks"], targets)
-                    for b, (query_idx, target_idx) in enumerate(matches):
-                        label = torch.full((out["pred_queries"].shape[1],), NO_OBJECT, dtype=torch.long)
-                        label[query_idx] = targets[b]["labels"][target_idx].cpu()
-                        queries.append(out["pred_queries"][b].cpu())
-                        labels.append(label)
-                if done - reported >= 200 or done == len(dicts):
-                    reported = done
-                    logger.info(f"Stage-2 query bank: {done}/{len(dicts)} images "
-                                f"({time.perf_counter() - start:.0f} s)")
+        for batch in _batches(loader, batch_size):
+            done += len(batch)
+            empty += sum(1 for x in batch if not len(x["instances"]))
+            batch = [x for x in batch if len(x["instances"])]
+            if batch:
+                images = model.preprocess_image(batch)
+                out = model.predict(images.tensor)
+                targets = model.prepare_targets(batch, images)
+                matches = model.criterion.matcher(out["pred_logits"], out["pred_masks"], targets)
+                for b, (query_idx, target_idx) in enumerate(matches):
+                    label = torch.full((out["pred_queries"].shape[1],), NO_OBJECT, dtype=torch.long)
+                    label[query_idx] = targets[b]["labels"][target_idx].cpu()
+                    queries.append(out["pred_queries"][b].cpu())
+                    labels.append(label)
+            if done - reported >= 200 or done == len(dicts):
+                reported = done
+                logger.info(f"Stage-2 query bank: {done}/{len(dicts)} images "
+                            f"({time.perf_counter() - start:.0f} s)")
     finally:
         model.train(was_training)
     if not queries:

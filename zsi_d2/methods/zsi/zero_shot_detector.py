@@ -84,11 +84,11 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         p = F.softmax(classifier.log_logit_scale.exp() * F.normalize(semantic, dim=1) @ seen.t(), dim=1)
         return (p @ seen) @ classifier.classes.weights().t()
 
-    def predict_probs(self, predictions, proposals):
+    def predict_probs(self, predictions, proposals, gamma=None):
         if self.training or self.unseen_scoring == "direct":
-            return super().predict_probs(predictions, proposals)
+            return super().predict_probs(predictions, proposals, gamma)
         scores, _ = predictions  # already scores: calibrated stacking subtracts gamma from them
-        return self.calibrate(scores).split([len(p) for p in proposals], dim=0)
+        return self.calibrate(scores, gamma).split([len(p) for p in proposals], dim=0)
 
     def set_class_set(self, class_set):
         super().set_class_set(class_set)
@@ -107,15 +107,15 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         rebuilt = self.decoder(self.cls_score.project(feature))
         return {"loss_box_reconstruction": self.reconstruction_weight * F.mse_loss(rebuilt, feature)}
 
-    def inference(self, predictions, proposals):
+    def inference(self, predictions, proposals, gamma=None):
         if not self.nms_groups:
-            return super().inference(predictions, proposals)
+            return super().inference(predictions, proposals, gamma)
         # Per-group NMS (the reference's GZSI inference): NMS and top-k within seen and within unseen
         # classes, so confident seen detections cannot crowd out unseen ones. (With "direct" scoring
         # the class probabilities come from one softmax over all classes, which the reference does
         # not compute; "seen_projection" is the reference's scoring.)
         boxes = self.predict_boxes(predictions, proposals)
-        scores = self.predict_probs(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals, gamma)
         results = []
         for image_boxes, image_scores, proposal in zip(boxes, scores, proposals):
             background = torch.tensor([image_scores.shape[1] - 1], device=image_scores.device)

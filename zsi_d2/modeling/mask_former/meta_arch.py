@@ -92,7 +92,7 @@ class ZeroShotMaskFormer(nn.Module):
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def predict(self, images: torch.Tensor) -> Dict:
-        """Every layer's class logits, masks and query embeddings for a padded image batch."""
+        """Every layer's class logits (uncalibrated), masks and query embeddings for a padded image batch."""
         features = self.backbone(images)
         mask_features, _, multi_scale_features = self.pixel_decoder.forward_features(features)
         outputs = self.transformer_decoder(multi_scale_features, mask_features)
@@ -139,8 +139,9 @@ class ZeroShotMaskFormer(nn.Module):
         """
         padded = tuple(images.tensor.shape[-2:])
         resize_masks_first = self.panoptic_on or self.instance_on
+        logits = self.classifier.calibrate(outputs["pred_logits"])  # the test-time gamma (0: unchanged)
         results = []
-        for mask_cls, mask_pred, x, image_size in zip(outputs["pred_logits"], outputs["pred_masks"],
+        for mask_cls, mask_pred, x, image_size in zip(logits, outputs["pred_masks"],
                                                       batched_inputs, images.image_sizes):
             size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             mask_pred = upsample_to_padded(mask_pred, padded)

@@ -8,6 +8,7 @@ re-trains a classifier on real seen and generated unseen features (zsi_d2.modeli
 PADing's reference code gives it a free linear row per class (`LinearQueryClassifier` over all
 classes, rows copied from stage 1 by `expand_linear_state`); `FreePrototypeQueryClassifier` is the
 name-embedding head with each trained class's prototype made free, starting at its name embedding.
+Each returns uncalibrated logits; the model's `inference` applies the test-time calibration.
 """
 from typing import Sequence
 
@@ -48,7 +49,7 @@ class EmbeddingQueryClassifier(nn.Module, SeenCalibrated, ZeroShotModule):
     def forward(self, queries: torch.Tensor) -> torch.Tensor:
         shape = queries.shape[:-1]
         logits = self.classifier.logits(self.embed(queries.reshape(-1, queries.shape[-1])))
-        return self.calibrate(logits).reshape(*shape, -1)
+        return logits.reshape(*shape, -1)
 
 
 class FreePrototypeQueryClassifier(EmbeddingQueryClassifier):
@@ -78,7 +79,7 @@ class FreePrototypeQueryClassifier(EmbeddingQueryClassifier):
         weights = weights.index_copy(0, rows, F.normalize(self.prototypes[self._from_prototype[free]], dim=1))
         semantic = F.normalize(self.embed(queries.reshape(-1, queries.shape[-1])), dim=1)
         logits = self.classifier.log_logit_scale.exp() * semantic @ weights.t()
-        return self.calibrate(logits).reshape(*shape, -1)
+        return logits.reshape(*shape, -1)
 
 
 class LinearQueryClassifier(nn.Module, SeenCalibrated, ZeroShotModule):
@@ -106,7 +107,7 @@ class LinearQueryClassifier(nn.Module, SeenCalibrated, ZeroShotModule):
         self.columns = torch.tensor(index, dtype=torch.long, device=self.linear.weight.device)
 
     def forward(self, queries: torch.Tensor) -> torch.Tensor:
-        return self.calibrate(self.linear(queries)[..., self.columns])
+        return self.linear(queries)[..., self.columns]
 
 
 def expand_linear_state(weight: torch.Tensor, bias: torch.Tensor, old_names: Sequence[str],

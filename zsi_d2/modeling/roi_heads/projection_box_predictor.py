@@ -2,7 +2,7 @@
 import logging
 
 from detectron2.config import configurable
-from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
 
 from ..calibration import SeenCalibrated
 from ..class_embeddings import build_class_embeddings_module
@@ -57,6 +57,16 @@ class ProjectionBoxPredictor(FastRCNNOutputLayers, SeenCalibrated, ZeroShotModul
         self.cls_score.set_class_names(names)
         self.num_classes = len(names)
 
-    def predict_probs(self, predictions, proposals):
+    def predict_probs(self, predictions, proposals, gamma=None):
+        """detectron2's, on logits calibrated with `gamma` (None: the configured calibration_gamma)."""
         scores, deltas = predictions
-        return super().predict_probs((self.calibrate(scores), deltas), proposals)
+        return super().predict_probs((self.calibrate(scores, gamma), deltas), proposals)
+
+    def inference(self, predictions, proposals, gamma=None):
+        """detectron2's FastRCNNOutputLayers.inference, with the calibration `gamma` passed through
+        (the gamma search scores cached predictions at each candidate without changing the model)."""
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals, gamma)
+        image_shapes = [x.image_size for x in proposals]
+        return fast_rcnn_inference(boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh,
+                                   self.test_topk_per_image)
