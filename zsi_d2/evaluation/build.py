@@ -40,9 +40,10 @@ def build_zero_shot_evaluator(cfg, dataset_name, output_folder=None):
         logger.warning(f"TEST.ZERO_SHOT_TASKS asks for {', '.join(skipped)}, which '{dataset_name}' has no "
                        f"annotations for: not evaluated{hint}")
     if not tasks:
-        raise ValueError(
+        raise InputValueError(
             f"Dataset '{dataset_name}' supports {supported}, but TEST.ZERO_SHOT_TASKS asks for "
-            f"{list(cfg.TEST.ZERO_SHOT_TASKS)}: nothing to evaluate."
+            f"{list(cfg.TEST.ZERO_SHOT_TASKS)}: nothing to evaluate. Add one of {list(supported)} to "
+            "TEST.ZERO_SHOT_TASKS, or test another dataset"
         )
     evaluators = []
     for task in tasks:

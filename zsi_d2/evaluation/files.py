@@ -9,6 +9,8 @@ import os
 
 from detectron2.utils.file_io import PathManager
 
+from ..errors import InputFileNotFoundError, InputValueError
+
 __all__ = ["read_json", "write_results_json"]
 
 
@@ -16,14 +18,14 @@ def read_json(path: str, what: str = "json file"):
     """json.load of a path; a missing path, a folder or a non-json file is an error naming it."""
     path = PathManager.get_local_path(path)
     if os.path.isdir(path):
-        raise FileNotFoundError(f"{what} {path} is a folder, not a json file")
+        raise InputFileNotFoundError(f"{what} {path} is a folder, not a json file: give the json file in it")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise InputFileNotFoundError(f"{what} not found: {path}; check the path")
     try:
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not valid json ({e})") from None
+        raise InputValueError(f"{what} {path} is not valid json ({e}): give a json file") from None
 
 
 def write_results_json(results, path: str) -> str:

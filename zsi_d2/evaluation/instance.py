@@ -27,6 +27,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..errors import InputValueError
 from .files import read_json
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
@@ -63,31 +64,35 @@ def check_coco_gt(dataset, source: str) -> None:
     truth and predictions swapped), a panoptic json, or a json without images or annotations.
     """
     if isinstance(dataset, list):
-        raise ValueError(
+        raise InputValueError(
             f"{source} holds a list (a COCO results file?), not a COCO instances ground truth with "
             "'images', 'annotations' and 'categories': were the ground truth and the predictions swapped?"
         )
     if not isinstance(dataset, Mapping):
-        raise ValueError(f"{source} is not a COCO instances ground truth (a json object with 'images', "
-                         "'annotations' and 'categories')")
+        raise InputValueError(f"{source} is not a COCO instances ground truth: give a json object with 'images', "
+                              "'annotations' and 'categories'")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(dataset.get(k), list)]
     if missing:
-        raise ValueError(f"{source} is not a COCO instances ground truth: it has no {missing} list(s)")
+        raise InputValueError(f"{source} is not a COCO instances ground truth: it has no {missing} list(s); "
+                              "give a COCO instances json (e.g. instances_val.json)")
     anns = dataset["annotations"]
     if anns and isinstance(anns[0], Mapping) and "segments_info" in anns[0]:
-        raise ValueError(f"{source} is a COCO panoptic json, not an instances one: score it with the panoptic task")
+        raise InputValueError(f"{source} is a COCO panoptic json, not an instances one: "
+                              "score it with the panoptic task")
     if not anns:
-        raise ValueError(f"{source} has no annotations: there is nothing to score against")
+        raise InputValueError(f"{source} has no annotations, so there is nothing to score against: "
+                              "give the ground truth with its annotations")
     fields = {"id", "image_id", "category_id"}
     bad = [i for i, a in enumerate(anns)
            if not isinstance(a, Mapping) or not fields <= set(a) or not ("bbox" in a or "segmentation" in a)]
     if bad:
-        raise ValueError(f"{source}: {len(bad)} annotation(s) lack 'id', 'image_id', 'category_id' or a 'bbox'/"
-                         f"'segmentation' (e.g. annotation #{bad[0]}); is it a COCO instances ground truth?")
+        raise InputValueError(f"{source}: {len(bad)} annotation(s) lack 'id', 'image_id', 'category_id' or a 'bbox'/"
+                              f"'segmentation' (e.g. annotation #{bad[0]}); is it a COCO instances ground truth?")
     for key, fields in (("images", {"id"}), ("categories", {"id", "name"})):
         bad = [i for i, x in enumerate(dataset[key]) if not isinstance(x, Mapping) or not fields <= set(x)]
         if bad:
-            raise ValueError(f"{source}: every entry of '{key}' needs {sorted(fields)} (entry #{bad[0]} has not)")
+            raise InputValueError(f"{source}: every entry of '{key}' needs {sorted(fields)} (entry #{bad[0]} has not): "
+                                  "add them, or give a COCO instances ground truth")
 
 
 def load_coco_gt(json_file: str) -> COCO:
@@ -105,15 +110,16 @@ def check_iou_thresholds(thresholds: Sequence[float]) -> List[float]:
     """
     out = [float(t) for t in thresholds]
     if not out:
-        raise ValueError("IoU thresholds are empty")
+        raise InputValueError("IoU thresholds (iou_thresholds, --iou-thresholds) are empty: "
+                              "give at least one, e.g. 0.5")
     for t in out:
         if not 0 < t <= 1:
-            raise ValueError(f"IoU threshold {t:g} is outside (0, 1]: thresholds are fractions, e.g. 0.5")
+            raise InputValueError(f"IoU threshold {t:g} is outside (0, 1]: thresholds are fractions, e.g. 0.5")
         if abs(t * 100 - round(t * 100)) > 1e-6:
-            raise ValueError(f"IoU threshold {t:g} has more than two decimals, so its key "
-                             f"{_ap_key(t)} would misname it: use multiples of 0.01")
+            raise InputValueError(f"IoU threshold {t:g} has more than two decimals, so its key "
+                                  f"{_ap_key(t)} would misname it: use multiples of 0.01")
     if len({_ap_key(t) for t in out}) != len(out):
-        raise ValueError(f"IoU thresholds {[f'{t:g}' for t in out]} repeat a value")
+        raise InputValueError(f"IoU thresholds {[f'{t:g}' for t in out]} repeat a value")
     return out
 
 
@@ -137,7 +143,8 @@ def _category_names(coco_gt: COCO) -> Dict[str, int]:
     name_to_id = {}
     for cat in coco_gt.dataset.get("categories", []):
         if cat["name"] in name_to_id:
-            raise ValueError(f"The ground truth has two categories named {cat['name']!r}")
+            raise InputValueError(f"The ground truth has two categories named {cat['name']!r}: "
+                                  "rename one of them in its json")
         name_to_id[cat["name"]] = cat["id"]
     return name_to_id
 
@@ -151,18 +158,19 @@ def validate_instance_results(coco_gt: COCO, results: Sequence[Mapping], iou_typ
     is valid.
     """
     if not isinstance(results, (list, tuple)):
-        raise ValueError("Results must be a COCO results list of {image_id, category_id, score, bbox/segmentation}")
+        raise InputValueError("Results must be a COCO results list: give a list of "
+                              "{image_id, category_id, score, bbox/segmentation}")
     fields = ("image_id", "category_id", "score")
     bad = [i for i, r in enumerate(results) if not isinstance(r, Mapping) or not set(fields) <= set(r)]
     if bad:
-        raise ValueError(
+        raise InputValueError(
             f"{len(bad)} of {len(results)} result(s) lack one of {list(fields)} (e.g. result #{bad[0]}): a COCO "
             "results list has a score per detection (is it a ground-truth file? were the files swapped?)"
         )
     valid_cats = set(coco_gt.getCatIds())
     bad_cats = sorted({r["category_id"] for r in results} - valid_cats, key=str)
     if bad_cats:
-        raise ValueError(
+        raise InputValueError(
             f"Results contain unknown category id(s) {bad_cats}; valid category ids of the "
             f"ground truth are {sorted(valid_cats)}. (Results must use the dataset's category "
             "ids, not contiguous model class indices.)"
@@ -171,16 +179,17 @@ def validate_instance_results(coco_gt: COCO, results: Sequence[Mapping], iou_typ
     bad_imgs = sorted({r["image_id"] for r in results} - valid_imgs, key=str)
     if bad_imgs:
         shown = bad_imgs[:20]
-        raise ValueError(
+        raise InputValueError(
             f"Results contain {len(bad_imgs)} image id(s) that are not in the ground truth, "
-            f"e.g. {shown}"
+            f"e.g. {shown}: score them against the ground truth the predictions were made for"
         )
     key = "segmentation" if iou_type == "segm" else "bbox"
     missing = sum(1 for r in results if key not in r and not (iou_type == "bbox" and "segmentation" in r))
     if missing:
         also = " (nor 'segmentation')" if iou_type == "bbox" else ""
-        raise ValueError(f"{missing} of {len(results)} result(s) have no '{key}' field{also}, which "
-                         f"{iou_type!r} evaluation needs")
+        raise InputValueError(f"{missing} of {len(results)} result(s) have no '{key}' field{also}, which "
+                              f"{iou_type!r} evaluation needs: score the task the results have "
+                              "(--tasks, iou_type)")
 
 
 def _empty_results(coco_gt: COCO) -> COCO:
@@ -224,19 +233,20 @@ def evaluate_instance_results(
     """
     check_mode(mode)
     if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+        raise InputValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}: pass one of them")
     if int(max_dets) < 1:
-        raise ValueError(f"max_dets must be at least 1, got {max_dets}")
+        raise InputValueError(f"max_dets (--max-dets) must be at least 1, got {max_dets}: pass e.g. 100")
     name_to_id = _category_names(coco_gt)
     unknown = [n for n in list(seen_names) + list(unseen_names) if n not in name_to_id]
     if unknown:
-        raise ValueError(
-            f"Class name(s) {unknown} are not categories of the ground truth. "
-            f"Valid names: {sorted(name_to_id)}"
+        raise InputValueError(
+            f"Class name(s) {unknown} are not categories of the ground truth: use its names "
+            f"(--unseen, --split). Valid names: {sorted(name_to_id)}"
         )
     eval_names = list(unseen_names) if mode == "zsi" else list(seen_names) + list(unseen_names)
     if not eval_names:
-        raise ValueError(f"Nothing to evaluate: no {'unseen' if mode == 'zsi' else 'seen or unseen'} classes")
+        raise InputValueError(f"Nothing to evaluate: no {'unseen' if mode == 'zsi' else 'seen or unseen'} classes; "
+                              "name them (--unseen, --split)" + (" or use --mode gzsi" if mode == "zsi" else ""))
     eval_cat_ids = [name_to_id[n] for n in eval_names]
     id_to_name = {v: k for k, v in name_to_id.items()}
 
@@ -327,7 +337,7 @@ class ZeroShotInstanceEvaluator(DatasetEvaluator):
         self._metadata = MetadataCatalog.get(dataset_name)
         bad = [t for t in tasks if t not in ("bbox", "segm")]
         if bad:
-            raise ValueError(f"Unsupported instance task(s) {bad}; use 'bbox' and/or 'segm'")
+            raise InputValueError(f"Unsupported instance task(s) {bad} (tasks): use 'bbox' and/or 'segm'")
         self._tasks = tuple(tasks)
         self._output_dir = output_dir
         self._distributed = distributed
@@ -336,9 +346,9 @@ class ZeroShotInstanceEvaluator(DatasetEvaluator):
 
         json_file = getattr(self._metadata, "json_file", None)
         if not json_file:
-            raise ValueError(
+            raise InputValueError(
                 f"Dataset '{dataset_name}' has no metadata 'json_file' (COCO instances GT), "
-                "which ZeroShotInstanceEvaluator needs"
+                "which ZeroShotInstanceEvaluator needs: register it with register_coco_instances"
             )
         self._coco_gt = load_coco_gt(json_file)
         self._mode = mode_from_metadata(self._metadata, dataset_name)
@@ -354,13 +364,15 @@ class ZeroShotInstanceEvaluator(DatasetEvaluator):
             return {int(v): int(k) for k, v in mapping.items()}
         thing_classes = getattr(self._metadata, "thing_classes", None)
         if not thing_classes:
-            raise ValueError(
+            raise InputValueError(
                 f"Dataset '{self._dataset_name}' has neither 'thing_dataset_id_to_contiguous_id' "
-                "nor 'thing_classes' in its metadata"
+                "nor 'thing_classes' in its metadata: set them where it is registered (register_coco_instances "
+                "does, from the json)"
             )
         missing = [n for n in thing_classes if n not in gt_names]
         if missing:
-            raise ValueError(f"thing_classes {missing} are not categories of {self._metadata.json_file}")
+            raise InputValueError(f"Dataset '{self._dataset_name}': thing_classes {missing} are not categories of "
+                                  f"{self._metadata.json_file}: make its metadata and json name the same classes")
         return {i: gt_names[n] for i, n in enumerate(thing_classes)}
 
     def reset(self):

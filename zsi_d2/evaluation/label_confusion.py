@@ -12,6 +12,8 @@ import numpy as np
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
+from ..errors import InputValueError
+
 __all__ = ["MISSED", "instance_label_confusion", "summarize_label_confusion", "format_label_confusion",
            "plot_label_confusion"]
 
@@ -34,14 +36,15 @@ def instance_label_confusion(
 ) -> Dict[str, Dict[str, int]]:
     """{gt class name: {predicted class name or MISSED: count}} over the GT's non-crowd instances."""
     if iou_type not in ("segm", "bbox"):
-        raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
+        raise InputValueError(f"iou_type (--iou-type) must be 'segm' or 'bbox', got {iou_type!r}: pass one of them")
     names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
     unknown = sorted({r["category_id"] for r in results} - set(names))
     if unknown:
-        raise ValueError(f"Results use category ids {unknown} that the GT does not define ({sorted(names)})")
+        raise InputValueError(f"Results use category ids {unknown} that the GT does not define: use the GT's "
+                              f"category ids ({sorted(names)})")
     key = "segmentation" if iou_type == "segm" else "bbox"
     if results and any(key not in r for r in results):
-        raise ValueError(f"Results lack '{key}': use iou_type='bbox' for box-only results")
+        raise InputValueError(f"Results lack '{key}': use iou_type='bbox' (--iou-type bbox) for box-only results")
     by_image: Dict[int, List[dict]] = {}
     for r in results:
         by_image.setdefault(r["image_id"], []).append(r)

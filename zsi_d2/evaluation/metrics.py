@@ -21,6 +21,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 from tabulate import tabulate
 
 from ..data.metadata import EVALUATION_MODES
+from ..errors import InputValueError
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def nanmean(values: Iterable[float]) -> float:
 
 def check_mode(mode: str) -> str:
     if mode not in ZERO_SHOT_MODES:
-        raise ValueError(f"Unknown zero-shot evaluation mode {mode!r}; expected one of {ZERO_SHOT_MODES}")
+        raise InputValueError(f"Unknown zero-shot evaluation mode {mode!r} (--mode, mode): use one of "
+                              f"{ZERO_SHOT_MODES}")
     return mode
 
 
@@ -84,9 +86,9 @@ def mode_from_metadata(metadata, dataset_name: str, seen_only_as_gzsi: bool = Tr
     if mode == "train" and seen_only_as_gzsi:
         return "gzsi"
     if mode not in ZERO_SHOT_MODES:
-        raise ValueError(
+        raise InputValueError(
             f"Dataset '{dataset_name}' has zero_shot_mode={mode!r}; zero-shot evaluation needs one "
-            f"of {ZERO_SHOT_MODES}"
+            f"of {ZERO_SHOT_MODES} (set it where the dataset is registered: make_zero_shot(name, split, mode))"
         )
     return mode
 
@@ -124,7 +126,7 @@ def summarize_zero_shot(
         unseen_set = set(unseen_names)
         for name, value in per_class.items():
             if name in GROUP_SUFFIXES:
-                raise ValueError(
+                raise InputValueError(
                     f"A class is named {name!r}, which collides with the aggregated key "
                     f"'{metric}/{name}'; rename the class."
                 )
@@ -252,7 +254,8 @@ def evaluated_groups(metadata, dataset_name: str, known_names, what: str):
     """
     for field in ("seen_classes", "unseen_classes"):
         if not hasattr(metadata, field):
-            raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which {what} needs")
+            raise InputValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which {what} needs: make it "
+                                  "zero-shot where it is registered, zsi_d2.data.make_zero_shot(name, split, mode)")
     known = set(known_names)
     seen = tuple(n for n in metadata.seen_classes if n in known)
     unseen = tuple(n for n in metadata.unseen_classes if n in known)

@@ -22,6 +22,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from ..data.metadata import check_panoptic_convention
+from ..errors import InputFileNotFoundError, InputValueError
 from ..utils.panoptic_ids import OFFSET, VOID, id2rgb, read_panoptic_png, rgb2id
 from .files import read_json
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
@@ -65,22 +66,25 @@ def check_panoptic_json(data, source: str, role: str = "ground truth") -> List[d
     elif isinstance(data, Mapping) and isinstance(data.get("annotations"), list):
         anns = data["annotations"]
     elif isinstance(data, (list, tuple)):
-        raise ValueError(f"{source} holds a list, not a COCO panoptic ground truth with 'annotations' and "
-                         "'categories': were the ground truth and the predictions swapped?")
+        raise InputValueError(f"{source} holds a list, not a COCO panoptic ground truth with 'annotations' and "
+                              "'categories': were the ground truth and the predictions swapped?")
     else:
-        raise ValueError(f"{source} is not a COCO panoptic json: it has no 'annotations' list")
+        raise InputValueError(f"{source} is not a COCO panoptic json: it has no 'annotations' list; "
+                              "give a COCO panoptic json (e.g. panoptic_val.json)")
     if role == "ground truth" and not isinstance(data.get("categories"), list):
-        raise ValueError(f"{source} is not a COCO panoptic ground truth: it has no 'categories' list")
+        raise InputValueError(f"{source} is not a COCO panoptic ground truth: it has no 'categories' list; "
+                              "give the panoptic json with its categories")
     if not anns:
-        what = "no image has a prediction" if role == "predictions" else "there is nothing to score against"
-        raise ValueError(f"{source} holds no annotations: {what}")
+        what = ("no image has a prediction: check the model's output" if role == "predictions"
+                else "there is nothing to score against: give the ground truth with its annotations")
+        raise InputValueError(f"{source} holds no annotations: {what}")
     bad = [i for i, a in enumerate(anns) if not isinstance(a, Mapping) or not set(_ANNOTATION_FIELDS) <= set(a)]
     if bad:
         first = anns[bad[0]]
-        hint = (" (it looks like a COCO instances json: use the instance task)"
-                if isinstance(first, Mapping) and "bbox" in first else "")
-        raise ValueError(f"{source}: {len(bad)} annotation(s) lack one of {list(_ANNOTATION_FIELDS)} "
-                         f"(e.g. annotation #{bad[0]}){hint}")
+        hint = (": it looks like a COCO instances json, use the instance task"
+                if isinstance(first, Mapping) and "bbox" in first else ": give a COCO panoptic json")
+        raise InputValueError(f"{source}: {len(bad)} annotation(s) lack one of {list(_ANNOTATION_FIELDS)} "
+                              f"(e.g. annotation #{bad[0]}){hint}")
     return anns
 
 
@@ -111,17 +115,18 @@ def pq_compute(
     pred_anns = check_panoptic_json(_load_json(pred_json, "Panoptic predictions json"), pred_source, "predictions")
     if pred_folder is None:
         if not isinstance(pred_json, str):
-            raise ValueError("pred_folder is required when pred_json is not a path")
+            raise InputValueError("pred_folder is required when pred_json is not a path: pass the folder of "
+                                  "the predicted PNGs")
         pred_folder = os.path.splitext(pred_json)[0]
     for folder, what in ((gt_folder, "GT"), (pred_folder, "prediction")):
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"Panoptic {what} PNG folder not found: {folder}")
+            raise InputFileNotFoundError(f"Panoptic {what} PNG folder not found: {folder}: check the path")
     categories = categories_by_id(categories if categories is not None else gt["categories"])
 
     pred_by_image = {a["image_id"]: a for a in pred_anns}
     missing = [a["image_id"] for a in gt["annotations"] if a["image_id"] not in pred_by_image]
     if missing:
-        raise ValueError(
+        raise InputValueError(
             f"{pred_source} has no prediction for {len(missing)} of {len(gt['annotations'])} GT image(s) "
             f"(e.g. image id {missing[0]!r}): panoptic evaluation needs one per GT image"
         )
@@ -154,11 +159,12 @@ def summarize_panoptic(
     for cid, cat in cats.items():
         name = cat.get("name", str(cid))
         if name in names.values():
-            raise ValueError(f"Two panoptic categories are named {name!r}")
+            raise InputValueError(f"Two panoptic categories are named {name!r}: rename one of them in the json")
         names[cid] = name
     unknown = [n for n in list(seen_names) + list(unseen_names) if n not in names.values()]
     if unknown:
-        raise ValueError(f"Class name(s) {unknown} are not panoptic categories. Valid names: {sorted(names.values())}")
+        raise InputValueError(f"Class name(s) {unknown} are not panoptic categories: use their names "
+                              f"(--unseen, --split). Valid names: {sorted(names.values())}")
     evaluated = set(unseen_names) if mode == "zsi" else set(names.values())
     per_class = stat.per_class(cats)
 
@@ -181,7 +187,8 @@ def _category_ids_of(names: Sequence[str], categories) -> List[int]:
     by_name = {c.get("name"): cid for cid, c in categories_by_id(categories).items()}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise ValueError(f"Class name(s) {missing} are not panoptic categories. Valid names: {sorted(by_name)}")
+        raise InputValueError(f"Class name(s) {missing} are not panoptic categories: use their names. "
+                              f"Valid names: {sorted(by_name)}")
     return [by_name[n] for n in names]
 
 
@@ -227,8 +234,8 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         self._metadata = MetadataCatalog.get(dataset_name)
         for field in ("panoptic_json", "panoptic_root"):
             if not hasattr(self._metadata, field):
-                raise ValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which "
-                                 "ZeroShotPanopticEvaluator needs")
+                raise InputValueError(f"Dataset '{dataset_name}' has no metadata '{field}', which "
+                                      "ZeroShotPanopticEvaluator needs: register it with register_coco_panoptic")
         self._gt_json = _load_json(PathManager.get_local_path(self._metadata.panoptic_json), "panoptic_json")
         check_panoptic_json(self._gt_json, self._metadata.panoptic_json, "ground truth")
         self._gt_root = PathManager.get_local_path(self._metadata.panoptic_root)
@@ -281,8 +288,8 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
         VOID (detectron2's Panoptic-DeepLab convention); shift by +1 so that VOID becomes 0."""
         label_divisor = getattr(self._metadata, "label_divisor", None)
         if label_divisor is None:
-            raise ValueError(f"segments_info is None but dataset '{self._dataset_name}' has no "
-                             "metadata 'label_divisor'")
+            raise InputValueError(f"segments_info is None but dataset '{self._dataset_name}' has no "
+                                  "metadata 'label_divisor': set it where the dataset is registered")
         thing_ids = self._thing_contiguous
         segments_info = []
         for panoptic_label in np.unique(panoptic_img).tolist():
@@ -306,7 +313,9 @@ class ZeroShotPanopticEvaluator(DatasetEvaluator):
             image_id = inp["image_id"]
             gt_ann = self._gt_by_image.get(image_id)
             if gt_ann is None:
-                raise ValueError(f"Image id {image_id!r} is not in {self._metadata.panoptic_json}")
+                raise InputValueError(f"Image id {image_id!r} of dataset '{self._dataset_name}' is not in "
+                                      f"{self._metadata.panoptic_json}: register it with the panoptic json "
+                                      "of its images")
             gt_ids = read_panoptic_png(os.path.join(self._gt_root, gt_ann["file_name"]))
             pq_from_segments(
                 gt_ids, gt_ann["segments_info"], panoptic_img, segments_info,

@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from ..errors import InputValueError
 from ..utils.panoptic_ids import OFFSET, VOID, rgb2id, read_panoptic_png
 
 __all__ = [
@@ -120,16 +121,19 @@ def segment_areas(pred_area: Dict[int, int], pred_segms: Dict[int, dict], catego
         if label not in pred_segms:
             if label == VOID:
                 continue
-            raise ValueError(f"Segment id {label} is in the predicted map but not in its segments_info{where}")
+            raise InputValueError(f"Segment id {label} is in the predicted map but not in its segments_info{where}: "
+                                  "list every segment of the PNG in segments_info")
         pred_segms[label]["area"] = count
         listed.discard(label)
         if categories is not None and pred_segms[label]["category_id"] not in categories:
-            raise ValueError(
+            raise InputValueError(
                 f"Predicted segment {label} has unknown category_id "
-                f"{pred_segms[label]['category_id']}{where}; valid ids: {sorted(categories)}"
+                f"{pred_segms[label]['category_id']}{where}: use the ground truth's category ids, "
+                f"{sorted(categories)}"
             )
     if listed:
-        raise ValueError(f"Segment id(s) {sorted(listed)} are in segments_info but not in the predicted map{where}")
+        raise InputValueError(f"Segment id(s) {sorted(listed)} are in segments_info but not in the predicted "
+                              f"map{where}: list only the segments the PNG holds")
 
 
 def match_segments(gt_segms, pred_segms, gt_area, pairs, stat: PQStat) -> Tuple[Set[int], Set[int]]:
@@ -206,9 +210,10 @@ def pq_from_segments(
     where = f" (image {image_id})" if image_id is not None else ""
     gt, pred = _ids(gt_ids), _ids(pred_ids).copy()
     if gt.shape != pred.shape:
-        raise ValueError(f"GT and prediction id maps differ in size{where}: {gt.shape} vs {pred.shape}")
+        raise InputValueError(f"GT and prediction id maps differ in size{where}: {gt.shape} vs {pred.shape}; "
+                              "predict at the GT's size")
     if pred.size and (pred.min() < 0 or pred.max() >= OFFSET):
-        raise ValueError(f"Predicted segment ids must lie in [0, {OFFSET}){where}")
+        raise InputValueError(f"Predicted segment ids must lie in [0, {OFFSET}){where}: renumber the segments")
     cats = categories_by_id(categories) if categories is not None else None
 
     gt_segms = {int(s["id"]): dict(s) for s in gt_segments}
@@ -252,7 +257,7 @@ def pq_compute_images(pairs: Sequence[ImagePair], categories=None, keep_category
     cats = categories_by_id(categories) if categories is not None else None
     keep = None if keep_category_ids is None else sorted(int(c) for c in keep_category_ids)
     if num_workers < 1:
-        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+        raise InputValueError(f"num_workers (--workers) must be at least 1, got {num_workers}: pass 1 or more")
     if num_workers == 1 or len(pairs) < 2:
         return _score_images(pairs, cats, keep)
     chunks = [c.tolist() for c in np.array_split(np.arange(len(pairs)), min(num_workers, len(pairs)))]

@@ -28,6 +28,7 @@ from detectron2.evaluation.evaluator import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..errors import InputFileNotFoundError, InputValueError
 from .metrics import check_mode, evaluated_groups, format_zero_shot_table, mode_from_metadata, summarize_zero_shot
 
 __all__ = [
@@ -60,11 +61,14 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_
     pred = np.where(pred == ignore_label, num_classes, pred)
     for arr, what, high in ((gt, "GT", num_classes), (pred, "predicted", num_classes + 1)):
         bad = (arr < 0) | (arr >= high)
-        if bad.any():
-            raise ValueError(
-                f"{what} labels {sorted(np.unique(arr[bad]).tolist())[:10]} are outside "
-                f"[0, {num_classes}) and not the ignore label {ignore_label}"
-            )
+        if not bad.any():
+            continue
+        values = sorted(np.unique(arr[bad]).tolist())[:10]
+        if what == "GT":  # read from a label file: the user's data
+            raise InputValueError(f"GT labels {values} are outside [0, {num_classes}) and not the ignore label "
+                                  f"{ignore_label}: fix the label maps, or the dataset's stuff_classes")
+        raise ValueError(f"predicted labels {values} are outside [0, {num_classes}) and not the ignore label "
+                         f"{ignore_label}")
     counts = np.bincount(gt * (num_classes + 1) + pred, minlength=num_classes * (num_classes + 1))
     return counts.reshape(num_classes, num_classes + 1)
 
@@ -92,7 +96,8 @@ def semantic_metrics(
         raise ValueError(f"Confusion matrix {conf.shape} does not match {n} class names")
     unknown = [n for n in list(seen_names) + list(unseen_names) if n not in names]
     if unknown:
-        raise ValueError(f"Class name(s) {unknown} are not in the label space. Valid names: {names}")
+        raise InputValueError(f"Class name(s) {unknown} are not in the label space: use its names. "
+                              f"Valid names: {names}")
     if mode == "zsi":
         evaluated = [i for i, n in enumerate(names) if n in set(unseen_names)]
         conf = conf.copy()
@@ -121,13 +126,15 @@ def semantic_metrics(
 def load_label_png(path: str) -> np.ndarray:
     """A single-channel label PNG (L, P, I or I;16 mode) as an int64 array."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Label PNG not found: {path}")
+        raise InputFileNotFoundError(f"Label PNG not found: {path}: check the path (or the dataset's "
+                                     "sem_seg_file_name)")
     with PathManager.open(path, "rb") as f:
         img = Image.open(f)
         img.load()
     arr = np.array(img)
     if arr.ndim != 2:
-        raise ValueError(f"{path} is not a single-channel label image (shape {arr.shape})")
+        raise InputValueError(f"{path} is not a single-channel label image (shape {arr.shape}): save the labels "
+                              "as a single-channel (L, P or I) PNG")
     return arr.astype(np.int64)
 
 
@@ -138,16 +145,17 @@ _UNKNOWN = -2
 def _remap(arr: np.ndarray, ids: Sequence[int], ignore_label: int, path: str) -> np.ndarray:
     """Label values → class indices via a lookup table; ignore → -1; unknown values → error."""
     if arr.min(initial=0) < 0:
-        raise ValueError(f"{path} contains negative labels")
+        raise InputValueError(f"{path} contains negative labels: label values are category ids or the ignore label")
     lut = np.full(max(int(arr.max(initial=0)), max(ids, default=0), ignore_label) + 1, _UNKNOWN, dtype=np.int64)
     lut[list(ids)] = np.arange(len(ids))
     lut[ignore_label] = _UNLABELLED
     out = lut[arr]
     if (out == _UNKNOWN).any():
         bad = sorted(np.unique(arr[out == _UNKNOWN]).tolist())
-        raise ValueError(
+        raise InputValueError(
             f"{path} contains label value(s) {bad[:10]} that are neither category ids {list(ids)} "
-            f"nor the ignore label {ignore_label}"
+            f"nor the ignore label {ignore_label}: give the categories these labels use (--categories, "
+            "--ignore-label) or fix the label map"
         )
     return out
 
@@ -168,25 +176,29 @@ def evaluate_semantic_folders(
     """
     for folder, what in ((gt_folder, "GT"), (pred_folder, "prediction")):
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"Semantic {what} folder not found: {folder}")
+            raise InputFileNotFoundError(f"Semantic {what} folder not found: {folder}: check the path")
     ids = [int(c["id"]) for c in categories]
     names = [c["name"] for c in categories]
     if len(set(ids)) != len(ids) or len(set(names)) != len(names):
-        raise ValueError("Category ids and names must be unique")
+        raise InputValueError("Category ids and names must be unique (--categories, stuff_classes): "
+                              "remove the duplicates")
     if ignore_label in ids:
-        raise ValueError(f"The ignore label {ignore_label} is also a category id")
+        raise InputValueError(f"The ignore label {ignore_label} is also a category id: choose another "
+                              "--ignore-label (ignore_label) or category id")
     gt_files = sorted(f for f in os.listdir(gt_folder) if f.lower().endswith(".png"))
     if not gt_files:
-        raise FileNotFoundError(f"No .png label files in {gt_folder}")
+        raise InputFileNotFoundError(f"No .png label files in {gt_folder}: give the folder of the GT label PNGs")
     conf = np.zeros((len(ids), len(ids) + 1), dtype=np.int64)
     for name in gt_files:
         gt_path, pred_path = os.path.join(gt_folder, name), os.path.join(pred_folder, name)
         if not os.path.isfile(pred_path):
-            raise FileNotFoundError(f"Prediction for {gt_path} not found: {pred_path}")
+            raise InputFileNotFoundError(f"Prediction for {gt_path} not found: {pred_path}: write one label PNG "
+                                         "per GT file, with the same name")
         gt = _remap(load_label_png(gt_path), ids, ignore_label, gt_path)
         pred = load_label_png(pred_path)
         if pred.shape != gt.shape:
-            raise ValueError(f"{pred_path} has size {pred.shape}, its GT {gt_path} has {gt.shape}")
+            raise InputValueError(f"{pred_path} has size {pred.shape}, its GT {gt_path} has {gt.shape}: "
+                                  "predict at the GT's size")
         pred = _remap(pred, ids, ignore_label, pred_path)
         conf += confusion_matrix(gt, pred, len(ids), ignore_label=_UNLABELLED)
     logger.info(f"Scored {len(gt_files)} label maps from {pred_folder}")
@@ -198,7 +210,8 @@ def categories_from_metadata(metadata, dataset_name: str) -> List[dict]:
     into `stuff_classes` (detectron2's semantic convention, followed by every zsi_d2 dataset)."""
     classes = metadata.get("stuff_classes", None)
     if not classes:
-        raise ValueError(f"Dataset '{dataset_name}' has no metadata 'stuff_classes' (its semantic label space)")
+        raise InputValueError(f"Dataset '{dataset_name}' has no metadata 'stuff_classes' (its semantic label "
+                              "space): set it where the dataset is registered, or pass --categories")
     return [{"id": i, "name": name} for i, name in enumerate(classes)]
 
 
@@ -216,8 +229,8 @@ class ZeroShotSemanticEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
         if not hasattr(self._metadata, "stuff_classes"):
-            raise ValueError(f"Dataset '{dataset_name}' has no metadata 'stuff_classes', which "
-                             "ZeroShotSemanticEvaluator needs")
+            raise InputValueError(f"Dataset '{dataset_name}' has no metadata 'stuff_classes', which "
+                                  "ZeroShotSemanticEvaluator needs: set it where the dataset is registered")
         self._class_names = list(self._metadata.stuff_classes)
         self._ignore_label = int(getattr(self._metadata, "ignore_label", 255))
         self._mode = mode_from_metadata(self._metadata, dataset_name)
@@ -226,7 +239,8 @@ class ZeroShotSemanticEvaluator(DatasetEvaluator):
         )
         self._unseen_index = [self._class_names.index(n) for n in self._unseen]
         if self._mode == "zsi" and not self._unseen_index:
-            raise ValueError(f"zsi evaluation of '{dataset_name}' needs unseen classes among stuff_classes")
+            raise InputValueError(f"zsi evaluation of '{dataset_name}' needs unseen classes among stuff_classes: "
+                                  "add them to its stuff_classes, or register it in gzsi mode")
         self._output_dir = output_dir
         self._distributed = distributed
         self._gt_file_by_image = None  # filled lazily from DatasetCatalog
@@ -242,7 +256,8 @@ class ZeroShotSemanticEvaluator(DatasetEvaluator):
         try:
             return self._gt_file_by_image[inp["file_name"]]
         except KeyError:
-            raise ValueError(f"No sem_seg_file_name for {inp['file_name']} in dataset '{self._dataset_name}'") from None
+            raise InputValueError(f"No sem_seg_file_name for {inp['file_name']} in dataset '{self._dataset_name}': "
+                                  "give each of its records a label map (sem_seg_file_name)") from None
 
     def reset(self):
         n = len(self._class_names)
@@ -263,11 +278,15 @@ class ZeroShotSemanticEvaluator(DatasetEvaluator):
                 pred = np.asarray(self._unseen_index, dtype=np.int64)[best]
             else:
                 pred = scores.argmax(dim=0).cpu().numpy()
-            gt = load_label_png(self._gt_file(inp))
+            gt_file = self._gt_file(inp)
+            gt = load_label_png(gt_file)
             if self._mode == "zsi":
                 seen_gt = ~np.isin(gt, self._unseen_index) & (gt != self._ignore_label)
                 gt = np.where(seen_gt, self._ignore_label, gt)
-            self._conf += confusion_matrix(gt, pred, num_classes, self._ignore_label)
+            try:
+                self._conf += confusion_matrix(gt, pred, num_classes, self._ignore_label)
+            except InputValueError as e:  # a GT label file with values outside stuff_classes
+                raise InputValueError(f"{gt_file}: {e}") from None
 
     def evaluate(self):
         if self._distributed:

@@ -7,6 +7,8 @@ import os
 import cv2
 import numpy as np
 
+from ..errors import InputFileNotFoundError, InputValueError
+
 __all__ = ["VOID", "OFFSET", "rgb2id", "id2rgb", "read_panoptic_png"]
 
 VOID = 0
@@ -33,8 +35,8 @@ def id2rgb(id_map: np.ndarray) -> np.ndarray:
 def read_panoptic_png(path: str) -> np.ndarray:
     """Segment ids of a panoptic PNG file; a missing file is an error naming it."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Panoptic PNG not found: {path}")
+        raise InputFileNotFoundError(f"Panoptic PNG not found: {path}; check the panoptic folder and json")
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)  # about 2x PIL's decoding speed
     if bgr is None:
-        raise ValueError(f"Panoptic PNG {path} could not be read as an image")
+        raise InputValueError(f"Panoptic PNG {path} could not be read as an image: re-create it")
     return rgb2id(bgr[..., ::-1])
