@@ -18,6 +18,8 @@ import subprocess
 import sys
 import types
 
+from zsi_d2.errors import InputFileNotFoundError
+
 __all__ = ["import_mask2former", "mask2former_commit", "reference_cfg"]
 
 _OP_MODULE = "MultiScaleDeformableAttention"
@@ -27,7 +29,7 @@ _MARKER = os.path.join("mask2former", "maskformer_model.py")
 def _checkout(root):
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isfile(os.path.join(root, _MARKER)):
-        raise FileNotFoundError(
+        raise InputFileNotFoundError(
             f"--mask2former {root}: not a Mask2Former checkout (no {_MARKER}); clone "
             "https://github.com/facebookresearch/Mask2Former and pass its folder"
         )

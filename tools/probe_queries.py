@@ -44,7 +44,7 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import ZeroShotCheckpointer
-from zsi_d2.errors import InputError
+from zsi_d2.errors import InputError, InputValueError
 from zsi_d2.methods.pading.feature_bank import compute_query_bank
 from zsi_d2.modeling.class_set import use_class_set
 
@@ -110,11 +110,13 @@ def probe(cfg, model, dataset, folds):
         bank = compute_query_bank(cfg, model, DatasetCatalog.get(dataset))
         queries, labels, image = matched(bank)
         if len(labels) == 0:
-            raise ValueError(f"No query of the model was matched to a ground-truth segment of '{dataset}'")
+            raise InputValueError(f"No query of the model was matched to a ground-truth segment of '{dataset}': "
+                                  "give a --dataset with panoptic or instance annotations")
         names = bank.names
         unseen = torch.tensor([n in class_set.unseen for n in names])
         if not unseen.any():
-            raise ValueError(f"'{dataset}' scores no unseen class: give a GZSI test set (e.g. zs_shapes_val_panoptic)")
+            raise InputValueError(f"'{dataset}' scores no unseen class: give a GZSI test set as --dataset "
+                                  "(e.g. zs_shapes_val_panoptic)")
         with torch.no_grad():
             logits = model.classifier(queries.unsqueeze(0))[0][:, : len(names)]  # class columns only
         own = accuracy_table(logits.argmax(1), labels, unseen)

@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from zsi_d2.errors import InputValueError
+
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "zero_shot_results.json"
@@ -63,13 +65,14 @@ def results_by_mode(folder):
     path = os.path.join(folder, RESULTS_FILE)
     results = _read_json(path, "run results")
     if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
-        raise ValueError(f"{path} is not a train_net.py results file ({{test set: {{task: {{metric: value}}}}}})")
+        raise InputValueError(f"{path} is not a train_net.py results file "
+                              "({test set: {task: {metric: value}}}): give run folders written by train_net.py")
     by_mode = {}
     for name, res in results.items():
         mode = _mode_of(name)
         if mode in by_mode:
-            raise ValueError(f"{path} holds two {mode.upper()} test sets ({by_mode[mode][0]}, {name}): a row "
-                             "summarizes one of each; evaluate the other one into separate run folders")
+            raise InputValueError(f"{path} holds two {mode.upper()} test sets ({by_mode[mode][0]}, {name}): a row "
+                                  "summarizes one of each; evaluate the other one into separate run folders")
         by_mode[mode] = (name, res)
     return by_mode
 
@@ -79,8 +82,8 @@ def load_run(folder, task="segm"):
     out = {}
     for mode, (name, res) in results_by_mode(folder).items():
         if task not in res:
-            raise ValueError(f"{os.path.join(folder, RESULTS_FILE)}: test set {name} has no '{task}' results "
-                             f"(it has {sorted(res)}): choose them with --task")
+            raise InputValueError(f"{os.path.join(folder, RESULTS_FILE)}: test set {name} has no '{task}' results "
+                                  f"(it has {sorted(res)}): choose them with --task")
         out[mode] = res[task]
     return out
 
@@ -110,13 +113,15 @@ def unseen_labelled_seen(folder, task="segm"):
 
     test_sets = results_by_mode(folder)
     if "gzsi" not in test_sets:
-        raise ValueError(f"{os.path.join(folder, RESULTS_FILE)} has no GZSI test set: --confusion reads its detections")
+        raise InputValueError(f"{os.path.join(folder, RESULTS_FILE)} has no GZSI test set: --confusion reads its "
+                              "detections; leave --confusion out, or evaluate a GZSI test set")
     name = test_sets["gzsi"][0]
     meta = MetadataCatalog.get(name)
     for field in ("json_file", "seen_classes", "unseen_classes"):
         if meta.get(field, None) is None:
-            raise ValueError(f"{folder}: test set '{name}' is not a registered zero-shot dataset here (its metadata "
-                             f"has no {field}); --confusion needs its ground truth: register it, then rerun")
+            raise InputValueError(f"{folder}: test set '{name}' is not a registered zero-shot dataset here (its "
+                                  f"metadata has no {field}); --confusion needs its ground truth: register it, "
+                                  "then rerun")
     results = _read_json(os.path.join(folder, "inference", name, "coco_instances_results.json"),
                          f"saved detections of {name} (written by the GZSI evaluation)")
     table = instance_label_confusion(load_coco_gt(meta.json_file), results, task)
@@ -169,10 +174,11 @@ def _groups(specs):
     for spec in specs:
         label, sep, pattern = spec.partition("=")
         if not sep or not label or not pattern:
-            raise ValueError(f"'{spec}' is not LABEL=GLOB (e.g. \"zsi=output/runs/zsi_mask_rcnn_s*\")")
+            raise InputValueError(f"'{spec}' is not LABEL=GLOB: write e.g. \"zsi=output/runs/zsi_mask_rcnn_s*\"")
         folders = sorted(f for f in glob.glob(pattern) if os.path.isfile(os.path.join(f, RESULTS_FILE)))
         if not folders:
-            raise ValueError(f"No finished runs match '{pattern}' (need {RESULTS_FILE})")
+            raise InputValueError(f"No finished runs match '{pattern}' (need {RESULTS_FILE}): check the glob, or "
+                                  "finish the runs first")
         out.append((label, folders))
     return out
 

@@ -23,7 +23,7 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.engine import ZeroShotCheckpointer
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, format_input_error
+from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.utils.visualizer import draw_zero_shot_instances, image_grid
 
@@ -53,7 +53,7 @@ def main(argv=None):
     cfg.DATASETS.TEST = (args.dataset,)
     cfg.freeze()
     if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
+        raise InputFileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
     model = build_model(cfg)
     ZeroShotCheckpointer.from_config(cfg, model, purpose="eval").load(args.weights)  # every parameter, or an error
     model.eval()

@@ -6,6 +6,8 @@ metadata built from here). Order matters: class-embedding matrices follow `seen`
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
+from ..errors import InputKeyError, InputValueError
+
 __all__ = ["ZeroShotSplit", "get_split", "register_split", "list_splits"]
 
 
@@ -23,14 +25,16 @@ class ZeroShotSplit:
     def __post_init__(self):
         overlap = set(self.seen) & set(self.unseen)
         if overlap:
-            raise ValueError(f"Split '{self.name}': classes both seen and unseen: {sorted(overlap)}")
+            raise InputValueError(f"Split '{self.name}': classes both seen and unseen: {sorted(overlap)}; "
+                                  "list each class in one group")
         for group in ("seen", "unseen", "ignored"):
             names = getattr(self, group)
             if len(set(names)) != len(names):
-                raise ValueError(f"Split '{self.name}': duplicate names in {group}")
+                raise InputValueError(f"Split '{self.name}': duplicate names in {group}: list each class once")
         unknown = set(self.stuff) - set(self.classes)
         if unknown:
-            raise ValueError(f"Split '{self.name}': stuff classes not in the split: {sorted(unknown)}")
+            raise InputValueError(f"Split '{self.name}': stuff classes not in the split: {sorted(unknown)}; "
+                                  "add them to seen or unseen")
 
     @property
     def classes(self) -> Tuple[str, ...]:
@@ -49,8 +53,8 @@ class ZeroShotSplit:
         known = set(self.classes) | set(self.ignored)
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise KeyError(
-                f"Unknown {what} for split '{self.name}': {unknown}. "
+            raise InputKeyError(
+                f"Unknown {what} for split '{self.name}': {unknown}; use the split's names, or add them to it. "
                 f"Known classes: {sorted(known)}"
             )
 
@@ -60,7 +64,8 @@ _SPLITS: Dict[str, ZeroShotSplit] = {}
 
 def register_split(split: ZeroShotSplit) -> ZeroShotSplit:
     if split.name in _SPLITS and _SPLITS[split.name] != split:
-        raise ValueError(f"A different split named '{split.name}' is already registered")
+        raise InputValueError(f"A different split named '{split.name}' is already registered: give yours "
+                              "another name")
     _SPLITS[split.name] = split
     return split
 
@@ -69,7 +74,8 @@ def get_split(name: str) -> ZeroShotSplit:
     try:
         return _SPLITS[name]
     except KeyError:
-        raise KeyError(f"Unknown zero-shot split '{name}'. Registered splits: {list_splits()}") from None
+        raise InputKeyError(f"Unknown zero-shot split '{name}': register it first (register_split) or use one of "
+                            f"the registered splits: {list_splits()}") from None
 
 
 def list_splits():

@@ -11,6 +11,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 import torch
 
+from ..errors import InputValueError
 from .base import EmbeddingSource, MissingEmbeddingError, register_source, split_synonyms
 
 __all__ = ["AttributeSource", "attribute_vocabulary", "attribute_words"]
@@ -48,7 +49,8 @@ class AttributeSource(EmbeddingSource):
             vocabulary = attribute_vocabulary(class_names)
         index = {w: i for i, w in enumerate(vocabulary)}
         if len(index) != len(vocabulary):
-            raise ValueError(f"Attribute vocabulary has duplicate words: {list(vocabulary)}")
+            raise InputValueError(f"Attribute vocabulary (vocabulary) has duplicate words: {list(vocabulary)}; "
+                                  "list each word once")
         out = torch.zeros(len(class_names), len(vocabulary))
         problems = []
         for row, name in enumerate(class_names):

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from fvcore.common.registry import Registry
 
-from ..errors import InputKeyError
+from ..errors import InputKeyError, InputValueError
 
 __all__ = [
     "EMBEDDING_SOURCE_REGISTRY",
@@ -70,8 +70,8 @@ def get_source_class(name: str):
     """The registered source class for a config value; unknown names list the valid ones."""
     key = str(name).strip().lower()
     if key not in EMBEDDING_SOURCE_REGISTRY:
-        raise ValueError(
-            f"Unknown embedding source '{name}' ({CFG_KEY}.SOURCE). Valid sources: {list_sources()}"
+        raise InputValueError(
+            f"Unknown embedding source '{name}' ({CFG_KEY}.SOURCE): set it to one of {list_sources()}"
         )
     return EMBEDDING_SOURCE_REGISTRY.get(key)
 
@@ -85,10 +85,11 @@ def validate_class_names(class_names) -> Tuple[str, ...]:
         )
     names = tuple(class_names)
     if not names:
-        raise ValueError("Empty class list: there is nothing to embed (class_names is empty)")
+        raise InputValueError("Empty class list: there is nothing to embed (class_names is empty); "
+                              "give at least one class name")
     bad = [n for n in names if not isinstance(n, str) or not n.strip()]
     if bad:
-        raise ValueError(f"Class names must be non-empty strings, got {bad!r}")
+        raise InputValueError(f"Class names must be non-empty strings, got {bad!r}: name every class")
     return names
 
 
@@ -98,10 +99,10 @@ def validate_templates(templates) -> Tuple[str, ...]:
         templates = (templates,)
     templates = tuple(templates)
     if not templates:
-        raise ValueError(f"{CFG_KEY}.PROMPT_TEMPLATES is empty: use ['{{}}'] for the bare class name")
+        raise InputValueError(f"{CFG_KEY}.PROMPT_TEMPLATES is empty: use ['{{}}'] for the bare class name")
     for t in templates:
         if not isinstance(t, str) or "{}" not in t:
-            raise ValueError(
+            raise InputValueError(
                 f"Prompt template {t!r} has no '{{}}' placeholder for the class name "
                 f"({CFG_KEY}.PROMPT_TEMPLATES)"
             )
@@ -118,7 +119,7 @@ def split_synonyms(name: str) -> List[str]:
     parts = [p.strip() for p in _SYNONYM_SEPARATORS.split(name.strip())]
     parts = [p for p in parts if p]
     if not parts:
-        raise ValueError(f"Class name {name!r} has no words to embed")
+        raise InputValueError(f"Class name {name!r} has no words to embed: give the class a name with words")
     return parts
 
 

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputValueError
 from .attributes import attribute_vocabulary
 from .base import CFG_KEY, EmbeddingOptions, MissingEmbeddingError, get_source_class, validate_class_names
 from .cache import CACHE_FORMAT_VERSION, EmbeddingCache, resolve_cache_dir
@@ -28,14 +29,15 @@ def _finalise(emb: torch.Tensor, names, source: str) -> torch.Tensor:
     norms = emb.norm(dim=1)
     bad = [n for n, ok in zip(names, torch.isfinite(emb).all(dim=1) & (norms > 1e-12)) if not ok]
     if bad:
-        raise ValueError(f"Source '{source}' gives zero or non-finite embeddings for classes {bad}")
+        raise InputValueError(f"Source '{source}' ({CFG_KEY}.SOURCE) gives zero or non-finite embeddings for "
+                              f"classes {bad}: fix their vectors (in {CFG_KEY}.PATH) or choose another source")
     return F.normalize(emb, dim=1).contiguous()
 
 
 def _check_dim(emb: torch.Tensor, dim: int, source: str):
     dim = int(dim or 0)
     if dim > 0 and emb.shape[1] != dim:
-        raise ValueError(
+        raise InputValueError(
             f"{CFG_KEY}.DIM={dim} but source '{source}' gives {emb.shape[1]}-d embeddings: set DIM to "
             f"{emb.shape[1]} (or 0 to accept any), or pick a source of dimension {dim}"
         )
@@ -177,7 +179,7 @@ def build_background_embedding(cfg, class_names: Optional[Sequence[str]] = None)
     source, kwargs = _cfg_options(cfg, class_names)
     if source == "attributes" and "vocabulary" not in kwargs:
         if not class_names:
-            raise ValueError(
+            raise InputValueError(
                 "SOURCE=attributes: the background vector's dimension depends on the class vocabulary; "
                 "set MODEL.ZERO_SHOT.SPLIT (or pass class_names to build_background_embedding)"
             )

@@ -16,6 +16,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputFileNotFoundError, InputValueError
 from .base import CFG_KEY, PromptEncoderSource, hub_offline, register_source
 from .cache import path_identity
 
@@ -27,8 +28,8 @@ _BATCH = 256
 _LOCAL_DIR = "local-dir:"
 
 
-def _missing_checkpoint(detail: str) -> FileNotFoundError:
-    return FileNotFoundError(
+def _missing_checkpoint(detail: str) -> InputFileNotFoundError:
+    return InputFileNotFoundError(
         f"SOURCE=clip {detail}. Set {CFG_KEY}.PATH to a local open_clip checkpoint (a state-dict "
         f".pt/.bin/.safetensors file for {CFG_KEY}.CLIP_ARCH, or an open_clip folder with "
         "open_clip_config.json); weights are never downloaded"
@@ -79,12 +80,12 @@ class CLIPTextSource(PromptEncoderSource):
         super().__init__(options)
         arch = (options.clip_arch or "").strip()
         if arch.startswith("hf-hub:"):
-            raise ValueError(
+            raise InputValueError(
                 f"{CFG_KEY}.CLIP_ARCH={arch!r} would download from the Hugging Face hub; use a local "
                 f"open_clip folder as {CFG_KEY}.PATH instead"
             )
         if arch.startswith(_LOCAL_DIR):
-            raise ValueError(
+            raise InputValueError(
                 f"{CFG_KEY}.CLIP_ARCH={arch!r}: give the folder as {CFG_KEY}.PATH and an arch name (ignored for folders)"
             )
         if not options.path:
@@ -103,7 +104,7 @@ class CLIPTextSource(PromptEncoderSource):
             self.arch_config = open_clip.get_model_config(arch)
             if self.arch_config is None:
                 close = difflib.get_close_matches(arch, open_clip.list_models(), n=5)
-                raise ValueError(
+                raise InputValueError(
                     f"Unknown open_clip architecture {CFG_KEY}.CLIP_ARCH={arch!r}. Close matches: {close}; "
                     "all names: open_clip.list_models(); custom ones: open_clip.add_model_config(json)"
                 )

@@ -15,6 +15,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputFileNotFoundError
 from .base import CFG_KEY, PromptEncoderSource, hub_offline, register_source
 from .cache import path_identity
 
@@ -76,7 +77,7 @@ class SentenceEncoderSource(PromptEncoderSource):
         if options.path:
             self.model_dir = os.path.abspath(os.path.expanduser(options.path))
             if not os.path.isdir(self.model_dir) or not os.path.isfile(os.path.join(self.model_dir, "config.json")):
-                raise FileNotFoundError(
+                raise InputFileNotFoundError(
                     f"SOURCE=minilm: {CFG_KEY}.PATH={options.path!r} is not a local model folder with "
                     "config.json; leave PATH empty to use the bundled all-MiniLM-L6-v2"
                 )

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 import torch
 
+from ..errors import InputFileNotFoundError, InputValueError
 from .base import CFG_KEY, EmbeddingOptions, EmbeddingSource, MissingEmbeddingError, register_source, split_synonyms
 from .cache import path_identity
 
@@ -66,7 +67,8 @@ def _scan_binary_file(path: str, needed: Set[str], max_words: Optional[int] = No
     with opener(path, "rb") as f:
         header = f.readline().split()
         if len(header) != 2 or not all(t.isdigit() for t in header):
-            raise ValueError(f"Word-vector file {path} is not a word2vec binary file (no 'count dim' header line)")
+            raise InputValueError(f"Word-vector file {path} is not a word2vec binary file (no 'count dim' header "
+                                  f"line): point {CFG_KEY}.PATH to a valid file")
         count, dim = int(header[0]), int(header[1])
         for _ in range(count if max_words is None else min(count, max_words)):
             word = bytearray()
@@ -78,7 +80,8 @@ def _scan_binary_file(path: str, needed: Set[str], max_words: Optional[int] = No
                     word += ch
             values = f.read(4 * dim)
             if len(values) < 4 * dim:
-                raise ValueError(f"Word-vector file {path} ends inside the vector of '{word.decode(errors='replace')}'")
+                raise InputValueError(f"Word-vector file {path} ends inside the vector of "
+                                      f"'{word.decode(errors='replace')}': the file is truncated, download it again")
             token = word.decode("utf-8", errors="replace")
             if token in needed and token not in vectors:
                 vectors[token] = np.frombuffer(values, dtype="<f4").astype(np.float32)
@@ -94,7 +97,7 @@ def detect_layout(path: str) -> str:
         return PLAIN
     lines = _first_lines(path)
     if not lines:
-        raise ValueError(f"Word-vector file {path} is empty")
+        raise InputValueError(f"Word-vector file {path} is empty: point {CFG_KEY}.PATH to a word-vector file")
     tokens = _FIELD_SEP.split(lines[0].strip())
     if not all(_NUMBER.match(t) for t in tokens):
         return PLAIN
@@ -112,7 +115,8 @@ def load_word_vector_matrix(path: str) -> np.ndarray:
         delimiter = "," if "," in _first_lines(path, 1)[0] else None
         matrix = np.loadtxt(path, dtype=np.float64, delimiter=delimiter, ndmin=2)
     if matrix.ndim != 2:
-        raise ValueError(f"Word-vector matrix {path} must be 2-D (D x (1 + C)), got shape {matrix.shape}")
+        raise InputValueError(f"Word-vector matrix {path} must be 2-D (D x (1 + C)), got shape {matrix.shape}: "
+                              "save it as a D x (1 + C) matrix")
     return np.asarray(matrix, dtype=np.float32)
 
 
@@ -206,13 +210,13 @@ class WordVectorSource(EmbeddingSource):
     def __init__(self, options: EmbeddingOptions):
         super().__init__(options)
         if not options.path:
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f"SOURCE=word_vectors needs a word-vector file: set {CFG_KEY}.PATH to a ZSI matrix "
                 "(D x (1+C) .txt/.npy) or a 'word v1 ... vD' text file (GloVe/word2vec)"
             )
         self.path = os.path.abspath(os.path.expanduser(options.path))
         if not os.path.isfile(self.path):
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f"Word-vector file not found: {self.path} ({CFG_KEY}.PATH). Point it to a local file; "
                 "nothing is downloaded"
             )
@@ -245,7 +249,7 @@ class WordVectorSource(EmbeddingSource):
             if 1 + len(get_split(s).classes) == ncols and wanted <= set(get_split(s).classes)
         }
         if len(fits) != 1:
-            raise ValueError(
+            raise InputValueError(
                 f"Word-vector matrix {self.path} ({ncols} columns: background + {ncols - 1} classes) "
                 "needs to know which class each column holds: set MODEL.ZERO_SHOT.SPLIT to the split "
                 "the file was made for (or pass column_names=('background',) + split.classes)"
@@ -264,7 +268,7 @@ class WordVectorSource(EmbeddingSource):
             hint = ""
             if dim == len(columns):
                 hint = " The file looks transposed ((1+C) x D): save its transpose."
-            raise ValueError(
+            raise InputValueError(
                 f"Word-vector matrix {self.path} has {ncols} columns but {len(columns)} were expected "
                 f"(background + {len(columns) - 1} classes of the split: {list(columns)[:4]}...). The ZSI "
                 "layout is D x (1 + C), column 0 = background; use the file made for MODEL.ZERO_SHOT.SPLIT."
@@ -292,7 +296,8 @@ class WordVectorSource(EmbeddingSource):
         scan = _scan_binary_file if _is_word2vec_binary(self.path) else _scan_plain_file
         vectors, dim = scan(self.path, _needed_tokens(class_names))
         if dim is None or dim < 1:
-            raise ValueError(f"Word-vector file {self.path} holds no 'word v1 ... vD' lines")
+            raise InputValueError(f"Word-vector file {self.path} holds no 'word v1 ... vD' lines: point "
+                                  f"{CFG_KEY}.PATH to a GloVe/word2vec text file or a ZSI matrix")
         rows, problems = [], []
         for name in class_names:
             parts = []

@@ -18,7 +18,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
-from ..errors import EXIT_INPUT_ERROR, InputError, format_input_error
+from ..errors import EXIT_INPUT_ERROR, InputError, InputValueError, format_input_error
 
 __all__ = ["launch"]
 
@@ -34,7 +34,8 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
         return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout)
     if dist_url in (None, "auto"):
         if num_machines > 1:
-            raise ValueError("--dist-url must name the first machine for multi-machine CPU jobs")
+            raise InputValueError("--dist-url must name the first machine for multi-machine CPU jobs: pass "
+                                  "--dist-url tcp://HOST:PORT of machine 0")
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     logging.getLogger(__name__).info(f"No GPU: running {num_gpus_per_machine} CPU processes over gloo")
     try:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputKeyError
 from .class_set import ZeroShotModule, class_universe, default_class_set
 
 __all__ = ["ClassEmbeddings", "build_class_embeddings_module"]
@@ -61,7 +62,7 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
     def set_class_names(self, names):
         missing = [n for n in names if n not in self.class_names]
         if missing:
-            raise KeyError(
+            raise InputKeyError(
                 f"No embedding for classes {missing}: this model was built for {list(self.class_names)}. "
                 "Add the dataset to DATASETS.TRAIN/TEST of the config so its classes are embedded."
             )

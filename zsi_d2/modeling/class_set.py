@@ -18,7 +18,7 @@ import torch
 from detectron2.data import MetadataCatalog
 
 from ..data.metadata import ZERO_SHOT_MODES
-from ..errors import InputKeyError
+from ..errors import InputKeyError, InputValueError
 from ..utils.model import unwrap
 
 __all__ = [
@@ -94,8 +94,8 @@ class ClassSet:
         local = lookup.to(dataset_labels.device)[dataset_labels]
         if (local < 0).any():
             bad = sorted({self.dataset_classes[i] for i in dataset_labels[local < 0].tolist()})
-            raise ValueError(
-                f"Labels {bad} are not in the current class set ({self.mode}: {list(self.names)}). "
+            raise InputValueError(
+                f"Labels {bad} are not in the current class set ({self.mode}: {list(self.names)}): audit the data. "
                 "In training this means unseen or unknown classes reached the training data: "
                 "audit the dataset (python -m zsi_d2.data.audit DATASET)."
             )
@@ -132,12 +132,17 @@ def dataset_class_set(dataset_name: str, kind: str = "thing", mode: Optional[str
     kind = _kind_of(meta, kind)
     mode = mode or _metadata_field(meta, dataset_name, "zero_shot_mode")
     if mode not in ZERO_SHOT_MODES:
-        raise ValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {ZERO_SHOT_MODES}, got '{mode}'")
+        raise InputValueError(f"Dataset '{dataset_name}': zero_shot_mode must be one of {ZERO_SHOT_MODES}, got "
+                              f"'{mode}'; set it where the dataset is registered (make_zero_shot(name, split, mode))")
     classes = tuple(_metadata_field(meta, dataset_name, f"{kind}_classes"))
     seen = set(_metadata_field(meta, dataset_name, "seen_classes"))
     unseen = set(_metadata_field(meta, dataset_name, "unseen_classes"))
     wanted = {"train": seen, "gzsi": seen | unseen, "zsi": unseen}[mode]
     names = tuple(c for c in classes if c in wanted)
+    if not names:
+        group = {"train": "seen", "gzsi": "seen or unseen", "zsi": "unseen"}[mode]
+        raise InputValueError(f"Dataset '{dataset_name}' ({mode}) has no {group} class among its {kind}_classes: "
+                              "check its seen_classes / unseen_classes where it is registered (make_zero_shot)")
     split_stuff = _split_stuff(meta)
     return ClassSet(names, classes, mode, unseen=tuple(c for c in names if c in unseen),
                     stuff=tuple(c for c in names if c in split_stuff),
@@ -160,7 +165,8 @@ def class_universe(cfg, kind: str = "thing") -> Tuple[str, ...]:
             if n not in names:
                 names.append(n)
     if not names:
-        raise ValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from")
+        raise InputValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from: "
+                              "name at least one")
     return tuple(names)
 
 
@@ -168,7 +174,8 @@ def default_class_set(cfg, kind: str = "thing") -> ClassSet:
     """The class set a freshly built model starts with: the training set's, else the first test set's."""
     datasets = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
     if not datasets:
-        raise ValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from")
+        raise InputValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from: "
+                              "name at least one")
     return dataset_class_set(datasets[0], kind)
 
 

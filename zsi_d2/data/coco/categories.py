@@ -6,6 +6,7 @@ registration, before any file is read or even downloaded. The names and ids live
 """
 from typing import Dict, Iterable, List, Mapping
 
+from ...errors import InputKeyError, InputValueError
 from .. import splits as _splits
 from ..splits import ZeroShotSplit, get_split
 
@@ -24,8 +25,8 @@ def _table(split_name: str):
     try:
         names, ids = SOURCE_TABLES[split_name]
     except KeyError:
-        raise KeyError(
-            f"No COCO category table for split '{split_name}'; COCO splits: {sorted(SOURCE_TABLES)}"
+        raise InputKeyError(
+            f"No COCO category table for split '{split_name}': use one of the COCO splits, {sorted(SOURCE_TABLES)}"
         ) from None
     if len(names) != len(ids) or len(set(ids)) != len(ids):
         raise ValueError(f"Category table of '{split_name}' is malformed (names/ids do not pair up)")
@@ -76,8 +77,8 @@ def check_source_categories(categories: Iterable[Mapping], split: ZeroShotSplit,
         if official.get(int(c["id"])) != c["name"]
     ]
     if wrong:
-        raise ValueError(
-            f"Categories of {source} do not match the official ids of split '{split.name}': "
-            + "; ".join(wrong[:10])
+        raise InputValueError(
+            f"Categories of {source} do not match the official ids of split '{split.name}' (use the "
+            "official COCO 2017 annotation files): " + "; ".join(wrong[:10])
         )
     return {int(c["id"]): c["name"] for c in cats}

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from ...errors import InputKeyError
 from ..zs_shapes import datasets_root
 
 __all__ = [
@@ -43,7 +44,7 @@ def get_layout(split_name: str) -> CocoSplitLayout:
     try:
         return COCO_SPLIT_LAYOUTS[split_name]
     except KeyError:
-        raise KeyError(
+        raise InputKeyError(
             f"'{split_name}' is not a COCO zero-shot split; choose from {sorted(COCO_SPLIT_LAYOUTS)}"
         ) from None
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ...errors import InputFileNotFoundError
 from ...utils.panoptic_ids import read_panoptic_png
 from ..splits import get_split
 from .categories import split_categories
@@ -106,7 +107,7 @@ def check_sources(split_name: str, coco_dir: str) -> Dict[str, str]:
         if not (os.path.isfile(path) if path.endswith(".json") else os.path.isdir(path))
     ]
     if missing:
-        raise FileNotFoundError(
+        raise InputFileNotFoundError(
             f"Cannot prepare '{split_name}': standard COCO files missing under {coco_dir}:\n"
             + "\n".join(missing)
             + "\nSee datasets/README.md for the expected layout."
@@ -141,7 +142,8 @@ def _prepare_instance(split, src, out, force, workers, progress) -> dict:
 def _panoptic_worker(job, label_of, thing_ids):
     png, out_png, segments = job
     if not os.path.isfile(png):
-        raise FileNotFoundError(f"Panoptic PNG listed in the panoptic json is missing: {png}")
+        raise InputFileNotFoundError(f"Panoptic PNG listed in the panoptic json is missing: {png}; unpack "
+                                     "the COCO panoptic PNGs again")
     pan_ids = read_panoptic_png(png)
     if not os.path.isfile(out_png):
         _write_png(out_png, panoptic_to_semantic(pan_ids, segments, label_of))
@@ -216,7 +218,7 @@ def _prepare_semantic(split, src, out, force, workers, progress) -> dict:
         label_dir = src[f"{subset}_labels"]
         files = sorted(f for f in os.listdir(label_dir) if f.endswith(".png"))
         if not files:
-            raise FileNotFoundError(f"No label maps (*.png) in {label_dir} (from {download_hint(label_dir)})")
+            raise InputFileNotFoundError(f"No label maps (*.png) in {label_dir} (from {download_hint(label_dir)})")
         lut, legal = coco_stuff_lut(split, drop_unseen=drop_unseen)
         partial = _start_folder(sem_dir, force)
         worker = functools.partial(_stuff_worker, lut=lut, legal=legal, unseen_raw=unseen_raw)

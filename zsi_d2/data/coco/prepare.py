@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ...errors import InputValueError
 from ..splits import ZeroShotSplit
 from .categories import check_source_categories, split_categories
 
@@ -60,9 +61,9 @@ def _select_instances(coco: Mapping, split: ZeroShotSplit, source: str, keep: Se
     by_image = defaultdict(list)
     for ann in coco["annotations"]:
         if ann["category_id"] not in group:
-            raise ValueError(
+            raise InputValueError(
                 f"{source}: annotation {ann.get('id')} has category id {ann['category_id']}, "
-                "which is not among the file's categories"
+                "which is not among the file's categories: use the official COCO annotation file"
             )
         by_image[ann["image_id"]].append(ann)
 
@@ -125,7 +126,8 @@ def _check_panoptic_categories(pan: Mapping, split: ZeroShotSplit, source: str) 
     names = check_source_categories(pan["categories"], split, source)
     wrong = [c["name"] for c in pan["categories"] if bool(c.get("isthing", 1)) == (c["name"] in split.stuff)]
     if wrong:
-        raise ValueError(f"{source}: thing/stuff flags disagree with split '{split.name}' for {wrong}")
+        raise InputValueError(f"{source}: thing/stuff flags disagree with split '{split.name}' for {wrong}: "
+                              "use the official COCO panoptic json")
     return names
 
 
@@ -138,7 +140,8 @@ def _panoptic_subset(pan: Mapping, split: ZeroShotSplit, source: str, drop_unsee
         seg_cats = [s["category_id"] for s in record["segments_info"]]
         unknown = [c for c in seg_cats if c not in names]
         if unknown:
-            raise ValueError(f"{source}: image {record['image_id']} has segments of unknown category ids {unknown}")
+            raise InputValueError(f"{source}: image {record['image_id']} has segments of unknown category ids "
+                                  f"{unknown}: use the official COCO panoptic json")
         n_unseen = sum(c in unseen_ids for c in seg_cats)
         if drop_unseen and n_unseen:
             removed += 1
@@ -229,14 +232,14 @@ def remap_stuff_labels(raw: np.ndarray, lut: np.ndarray, legal: np.ndarray, sour
     """Apply `coco_stuff_lut`; values that are no COCO-Stuff label are an error, never guessed."""
     raw = np.asarray(raw)
     if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(
+        raise InputValueError(
             f"{source or 'label map'}: expected a single-channel uint8 COCO-Stuff label map, got "
             f"shape {raw.shape} dtype {raw.dtype} (use stuffthingmaps_trainval2017.zip)"
         )
     values = np.unique(raw)
     bad = values[~legal[values]]
     if bad.size:
-        raise ValueError(
+        raise InputValueError(
             f"{source or 'label map'}: pixel values {bad.tolist()} are not COCO-Stuff labels "
             "(expected official id - 1, 255 = unlabelled, as in stuffthingmaps_trainval2017.zip)"
         )

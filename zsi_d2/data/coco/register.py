@@ -17,7 +17,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.structures import BoxMode
 
-from ...errors import InputValueError
+from ...errors import InputFileNotFoundError, InputValueError
 from ..metadata import panoptic_metadata, set_zero_shot_metadata, standard_segment
 from ..zs_shapes import datasets_root
 from .categories import split_categories
@@ -143,7 +143,7 @@ def _require(dataset_name: str, meta, key: str) -> str:
         how = f"Prepare it with:\n  {meta.prepare_command}"
     else:
         how = f"It comes from {download_hint(path)}; then prepare the split with:\n  {meta.prepare_command}"
-    raise FileNotFoundError(
+    raise InputFileNotFoundError(
         f"Dataset '{dataset_name}': {key} not found: {path}\n{how}\n"
         f"(DETECTRON2_DATASETS resolves to {datasets_root()}; layout and commands: datasets/README.md)"
     )
@@ -153,7 +153,7 @@ def _to_contiguous(mapping: Dict[int, int], category_id: int, dataset_name: str,
     try:
         return mapping[category_id]
     except KeyError:
-        raise ValueError(
+        raise InputValueError(
             f"Dataset '{dataset_name}': category id {category_id} in {path} is not a class of its split; "
             "the file was not prepared for this split. Re-run the prepare command with --force."
         ) from None
@@ -223,8 +223,8 @@ def _panoptic_json_of(dataset_name: str, meta) -> str:
     split_name, subset, _ = COCO_ZERO_SHOT_DATASETS[dataset_name]
     path = prepared_paths(split_name, meta.coco_root)[f"{subset}_json"]
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Dataset '{dataset_name}': panoptic json not found: {path}\n"
-                                f"Prepare it with:\n  {meta.prepare_command}")
+        raise InputFileNotFoundError(f"Dataset '{dataset_name}': panoptic json not found: {path}\n"
+                                     f"Prepare it with:\n  {meta.prepare_command}")
     return path
 
 
@@ -232,7 +232,7 @@ def _standard(segment, meta, dataset_name: str, path: str):
     try:
         return standard_segment(segment, meta)
     except InputValueError:
-        raise ValueError(
+        raise InputValueError(
             f"Dataset '{dataset_name}': category id {segment['category_id']} in {path} is not a class of its split; "
             "the file was not prepared for this split. Re-run the prepare command with --force."
         ) from None

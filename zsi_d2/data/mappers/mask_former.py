@@ -70,7 +70,8 @@ def _read_sem_seg(path: str) -> np.ndarray:
     if sem_seg.ndim == 3 and sem_seg.shape[2] == 1:
         sem_seg = sem_seg[:, :, 0]
     if sem_seg.ndim != 2:
-        raise ValueError(f"{path}: a sem_seg file must be a single-channel label PNG, got shape {sem_seg.shape}")
+        raise InputValueError(f"{path}: a sem_seg file must be a single-channel label PNG, got shape "
+                              f"{sem_seg.shape}; save the labels as one channel")
     return sem_seg if sem_seg.dtype == np.uint8 else sem_seg.astype("double")
 
 
@@ -82,7 +83,7 @@ def _segmentation_to_mask(segm, image_size: Tuple[int, int]) -> np.ndarray:
         return mask_util.decode(segm)
     if isinstance(segm, np.ndarray) and segm.ndim == 2:
         return segm
-    raise ValueError(
+    raise InputValueError(
         f"cannot convert a segmentation of type {type(segm).__name__} to a mask: expected polygons "
         "(list of flat coordinate lists), COCO RLE (dict) or a binary (H, W) array"
     )
@@ -259,7 +260,7 @@ class MaskFormerPanopticMapper(_MaskFormerMapper):
     def _check_keys(self, dataset_dict):
         missing = [k for k in ("pan_seg_file_name", "segments_info") if k not in dataset_dict]
         if missing:
-            raise ValueError(
+            raise InputValueError(
                 f"{dataset_dict['file_name']}: MaskFormerPanopticMapper needs {missing} (a panoptic dataset "
                 "in detectron2's standard convention, e.g. a '*_panoptic' name); for 'annotations' use "
                 "INPUT.DATASET_MAPPER_NAME 'mask_former_instance'"
@@ -282,7 +283,7 @@ class MaskFormerInstanceMapper(_MaskFormerMapper):
 
     def _check_keys(self, dataset_dict):
         if "annotations" not in dataset_dict:
-            raise ValueError(
+            raise InputValueError(
                 f"{dataset_dict['file_name']}: MaskFormerInstanceMapper needs 'annotations'; for a panoptic "
                 "dict (segments_info) use INPUT.DATASET_MAPPER_NAME 'mask_former_panoptic'"
             )
@@ -295,7 +296,8 @@ class MaskFormerInstanceMapper(_MaskFormerMapper):
             obj.pop("keypoints", None)  # keypoint flips need hflip indices; not a mask target
             segm = obj.get("segmentation")
             if segm is None:
-                raise ValueError(f"{dataset_dict['file_name']}: an annotation has no 'segmentation'")
+                raise InputValueError(f"{dataset_dict['file_name']}: an annotation has no 'segmentation': give "
+                                      "every object a mask (polygons or RLE)")
             if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
                 obj["segmentation"] = mask_util.frPyObjects(segm, *segm["size"])  # uncompressed RLE
             elif isinstance(segm, np.ndarray) and segm.ndim == 2:  # detectron2 0.6 transforms RLE, not arrays
@@ -311,7 +313,9 @@ class MaskFormerSemanticMapper(_MaskFormerMapper):
 
     def _check_keys(self, dataset_dict):
         if "sem_seg_file_name" not in dataset_dict:
-            raise ValueError(f"{dataset_dict['file_name']}: MaskFormerSemanticMapper needs 'sem_seg_file_name'")
+            raise InputValueError(f"{dataset_dict['file_name']}: MaskFormerSemanticMapper needs 'sem_seg_file_name': "
+                                  "register the dataset with its label maps, or choose another "
+                                  "INPUT.DATASET_MAPPER_NAME")
 
     def _read_targets(self, dataset_dict, transforms, image_size, sem_seg):
         dataset_dict.pop("annotations", None)

@@ -15,6 +15,8 @@ import time
 import cv2
 import numpy as np
 
+from ...errors import InputValueError
+
 _SEEN_BGR = (255, 255, 255)
 _UNSEEN_BGR = (255, 0, 255)
 _IGNORED_BGR = (150, 150, 150)
@@ -82,7 +84,7 @@ def write_preview(dicts, metadata, path, num=12, cols=4, scale=3, segments_by_im
             cv2.putText(caption, name, (4, 10 + 11 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour, 1, cv2.LINE_AA)
         tiles.append(np.concatenate([tile, caption], axis=0))
     if not tiles:
-        raise ValueError("nothing to preview")
+        raise InputValueError(f"nothing to preview (--num-preview {num}): preview at least one image")
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))
     gap = lambda t: np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=40)  # noqa: E731

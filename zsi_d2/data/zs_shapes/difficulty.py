@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Tuple, Union
 
+from ...errors import InputKeyError, InputValueError
+
 __all__ = [
     "ZsShapesDifficulty",
     "PRESETS",
@@ -62,15 +64,17 @@ class ZsShapesDifficulty:
         for name in ("objects_per_image", "object_size", "stuff_regions"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
-                raise ValueError(f"ZsShapesDifficulty.{name} must be (min, max) with 0 <= min <= max")
+                raise InputValueError(f"ZsShapesDifficulty.{name} must be (min, max) with 0 <= min <= max, got "
+                                      f"{(lo, hi)}")
         for name in ("cue_strength", "stuff_cue_strength", "colour_jitter", "min_visible_fraction",
                      "cue_class_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"ZsShapesDifficulty.{name} must lie in [0, 1]")
+                raise InputValueError(f"ZsShapesDifficulty.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.distractor_rate < 0 or self.pixel_noise < 0:
-            raise ValueError("ZsShapesDifficulty.distractor_rate and pixel_noise must be >= 0")
+            raise InputValueError(f"ZsShapesDifficulty.distractor_rate and pixel_noise must be >= 0, got "
+                                  f"{self.distractor_rate} and {self.pixel_noise}")
         if self.stuff_regions[0] < 1:
-            raise ValueError("ZsShapesDifficulty.stuff_regions must be at least 1")
+            raise InputValueError(f"ZsShapesDifficulty.stuff_regions must be at least 1, got {self.stuff_regions}")
 
     def to_dict(self):
         """The parameters; fields added after `default` was frozen are left out at their neutral
@@ -160,7 +164,7 @@ def resolve_preset(name: str) -> str:
         seen.add(name)
         name = PRESET_ALIASES[name]
     if name not in PRESETS:
-        raise KeyError(f"Unknown zs_shapes difficulty '{name}'. Known: {list(preset_names())}")
+        raise InputKeyError(f"Unknown zs_shapes difficulty '{name}': use one of {list(preset_names())}")
     return name
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
+from ...errors import InputValueError
 from ..splits import ZeroShotSplit, get_split
 from .difficulty import (
     GENERATOR_VERSION, ZsShapesDifficulty, difficulty_hash, get_difficulty, resolve_preset,
@@ -93,18 +94,21 @@ def check_split(split: ZeroShotSplit):
         parse_class(name)  # raises ValueError naming the unknown word
     for name in split.classes:
         if is_stuff_name(name) != (name in split.stuff):
-            raise ValueError(
+            raise InputValueError(
                 f"zs_shapes: class '{name}' reads as {'stuff' if is_stuff_name(name) else 'a thing'} "
-                f"but the split says {'stuff' if name in split.stuff else 'thing'}"
+                f"but the split says {'stuff' if name in split.stuff else 'thing'}: list stuff classes "
+                "('<tone> <pattern> ground') in the split's stuff, and only those"
             )
     for name in split.ignored:
         if is_stuff_name(name):
-            raise ValueError(f"zs_shapes: ignored class '{name}' must be a thing (a distractor object)")
+            raise InputValueError(f"zs_shapes: ignored class '{name}' must be a thing (a distractor object): "
+                                  "remove it from the split's ignored classes")
     if len(split.classes) >= IGNORE_LABEL:
-        raise ValueError("zs_shapes: too many classes for uint8 semantic labels")
+        raise InputValueError(f"zs_shapes: too many classes for uint8 semantic labels: use fewer than {IGNORE_LABEL}")
     seen = set(split.seen)
     if not [c for c in split.things if c in seen] or not [c for c in split.stuff if c in seen]:
-        raise ValueError("zs_shapes: the split needs at least one seen thing and one seen stuff class")
+        raise InputValueError(f"zs_shapes: split '{split.name}' needs at least one seen thing and one seen stuff "
+                              "class: add them to its seen classes")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ...errors import InputValueError
+
 __all__ = [
     "COLOURS", "SHAPES", "TONES", "PATTERNS", "ThingSpec", "StuffSpec", "parse_class", "parse_thing",
     "parse_stuff", "is_stuff_name", "ClassCues", "class_cues", "composed_stripe", "composed_tint",
@@ -93,7 +95,7 @@ class StuffSpec:
 
 
 def _unknown(kind, word, name, known):
-    return ValueError(
+    return InputValueError(
         f"zs_shapes: unknown {kind} word '{word}' in class name '{name}'. "
         f"Known {kind} words: {sorted(known)}. Add it to the vocabulary in {__name__}."
     )
@@ -106,7 +108,7 @@ def is_stuff_name(name: str) -> bool:
 def parse_thing(name: str) -> ThingSpec:
     words = name.split()
     if len(words) != 2:
-        raise ValueError(f"zs_shapes: thing class '{name}' must read '<colour> <shape>'")
+        raise InputValueError(f"zs_shapes: thing class '{name}' must read '<colour> <shape>'")
     colour, shape = words
     if colour not in COLOURS:
         raise _unknown("colour", colour, name, COLOURS)
@@ -118,7 +120,7 @@ def parse_thing(name: str) -> ThingSpec:
 def parse_stuff(name: str) -> StuffSpec:
     words = name.split()
     if len(words) != 3 or words[2] != _STUFF_SUFFIX:
-        raise ValueError(f"zs_shapes: stuff class '{name}' must read '<tone> <pattern> ground'")
+        raise InputValueError(f"zs_shapes: stuff class '{name}' must read '<tone> <pattern> ground'")
     tone, pattern = words[:2]
     if tone not in TONES:
         raise _unknown("tone", tone, name, TONES)

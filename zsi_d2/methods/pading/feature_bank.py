@@ -28,6 +28,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
 from ...data.mappers import NameUnreadableFiles, build_dataset_mapper
+from ...errors import InputValueError
 from ...engine.resume import RNGState
 from ...modeling.class_set import use_class_set
 from ...modeling.generative import NO_OBJECT, FeatureBank
@@ -83,7 +84,8 @@ def compute_query_bank(cfg, model, dicts, batch_size: int = 8) -> FeatureBank:
     finally:
         model.train(was_training)
     if not queries:
-        raise ValueError("No annotated training images in DATASETS.TRAIN: nothing to take query embeddings from")
+        raise InputValueError("No annotated training images in DATASETS.TRAIN: nothing to take query embeddings "
+                              "from; train on a dataset with annotations")
     if done != len(dicts):
         raise RuntimeError(f"Stage-2 query bank: the loader gave {done} of {len(dicts)} training images")
     if empty:

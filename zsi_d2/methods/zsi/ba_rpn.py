@@ -16,6 +16,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY
 
 from ...embeddings import build_background_embedding
+from ...errors import InputValueError
 from .composed_conv import compose_after_1x1
 
 __all__ = ["BackgroundAwareRPNHead"]
@@ -52,10 +53,12 @@ class BackgroundAwareRPNHead(nn.Module):
     def from_config(cls, cfg, input_shape):
         in_channels = {s.channels for s in input_shape}
         if len(in_channels) != 1:
-            raise ValueError(f"BA-RPN needs the same channel count on every level, got {sorted(in_channels)}")
+            raise InputValueError(f"BA-RPN needs the same channel count on every level, got {sorted(in_channels)}: "
+                                  "use an FPN backbone (MODEL.BACKBONE.NAME), as the ZSI configs do")
         anchors = build_anchor_generator(cfg, input_shape)
         if len(set(anchors.num_anchors)) != 1:
-            raise ValueError("BA-RPN needs the same number of anchors on every level")
+            raise InputValueError("BA-RPN needs the same number of anchors on every level: give every level as many "
+                                  "MODEL.ANCHOR_GENERATOR.SIZES and ASPECT_RATIOS")
         return {
             "in_channels": in_channels.pop(),
             "num_anchors": anchors.num_anchors[0],

@@ -2,6 +2,7 @@
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
+from ...errors import InputValueError
 from ...modeling.meta_arch import ZeroShotRCNN
 from .ba_rpn import BackgroundAwareRPNHead
 
@@ -28,7 +29,7 @@ class ZSIRCNN(ZeroShotRCNN):
             return
         rpn_head = getattr(self.proposal_generator, "rpn_head", None)
         if not isinstance(rpn_head, BackgroundAwareRPNHead):
-            raise ValueError(
+            raise InputValueError(
                 "MODEL.ZSI.SYNC_BG needs BA-RPN's background vector: set MODEL.RPN.HEAD_NAME "
                 "'BackgroundAwareRPNHead', or MODEL.ZSI.SYNC_BG False."
             )

@@ -62,7 +62,7 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
         self.unseen_scoring = unseen_scoring
         self.seen_classes = tuple(seen_classes)
         if not conv_dims:
-            raise ValueError("SemanticMaskHead needs at least one conv (MODEL.ROI_MASK_HEAD.NUM_CONV >= 1)")
+            raise InputValueError("SemanticMaskHead needs at least one conv (MODEL.ROI_MASK_HEAD.NUM_CONV >= 1)")
         convs, channels = [], input_shape.channels
         for dim in conv_dims:  # chained: each conv takes the previous one's output
             convs.append(Conv2d(channels, dim, kernel_size=3, padding=1, activation=F.relu))

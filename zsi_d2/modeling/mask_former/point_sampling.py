@@ -13,6 +13,8 @@ from torch.nn import functional as F
 
 from detectron2.projects.point_rend.point_features import point_sample as _point_sample
 
+from ...errors import InputValueError
+
 __all__ = ["point_sample", "calculate_uncertainty", "uncertain_point_coords_with_randomness"]
 
 
@@ -43,9 +45,11 @@ def uncertain_point_coords_with_randomness(
     is needed (call it under no_grad).
     """
     if oversample_ratio < 1:
-        raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
+        raise InputValueError(f"oversample_ratio (MODEL.MASK_FORMER.OVERSAMPLE_RATIO) must be >= 1, got "
+                              f"{oversample_ratio}: use e.g. 3.0")
     if not 0 <= importance_sample_ratio <= 1:
-        raise ValueError(f"importance_sample_ratio must lie in [0, 1], got {importance_sample_ratio}")
+        raise InputValueError(f"importance_sample_ratio (MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO) must lie in "
+                              f"[0, 1], got {importance_sample_ratio}: use e.g. 0.75")
     num_maps = coarse_logits.shape[0]
     device, dtype = coarse_logits.device, coarse_logits.dtype
     num_sampled = int(num_points * oversample_ratio)

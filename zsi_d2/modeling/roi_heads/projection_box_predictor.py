@@ -4,6 +4,7 @@ import logging
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
 
+from ...errors import InputValueError
 from ..calibration import SeenCalibrated
 from ..class_embeddings import build_class_embeddings_module
 from ..class_set import ZeroShotModule
@@ -39,7 +40,7 @@ class ProjectionBoxPredictor(FastRCNNOutputLayers, SeenCalibrated, ZeroShotModul
         super().__init__(input_shape, **kwargs)
         self.calibration_gamma = calibration_gamma
         if self.bbox_pred.out_features != len(self.box2box_transform.weights):
-            raise ValueError(
+            raise InputValueError(
                 "Zero-shot box prediction needs class-agnostic box regression: set "
                 "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True (unseen classes have no regressor)."
             )

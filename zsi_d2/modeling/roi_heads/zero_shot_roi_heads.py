@@ -1,6 +1,7 @@
 """Standard ROI heads with a projection box predictor and a class-agnostic mask head."""
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 
+from ...errors import InputValueError
 from ..class_set import ZeroShotModule, default_class_set
 from .projection_box_predictor import ProjectionBoxPredictor
 
@@ -22,7 +23,7 @@ class ZeroShotROIHeads(StandardROIHeads, ZeroShotModule):
         mask_head = ret.get("mask_head")
         class_specific = cfg.MODEL.MASK_ON and not cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK
         if class_specific and not isinstance(mask_head, ZeroShotModule):
-            raise ValueError(
+            raise InputValueError(
                 "Zero-shot mask prediction with a standard mask head needs class-agnostic masks: set "
                 "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True (unseen classes have no mask channel)."
             )
