@@ -12,7 +12,6 @@ A known input mistake ends in one line on stderr and exit status 2.
 """
 import logging
 import os
-import sys
 
 import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers datasets and models)
 
@@ -26,7 +25,7 @@ from zsi_d2.data import import_register_modules
 from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import (GenerativeTrainer, ZeroShotCheckpointer, ZeroShotTrainer, check_device, check_weights,
                            launch, trainer_class_for)
-from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
+from zsi_d2.errors import InputFileNotFoundError, exit_on_input_error
 
 logger = logging.getLogger("zsi_d2")
 
@@ -97,13 +96,10 @@ def main(args):
 def invoke_main(argv=None):
     args = default_argument_parser(epilog=EPILOG).parse_args(argv)
     print("Command Line Args:", args)
-    try:
+    with exit_on_input_error():
         build_config(args)  # known mistakes surface here, before a config dump or a process spawns
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except InputError as e:
-        print(format_input_error(e), file=sys.stderr)
-        sys.exit(EXIT_INPUT_ERROR)
 
 
 if __name__ == "__main__":

@@ -171,3 +171,16 @@ def test_registering_a_split_with_a_class_both_seen_and_unseen_names_the_split()
                  "Split 'my_bad_split'", "both seen and unseen", "['dog']")
     error = _input_error(lambda: get_split("my_splt"), "Unknown zero-shot split 'my_splt'")
     assert isinstance(error, KeyError)
+
+
+def test_the_zs_shapes_command_prints_a_bad_argument_as_one_line(tmp_path):
+    """`python -m zsi_d2.data.zs_shapes` (a top level of its own) ends an InputError with one line."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "zsi_d2.data.zs_shapes", "--difficulty", "tiny", "--preview",
+         str(tmp_path / "p.png"), "--num-preview", "0"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == EXIT_INPUT_ERROR, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("ERROR: nothing to preview (--num-preview 0)")
+    assert "Traceback" not in done.stderr

@@ -29,7 +29,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import ZeroShotCheckpointer, check_device
-from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, InputValueError, format_input_error
+from zsi_d2.errors import InputFileNotFoundError, InputValueError, exit_on_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.modeling.mask_former.export import trace_mask_former
 from zsi_d2.modeling.mask_former.meta_arch import ZeroShotMaskFormer
@@ -120,9 +120,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
+    with exit_on_input_error():  # a checkpoint that does not fit the config, an unknown dataset: one line
         result = main()
-    except InputError as e:  # a checkpoint that does not fit the config, an unknown dataset: one line
-        print(format_input_error(e), file=sys.stderr)
-        sys.exit(EXIT_INPUT_ERROR)
     sys.exit(0 if result["panoptic_equal"] and result["instances_equal"] else 1)

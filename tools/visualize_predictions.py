@@ -7,7 +7,6 @@
 import argparse
 import logging
 import os
-import sys
 
 import cv2
 import torch
@@ -23,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.engine import ZeroShotCheckpointer
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.errors import EXIT_INPUT_ERROR, InputError, InputFileNotFoundError, format_input_error
+from zsi_d2.errors import InputFileNotFoundError, exit_on_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.utils.visualizer import draw_zero_shot_instances, image_grid
 
@@ -80,8 +79,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
+    with exit_on_input_error():  # a checkpoint that does not fit the config, an unknown dataset: one line
         main()
-    except InputError as e:  # a checkpoint that does not fit the config, an unknown dataset: one line
-        print(format_input_error(e), file=sys.stderr)
-        sys.exit(EXIT_INPUT_ERROR)

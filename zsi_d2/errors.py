@@ -15,7 +15,11 @@ __all__ = [
     "LeakageError",
     "EXIT_INPUT_ERROR",
     "format_input_error",
+    "exit_on_input_error",
 ]
+
+import contextlib
+import sys
 
 # Exit status of train_net.py on a known input error (argparse uses 2 for usage errors too).
 EXIT_INPUT_ERROR = 2
@@ -53,3 +57,14 @@ def format_input_error(error: InputError) -> str:
     reader looks. Messages put a self-contained summary (what is wrong, the fix) on their first line."""
     first, *details = str(error).splitlines() or [""]
     return "\n".join(details + [f"ERROR: {first}"])
+
+
+@contextlib.contextmanager
+def exit_on_input_error():
+    """A command's top level: within the block an InputError ends the program with its one-line
+    message on stderr and exit status 2, instead of a traceback."""
+    try:
+        yield
+    except InputError as e:
+        print(format_input_error(e), file=sys.stderr)
+        raise SystemExit(EXIT_INPUT_ERROR) from None

@@ -7,7 +7,6 @@ exactly as detectron2 does it, and `create_ddp_model` is told that CPU modules t
 """
 import functools
 import logging
-import sys
 from datetime import timedelta
 
 import torch
@@ -18,7 +17,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
-from ..errors import EXIT_INPUT_ERROR, InputError, InputValueError, format_input_error
+from ..errors import EXIT_INPUT_ERROR, InputValueError, exit_on_input_error
 
 __all__ = ["launch"]
 
@@ -63,11 +62,8 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
     _let_ddp_wrap_cpu_modules()
     torch.set_num_threads(max(1, torch.get_num_threads() // procs_per_machine))
     comm.synchronize()
-    try:
+    with exit_on_input_error():  # one line, as in a single process, instead of a spawn traceback
         main_func(*args)
-    except InputError as e:  # one line, as in a single process, instead of a spawn traceback
-        print(format_input_error(e), file=sys.stderr)
-        sys.exit(EXIT_INPUT_ERROR)
 
 
 def _let_ddp_wrap_cpu_modules():

@@ -134,4 +134,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ...errors import exit_on_input_error
+
+    with exit_on_input_error():
+        sys.exit(main())
