@@ -90,6 +90,11 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
         bg = F.normalize(self.current_background(), dim=0)
         return torch.cat([self.embeddings[index], bg[None]], dim=0)
 
+    def seen_basis(self, seen_names) -> torch.Tensor:
+        """V_seen: the (S + 1, D) unit vectors of the seen classes, then background, through which the
+        ZSI reference scores (box head) and maps (mask head) the classes it was not trained on."""
+        return self.weights_of(self.index_of(seen_names))
+
     def index_of(self, names) -> torch.Tensor:
         """Positions of `names` in class_names (an error names any class without an embedding)."""
         missing = [n for n in names if n not in self.class_names]

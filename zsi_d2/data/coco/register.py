@@ -149,14 +149,18 @@ def _require(dataset_name: str, meta, key: str) -> str:
     )
 
 
+def _not_prepared_for_split(dataset_name: str, category_id: int, path: str) -> InputValueError:
+    return InputValueError(
+        f"Dataset '{dataset_name}': category id {category_id} in {path} is not a class of its split; "
+        "the file was not prepared for this split. Re-run the prepare command with --force."
+    )
+
+
 def _to_contiguous(mapping: Dict[int, int], category_id: int, dataset_name: str, path: str) -> int:
     try:
         return mapping[category_id]
     except KeyError:
-        raise InputValueError(
-            f"Dataset '{dataset_name}': category id {category_id} in {path} is not a class of its split; "
-            "the file was not prepared for this split. Re-run the prepare command with --force."
-        ) from None
+        raise _not_prepared_for_split(dataset_name, category_id, path) from None
 
 
 def _load_instances(dataset_name: str, meta) -> list:
@@ -232,10 +236,7 @@ def _standard(segment, meta, dataset_name: str, path: str):
     try:
         return standard_segment(segment, meta)
     except InputValueError:
-        raise InputValueError(
-            f"Dataset '{dataset_name}': category id {segment['category_id']} in {path} is not a class of its split; "
-            "the file was not prepared for this split. Re-run the prepare command with --force."
-        ) from None
+        raise _not_prepared_for_split(dataset_name, segment["category_id"], path) from None
 
 
 def _load_semantic(dataset_name: str, meta) -> list:

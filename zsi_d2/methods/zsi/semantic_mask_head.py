@@ -112,7 +112,7 @@ class SemanticMaskHead(BaseMaskRCNNHead, ZeroShotModule):
         weights = self.classes.weights()
         if self.training or self.unseen_scoring == "direct":
             return weights
-        seen = self.classes.weights_of(self.classes.index_of(self.seen_classes))
+        seen = self.classes.seen_basis(self.seen_classes)
         trained = torch.tensor([n in self.seen_classes for n in self.classes.active_names] + [True])
         return torch.where(trained[:, None].to(weights.device), weights, weights @ seen.t() @ seen)
 

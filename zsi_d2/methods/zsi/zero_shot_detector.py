@@ -80,7 +80,7 @@ class ZeroShotDetectorPredictor(ProjectionBoxPredictor):
         `predict_probs` returns them as they are."""
         classifier = self.cls_score
         semantic = classifier.project(x.flatten(1))
-        seen = classifier.classes.weights_of(classifier.classes.index_of(self.seen_classes))
+        seen = classifier.classes.seen_basis(self.seen_classes)
         p = F.softmax(classifier.log_logit_scale.exp() * F.normalize(semantic, dim=1) @ seen.t(), dim=1)
         return (p @ seen) @ classifier.classes.weights().t()
 
