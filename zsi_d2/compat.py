@@ -18,7 +18,13 @@ detectron2 0.6 still uses numpy aliases (`np.int`, `np.float`, `np.bool`) remove
    detectron2 releases guard that import the same way.
 
 With a real detectron2 (built from source, with `_C`) step 2 does nothing.
+
+Below `apply()`, every other use of detectron2's private API (for detectron2 0.6), each applied
+only by the entry point that needs it, never on import; `tests/test_detectron2_patches.py` checks
+each one and fails when it stops working or stops being needed. (fvcore's `Checkpointer._load_file`,
+overridden in zsi_d2/engine/checkpoint.py, is the hook fvcore documents for subclasses.)
 """
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -29,7 +35,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["apply", "HAS_COMPILED_OPS"]
+__all__ = ["apply", "HAS_COMPILED_OPS", "find_free_port", "set_local_process_group", "let_ddp_wrap_cpu_modules",
+           "replace_trainer_data_iterator"]
 
 HAS_COMPILED_OPS = None  # set by apply(): True when a real detectron2._C is present
 
@@ -160,3 +167,44 @@ def apply():
     if HAS_COMPILED_OPS is None:
         _install_compiled_ops_stand_in()
     _make_export_importable()
+
+
+# ---- detectron2 0.6's private API, used at run time (see the module docstring) ----------------
+def find_free_port() -> int:
+    """A free local TCP port for a one-machine process group (detectron2's launcher's own helper)."""
+    from detectron2.engine.launch import _find_free_port
+
+    return _find_free_port()
+
+
+def set_local_process_group(group) -> None:
+    """What detectron2 0.6's `_distributed_worker` does for its GPU workers (later releases have a
+    public `comm.create_local_process_group`): used by zsi_d2's CPU launcher."""
+    from detectron2.utils import comm
+
+    comm._LOCAL_PROCESS_GROUP = group
+
+
+def let_ddp_wrap_cpu_modules() -> None:
+    """detectron2's create_ddp_model passes device_ids=[local_rank]; DDP refuses that for CPU
+    modules, which need device_ids=None. Wrap it so CPU modules get None (CPU launcher workers)."""
+    import detectron2.engine.defaults as defaults
+
+    original = defaults.create_ddp_model
+    if getattr(original, "_zsi_d2_cpu_aware", False):
+        return
+
+    @functools.wraps(original)
+    def create_ddp_model(model, **kwargs):
+        if next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    create_ddp_model._zsi_d2_cpu_aware = True
+    defaults.create_ddp_model = create_ddp_model
+
+
+def replace_trainer_data_iterator(trainer, iterator) -> None:
+    """Make a DefaultTrainer's inner SimpleTrainer draw its next batches from `iterator` (0.6 builds
+    `_data_loader_iter` eagerly in `__init__`, before a checkpoint says where the data stream was)."""
+    trainer._trainer._data_loader_iter = iterator

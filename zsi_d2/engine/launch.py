@@ -3,9 +3,9 @@
 Why: detectron2 0.6's launcher asserts CUDA and uses NCCL, so on a CPU-only machine distributed
 training (and its tests) could not run at all. Here, when CUDA is available we call detectron2's
 own `launch`; otherwise each process joins a gloo process group, detectron2's `comm` is set up
-exactly as detectron2 does it, and `create_ddp_model` is told that CPU modules take no device ids.
+exactly as detectron2 does it, and `create_ddp_model` is told that CPU modules take no device ids
+(both through detectron2 0.6 private API, gathered in zsi_d2.compat).
 """
-import functools
 import logging
 from datetime import timedelta
 
@@ -14,9 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
+from ..compat import find_free_port, let_ddp_wrap_cpu_modules, set_local_process_group
 from ..errors import EXIT_INPUT_ERROR, InputValueError, exit_on_input_error
 
 __all__ = ["launch"]
@@ -35,7 +35,7 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
         if num_machines > 1:
             raise InputValueError("--dist-url must name the first machine for multi-machine CPU jobs: pass "
                                   "--dist-url tcp://HOST:PORT of machine 0")
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+        dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     logging.getLogger(__name__).info(f"No GPU: running {num_gpus_per_machine} CPU processes over gloo")
     try:
         mp.spawn(
@@ -58,28 +58,10 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
     for i in range(world_size // procs_per_machine):
         group = dist.new_group(list(range(i * procs_per_machine, (i + 1) * procs_per_machine)))
         if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
-    _let_ddp_wrap_cpu_modules()
+            set_local_process_group(group)
+    let_ddp_wrap_cpu_modules()
     torch.set_num_threads(max(1, torch.get_num_threads() // procs_per_machine))
     comm.synchronize()
     with exit_on_input_error():  # one line, as in a single process, instead of a spawn traceback
         main_func(*args)
 
-
-def _let_ddp_wrap_cpu_modules():
-    """detectron2's create_ddp_model passes device_ids=[local_rank]; DDP refuses that for CPU
-    modules, which need device_ids=None. Wrap it so CPU modules get None."""
-    import detectron2.engine.defaults as defaults
-
-    original = defaults.create_ddp_model
-    if getattr(original, "_zsi_d2_cpu_aware", False):
-        return
-
-    @functools.wraps(original)
-    def create_ddp_model(model, **kwargs):
-        if next(model.parameters()).device.type == "cpu":
-            kwargs.setdefault("device_ids", None)
-        return original(model, **kwargs)
-
-    create_ddp_model._zsi_d2_cpu_aware = True
-    defaults.create_ddp_model = create_ddp_model

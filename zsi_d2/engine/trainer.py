@@ -13,6 +13,7 @@ from detectron2.engine import DefaultTrainer
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
+from ..compat import replace_trainer_data_iterator
 from ..data.audit import check_training_sets
 from ..data.mappers import NameUnreadableFiles, build_dataset_mapper
 from .checkpoint import ZeroShotCheckpointer
@@ -49,8 +50,8 @@ class ZeroShotTrainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:  # continue with the first image the saved run had not trained on
-            loader = self.data_loader
-            self._trainer._data_loader_iter = restart_loader(loader, self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+            restarted = restart_loader(self.data_loader, self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH)
+            replace_trainer_data_iterator(self, restarted)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
