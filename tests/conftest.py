@@ -42,6 +42,28 @@ TINY_OPTS = [
     "SOLVER.STEPS", "()",
 ]
 BASELINE_CONFIG = os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml")
+# The small ZeroShotMaskFormer the mask-classification tests build (panoptic tiny sets, no
+# pretrained weights, attribute embeddings); later options of the same key override these.
+TINY_MASK_FORMER_OPTS = [
+    "DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)",
+    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
+    "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
+    "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
+]
+
+
+def import_tool(name):
+    """A script of tools/ as a module (tools/ is not a package)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 def tiny_cfg(*opts, config="configs/zs_shapes/projection_mask_rcnn.yaml"):

@@ -1,6 +1,5 @@
 """tools/benchmark.py on tiny zs_shapes: the yardstick and the config are stepped alike and in
 alternating order, and every ratio is computed from the times of that same run."""
-import importlib
 import json
 import os
 import statistics
@@ -8,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import BASELINE_CONFIG, REPO_ROOT
+from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_MASK_FORMER_OPTS, import_tool
 
 CONFIG = os.path.join(REPO_ROOT, "configs/mask_former/zs_shapes/mask_former_embedding.yaml")
 ITERS, WARMUP, IMAGES = 2, 1, 2
@@ -17,28 +16,12 @@ YARDSTICK_OPTS = [
     "DATASETS.TRAIN", "('zs_shapes_tiny_train',)", "DATASETS.TEST", "('zs_shapes_tiny_val',)",
     "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
 ]
-# as tests/test_mask_former_model.py's tiny_mask_former_cfg
-CONFIG_OPTS = [
-    "DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)",
-    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
-    "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
-    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
-    "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
-    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
-]
+CONFIG_OPTS = [*TINY_MASK_FORMER_OPTS, "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256"]
 
-
-def _tool(name):
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
 
 
 def _bench():
-    return _tool("benchmark")
+    return import_tool("benchmark")
 
 
 def _argv(json_path, *extra, iters=ITERS, warmup=WARMUP, images=IMAGES):
@@ -146,7 +129,7 @@ def test_checkout_imports_without_the_compiled_op(tmp_path, monkeypatch):
     for name in ("mask2former", "MultiScaleDeformableAttention"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    module = _tool("mask2former_reference").import_mask2former(str(tmp_path))
+    module = import_tool("mask2former_reference").import_mask2former(str(tmp_path))
     assert module.__file__ == str(package / "__init__.py") and module.HAS_OP is False
     for name in ("mask2former", "MultiScaleDeformableAttention"):
         sys.modules.pop(name, None)
@@ -158,7 +141,7 @@ def test_reference_config_takes_the_configs_values_and_keeps_its_own_keys():
     ref = CN({"MODEL": {"MASK_FORMER": {"HIDDEN_DIM": 256, "TRANSFORMER_IN_FEATURE": "x"}, "DEVICE": "cuda"}})
     ours = CN({"MODEL": {"MASK_FORMER": {"HIDDEN_DIM": 128, "CLASSIFIER": "embedding"}, "DEVICE": "cpu",
                          "EFFICIENTNET": {"WEIGHTS": "imagenet"}}})
-    _tool("mask2former_reference")._copy_common(ref, ours)
+    import_tool("mask2former_reference")._copy_common(ref, ours)
     assert ref.MODEL.MASK_FORMER.HIDDEN_DIM == 128 and ref.MODEL.DEVICE == "cpu"
     assert ref.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE == "x"  # the reference's own key stays
     assert ref.MODEL.EFFICIENTNET.WEIGHTS == "imagenet"  # zsi_d2's backbone keys come along

@@ -12,7 +12,7 @@ import torch
 
 from detectron2.modeling import build_model
 
-from conftest import REPO_ROOT, TINY_OPTS, tiny_cfg
+from conftest import REPO_ROOT, TINY_MASK_FORMER_OPTS, TINY_OPTS, import_tool, tiny_cfg
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.errors import EXIT_INPUT_ERROR, InputError
 
@@ -34,24 +34,8 @@ def _mask_former_cfg(*opts):
     """The small MaskFormer of test_mask_former_model.py (no pretrained weights, attribute embeddings)."""
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(MASK_FORMER)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)",
-        "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
-        "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
-        "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
-        *opts,
-    ])
+    cfg.merge_from_list([*TINY_MASK_FORMER_OPTS, *opts])
     return cfg
-
-
-def _tool(name):
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
 
 
 # ---- config values given to build_model -----------------------------------------------------
@@ -132,7 +116,7 @@ def test_several_machines_without_a_dist_url_is_one_line(capsys):
 
 
 def test_visualize_predictions_with_missing_weights_names_the_argument(tmp_path):
-    tool = _tool("visualize_predictions")
+    tool = import_tool("visualize_predictions")
     missing = str(tmp_path / "no_such_model.pth")
     argv = ["--config-file", BASELINE, "--weights", missing, "--dataset", "zs_shapes_tiny_val",
             "--output", str(tmp_path / "out.png")]
@@ -141,7 +125,7 @@ def test_visualize_predictions_with_missing_weights_names_the_argument(tmp_path)
 
 
 def test_summarize_runs_with_a_malformed_group_names_the_argument():
-    tool = _tool("summarize_runs")
+    tool = import_tool("summarize_runs")
     _input_error(lambda: tool._groups(["output/runs/zsi_s*"]), "'output/runs/zsi_s*' is not LABEL=GLOB")
     with pytest.raises(SystemExit, match="is not LABEL=GLOB"):  # the CLI prints it as one line
         tool.main(["output/runs/zsi_s*"])

@@ -9,6 +9,7 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
+from conftest import TINY_MASK_FORMER_OPTS
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.engine import build_lr_scheduler, build_optimizer
@@ -23,15 +24,8 @@ TRAIN, VAL = "zs_shapes_tiny_train_panoptic", "zs_shapes_tiny_val_panoptic"
 def tiny_mask_former_cfg(*opts):
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{VAL}', 'zs_shapes_tiny_val')",
-        "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
-        "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
-        "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
-        "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
-        "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256", *opts,
-    ])
+    cfg.merge_from_list([*TINY_MASK_FORMER_OPTS, "DATASETS.TEST", f"('{VAL}', 'zs_shapes_tiny_val')",
+                         "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256", *opts])
     return cfg
 
 

@@ -10,20 +10,13 @@ import time
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_MASK_FORMER_OPTS
 from test_train_net import _command, _run, _weights  # train_net.py as a subprocess, the same helpers
 
 STAGE1 = os.path.join(REPO_ROOT, "configs/pading/zs_shapes/pading_stage1.yaml")
 STAGE2 = os.path.join(REPO_ROOT, "configs/pading/zs_shapes/pading_stage2.yaml")
-TINY = [
-    "DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "DATASETS.TEST", "()",
-    "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32", "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
-    "MODEL.MASK_FORMER.NHEADS", "4", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", "4",
-    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD",
-    "64", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
-    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256", "SOLVER.IMS_PER_BATCH", "2",
-]
+TINY = [*TINY_MASK_FORMER_OPTS, "DATASETS.TEST", "()", "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+        "SOLVER.IMS_PER_BATCH", "2"]
 TINY_STAGE2 = ["MODEL.PADING.NUM_PRIMITIVES", "16", "MODEL.PADING.GENERATOR_DIM_FEEDFORWARD", "64",
                "MODEL.PADING.GENERATOR_HEADS", "4", "MODEL.PADING.IMAGES_PER_BATCH", "4"]
 

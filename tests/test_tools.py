@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -13,15 +12,8 @@ from pycocotools import mask as mask_util
 
 from detectron2.data import MetadataCatalog
 
-from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS
+from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS, import_tool
 
-
-def _tool(name):
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +123,7 @@ def two_runs(tmp_path, test_sets):
 
 
 def _table(capsys, *argv):
-    assert _tool("summarize_runs").main(list(argv)) == 0
+    assert import_tool("summarize_runs").main(list(argv)) == 0
     lines = capsys.readouterr().out.splitlines()
     return lines[0], {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:-1]] for row in lines[2:]}
 
@@ -177,7 +169,7 @@ def test_summarize_runs_names_the_gaps(two_runs, capsys, caplog):
 
 
 def test_train_minutes_reads_detectron2s_line(tmp_path):
-    train_minutes = _tool("summarize_runs").train_minutes
+    train_minutes = import_tool("summarize_runs").train_minutes
     assert train_minutes(tmp_path) is None  # no log.txt
     for line, minutes in (("in 0:00:45 (0.4500 s / it)", 0.75), ("in 2:03:30 (1 s / it)", 123.5),
                           ("in 1 day, 2:03:30 (9 s / it)", 1563.5), ("in 3 days, 0:00:00 (9 s / it)", 4320.0)):
@@ -188,7 +180,7 @@ def test_train_minutes_reads_detectron2s_line(tmp_path):
 
 
 def test_summarize_runs_bad_input_is_one_line(two_runs, capsys):
-    main = _tool("summarize_runs").main
+    main = import_tool("summarize_runs").main
     cases = [
         ([str(two_runs / "zsi_s*")], "is not LABEL=GLOB"),
         ([f"x={two_runs}/nothing_s*"], "No finished runs match"),
@@ -223,7 +215,7 @@ def test_summarize_runs_confusion_needs_a_registered_test_set(two_runs, tmp_path
     data = json.loads((run / "zero_shot_results.json").read_text())
     (run / "zero_shot_results.json").write_text(json.dumps({"not_registered_val": data[GZSI]}))
     with pytest.raises(SystemExit, match="test set 'not_registered_val' is not a registered zero-shot dataset"):
-        _tool("summarize_runs").main([f"x={run}", "--confusion"])
+        import_tool("summarize_runs").main([f"x={run}", "--confusion"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +230,7 @@ def test_run_seeds_passes_each_seed_to_its_run_and_resumes(tmp_path, capfd):
     from zsi_d2.data.zs_shapes import ensure_generated
 
     ensure_generated("tiny")  # once, before the two runs start in parallel
-    run_seeds = _tool("run_seeds")
+    run_seeds = import_tool("run_seeds")
     args = [CONFIG, "--seeds", *map(str, SEEDS), "--parallel", "2", "--root", str(tmp_path),
             "--opts", *TINY, "SOLVER.MAX_ITER", "2"]
     assert run_seeds.main(args) == 0
@@ -262,7 +254,7 @@ def test_run_seeds_passes_each_seed_to_its_run_and_resumes(tmp_path, capfd):
 
 
 def test_run_seeds_refuses_configs_that_would_share_run_folders(tmp_path, monkeypatch):
-    run_seeds = _tool("run_seeds")
+    run_seeds = import_tool("run_seeds")
 
     def started(*args):
         raise AssertionError(f"a run was started: {args}")
@@ -280,7 +272,7 @@ def test_run_seeds_refuses_configs_that_would_share_run_folders(tmp_path, monkey
 def test_benchmark_step_times_vanilla_and_zsi_on_the_same_batches(monkeypatch):
     """vanilla = detectron2's own Mask R-CNN on the first config's backbone/data; every model gets
     the same batches; ratios are per iteration against the first entry."""
-    bench = _tool("benchmark_step")
+    bench = import_tool("benchmark_step")
     from detectron2.modeling import build_model
     from detectron2.modeling.meta_arch import GeneralizedRCNN
     from detectron2.modeling.roi_heads import StandardROIHeads
