@@ -6,6 +6,7 @@ def get_zsi_d2_cfg():
     from detectron2.config import get_cfg
 
     from ..methods.pading.config import add_pading_config
+    from ..methods.zegformer.config import add_zegformer_config
     from ..methods.zsi.config import add_zsi_config
     from ..modeling.mask_former.config import add_mask_former_config
 
@@ -14,4 +15,5 @@ def get_zsi_d2_cfg():
     add_zsi_config(cfg)
     add_mask_former_config(cfg)
     add_pading_config(cfg)
+    add_zegformer_config(cfg)
     return cfg

@@ -71,6 +71,14 @@ class ClassSet:
         """(len(names),) bool: True for the seen classes (the columns calibrated stacking lowers)."""
         return torch.tensor([n not in self.unseen for n in self.names], dtype=torch.bool)
 
+    @functools.cached_property
+    def is_seen_dataset(self) -> torch.Tensor:
+        """(len(dataset_classes),) bool: True at the dataset ids of the seen classes in `names` (the
+        channels of a semantic output that belong to seen classes)."""
+        seen = torch.zeros(len(self.dataset_classes), dtype=torch.bool)
+        seen[self.dataset_ids[self.is_seen]] = True
+        return seen
+
     def __post_init__(self):
         missing = [n for n in self.names if n not in self.dataset_classes]
         if missing:

@@ -28,7 +28,15 @@ def add_mask_former_config(cfg):
     mf.DROPOUT = 0.0
     mf.PRE_NORM = False
     # Number of predictions: decoder layers + 1 (the prediction from the learnable queries alone).
+    # "StandardTransformerDecoder" (MaskFormer's / ZegFormer's): decoder layers = predictions.
     mf.DEC_LAYERS = 10
+    # StandardTransformerDecoder: DETR encoder layers over its input map before decoding.
+    mf.ENC_LAYERS = 0
+    # What the transformer decoder attends to (Mask2Former's key): "multi_scale_pixel_decoder" (the
+    # pixel decoder's 3 levels, MultiScaleMaskedTransformerDecoder), or one map for
+    # StandardTransformerDecoder: "transformer_encoder" (the pixel decoder's coarsest output),
+    # "pixel_embedding" (the mask features) or a backbone feature name ("res5" in MaskFormer's configs).
+    mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"
     # Project the pixel decoder's features to HIDDEN_DIM even when the widths already agree.
     mf.ENFORCE_INPUT_PROJ = False
     # Images are padded to a multiple of this (0: the backbone's size_divisibility).
@@ -43,6 +51,9 @@ def add_mask_former_config(cfg):
     # MODEL.ZERO_SHOT.LOGIT_SCALE; learnable no-object; classes can be added at test time) or
     # "linear" (closed set, one weight per training class).
     mf.CLASSIFIER = "embedding"
+    # Set criterion: "point_sampled" (Mask2Former: BCE + dice on importance-sampled points) or
+    # "full_mask" (MaskFormer / ZegFormer: sigmoid focal + dice on whole masks, matched on the same).
+    mf.CRITERION = "point_sampled"
 
     mf.TEST = CN()
     # Which inference outputs the model returns (each is scored by the matching evaluator).

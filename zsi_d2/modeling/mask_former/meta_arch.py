@@ -22,16 +22,52 @@ from detectron2.structures import ImageList
 
 from ..class_set import ClassSet, default_class_set
 from .criterion import SetCriterion
-from ...errors import InputKeyError
+from .full_mask_criterion import FullMaskSetCriterion
+from ...errors import InputKeyError, InputValueError
 from .inference import (
     crop_and_resize, instance_inference, panoptic_inference_tensors, panoptic_segments_info, semantic_inference,
     upsample_to_padded,
 )
 from .pixel_decoder import build_pixel_decoder
 from .query_classifier import build_query_classifier
-from .transformer_decoder import build_transformer_decoder
+from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, build_transformer_decoder
 
-__all__ = ["ZeroShotMaskFormer"]
+__all__ = ["ZeroShotMaskFormer", "build_set_criterion"]
+
+# MODEL.MASK_FORMER.CRITERION -> criterion class.
+SET_CRITERIA = {"point_sampled": SetCriterion, "full_mask": FullMaskSetCriterion}
+# MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE values read from the pixel decoder (any other value is a backbone feature).
+MULTI_SCALE_INPUT = "multi_scale_pixel_decoder"
+PIXEL_DECODER_INPUTS = (MULTI_SCALE_INPUT, "transformer_encoder", "pixel_embedding")
+
+
+def build_set_criterion(cfg) -> SetCriterion:
+    """The criterion named by MODEL.MASK_FORMER.CRITERION."""
+    name = cfg.MODEL.MASK_FORMER.CRITERION
+    if name not in SET_CRITERIA:
+        raise InputValueError(f"MODEL.MASK_FORMER.CRITERION '{name}' is not one of {sorted(SET_CRITERIA)}")
+    return SET_CRITERIA[name](cfg)
+
+
+def decoder_input_channels(cfg, backbone_shape) -> int:
+    """Width of the map(s) MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE hands the transformer decoder,
+    after checking that the configured decoder takes that input."""
+    mf, ssh = cfg.MODEL.MASK_FORMER, cfg.MODEL.SEM_SEG_HEAD
+    source = mf.TRANSFORMER_IN_FEATURE
+    decoder = TRANSFORMER_DECODER_REGISTRY.get(mf.TRANSFORMER_DECODER_NAME)
+    multi_scale = getattr(decoder, "takes_multi_scale_features", True)
+    if multi_scale != (source == MULTI_SCALE_INPUT):
+        wanted = f"'{MULTI_SCALE_INPUT}'" if multi_scale else f"one map ({PIXEL_DECODER_INPUTS[1:]} or a backbone feature)"
+        raise InputValueError(f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE '{source}' does not suit "
+                              f"{mf.TRANSFORMER_DECODER_NAME}, which takes {wanted}")
+    if source in (MULTI_SCALE_INPUT, "transformer_encoder"):
+        return ssh.CONVS_DIM
+    if source == "pixel_embedding":
+        return ssh.MASK_DIM
+    if source not in backbone_shape:
+        raise InputValueError(f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE '{source}' is neither one of "
+                              f"{list(PIXEL_DECODER_INPUTS)} nor a backbone output {sorted(backbone_shape)}")
+    return backbone_shape[source].channels
 
 
 @META_ARCH_REGISTRY.register()
@@ -42,7 +78,8 @@ class ZeroShotMaskFormer(nn.Module):
 
     @configurable
     def __init__(self, *, backbone, pixel_decoder, transformer_decoder, classifier, criterion, class_set: ClassSet,
-                 pixel_mean, pixel_std, size_divisibility: int = 32, semantic_on: bool = True,
+                 pixel_mean, pixel_std, transformer_in_feature: str = MULTI_SCALE_INPUT,
+                 size_divisibility: int = 32, semantic_on: bool = True,
                  instance_on: bool = True, panoptic_on: bool = True, object_mask_threshold: float = 0.8,
                  overlap_threshold: float = 0.8, detections_per_image: int = 100):
         super().__init__()
@@ -51,6 +88,7 @@ class ZeroShotMaskFormer(nn.Module):
         self.transformer_decoder = transformer_decoder
         self.classifier = classifier
         self.criterion = criterion
+        self.transformer_in_feature = transformer_in_feature
         self.size_divisibility = size_divisibility or getattr(backbone, "size_divisibility", 0)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
@@ -68,9 +106,10 @@ class ZeroShotMaskFormer(nn.Module):
         return {
             "backbone": backbone,
             "pixel_decoder": build_pixel_decoder(cfg, backbone.output_shape()),
-            "transformer_decoder": build_transformer_decoder(cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM),
-            "classifier": build_query_classifier(cfg),
-            "criterion": SetCriterion(cfg),
+            "transformer_decoder": build_transformer_decoder(cfg, decoder_input_channels(cfg, backbone.output_shape())),
+            "transformer_in_feature": mf.TRANSFORMER_IN_FEATURE,
+            "classifier": cls.build_classifier(cfg),
+            "criterion": build_set_criterion(cfg),
             "class_set": default_class_set(cfg, cls.class_kind),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -82,6 +121,11 @@ class ZeroShotMaskFormer(nn.Module):
             "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
             "detections_per_image": mf.TEST.DETECTIONS_PER_IMAGE or mf.NUM_OBJECT_QUERIES,
         }
+
+    @classmethod
+    def build_classifier(cls, cfg) -> nn.Module:
+        """The query classifier (MODEL.MASK_FORMER.CLASSIFIER); a method built on the core overrides it."""
+        return build_query_classifier(cfg)
 
     @property
     def device(self):
@@ -95,8 +139,17 @@ class ZeroShotMaskFormer(nn.Module):
     def predict(self, images: torch.Tensor) -> Dict:
         """Every layer's class logits (uncalibrated), masks and query embeddings for a padded image batch."""
         features = self.backbone(images)
-        mask_features, _, multi_scale_features = self.pixel_decoder.forward_features(features)
-        outputs = self.transformer_decoder(multi_scale_features, mask_features)
+        mask_features, encoder_features, multi_scale_features = self.pixel_decoder.forward_features(features)
+        source = self.transformer_in_feature
+        if source == MULTI_SCALE_INPUT:
+            decoder_input = multi_scale_features
+        elif source == "transformer_encoder":
+            decoder_input = encoder_features
+        elif source == "pixel_embedding":
+            decoder_input = mask_features
+        else:
+            decoder_input = features[source]
+        outputs = self.transformer_decoder(decoder_input, mask_features)
         for layer in [outputs] + list(outputs.get("aux_outputs", [])):
             layer["pred_logits"] = self.classifier(layer["pred_queries"])
         return outputs
