@@ -8,6 +8,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import REPO_ROOT, tiny_cfg
+from zsi_d2.modeling.mask_former import ZeroShotMaskFormer
 
 CONFIGS = sorted(
     os.path.relpath(p, REPO_ROOT)
@@ -18,6 +19,9 @@ CONFIGS = sorted(
 # below (test_mask_former_coco_config_trains_and_infers, test_pading_coco_stage2_builds), not again on zs_shapes.
 MASK_FORMER_COCO_CONFIGS = [c for c in CONFIGS if c.startswith(os.path.join("configs", "mask_former", "coco") + os.sep)]
 PADING_COCO_CONFIGS = [c for c in CONFIGS if c.startswith(os.path.join("configs", "pading", "coco") + os.sep)]
+# ZegFormer's GPU configs (configs/zegformer/<dataset>/): tested like the core's, in their own class spaces.
+ZEGFORMER_GPU_CONFIGS = [c for c in CONFIGS if c.startswith(os.path.join("configs", "zegformer") + os.sep)
+                         and not c.startswith(os.path.join("configs", "zegformer", "zs_shapes") + os.sep)]
 PADING_COCO_STAGE1 = [c for c in PADING_COCO_CONFIGS if c.endswith("_stage1.yaml")]
 PADING_COCO_STAGE2 = [c for c in PADING_COCO_CONFIGS if c.endswith("_stage2.yaml")]
 COCO_TASKS = ["instance_48_17", "instance_65_15", "panoptic_119_14", "semantic_156_15"]
@@ -27,7 +31,8 @@ def test_there_are_configs():
     assert CONFIGS, "no configs found"
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c not in MASK_FORMER_COCO_CONFIGS + PADING_COCO_CONFIGS])
+@pytest.mark.parametrize("config", [c for c in CONFIGS
+                                    if c not in MASK_FORMER_COCO_CONFIGS + PADING_COCO_CONFIGS + ZEGFORMER_GPU_CONFIGS])
 def test_config_builds_and_runs_forward(config):
     # Dataset names are swapped for the tiny zs_shapes preset: only the architecture is under test.
     cfg = tiny_cfg("MODEL.DEVICE", "cpu", "MODEL.ZERO_SHOT.EMBEDDING.DIM", "0",
@@ -39,7 +44,7 @@ def test_config_builds_and_runs_forward(config):
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model([{"image": torch.randint(0, 255, (3, 64, 80), dtype=torch.uint8).float(), "height": 64, "width": 80}])
-    mask_classification = cfg.MODEL.META_ARCHITECTURE == "ZeroShotMaskFormer"
+    mask_classification = isinstance(model, ZeroShotMaskFormer)  # the core and the methods built on it
     if mask_classification:  # outputs as its TEST flags ask; its instances always carry masks
         flags = cfg.MODEL.MASK_FORMER.TEST
         expected = {k for k, on in [("sem_seg", flags.SEMANTIC_ON), ("panoptic_seg", flags.PANOPTIC_ON),
@@ -131,7 +136,7 @@ def _core_of(config):
     return os.path.join("configs", "mask_former", "coco", task + ".yaml")
 
 
-@pytest.mark.parametrize("config", MASK_FORMER_COCO_CONFIGS + PADING_COCO_STAGE1)
+@pytest.mark.parametrize("config", MASK_FORMER_COCO_CONFIGS + PADING_COCO_STAGE1 + ZEGFORMER_GPU_CONFIGS)
 def test_mask_former_coco_config_trains_and_infers(config):
     """Each COCO config of the mask-classification core and each PADing stage 1 (its closed linear
     classifier), as shipped (R-50, 100 queries, 12544 points...), builds on CPU and runs a training
@@ -144,7 +149,7 @@ def test_mask_former_coco_config_trains_and_infers(config):
     from zsi_d2.modeling import use_class_set
 
     cfg = _on_cpu_without_assets(_coco_cfg(config))
-    assert cfg.MODEL.META_ARCHITECTURE == "ZeroShotMaskFormer"
+    assert cfg.MODEL.META_ARCHITECTURE in ("ZeroShotMaskFormer", "ZegFormer")
     torch.manual_seed(0)
     model = build_model(cfg)
 
@@ -399,3 +404,43 @@ def test_coco_stage1_mapper_follows_the_config(task):
         assert names == ["RandomFlip", "ResizeScale", "FixedSizeCrop"]
         assert (augs[1].min_scale, augs[1].max_scale, augs[1].target_height, augs[1].target_width) == (0.1, 2.0, size, size)
         assert tuple(augs[2].crop_size) == (size, size)
+
+
+# ZegFormer as released (dingjiansw101/ZegFormer configs/coco-stuff/zegformer_R50_bs32_60k_vit16_coco-stuff.yaml
+# and Base-COCOStuff-171.yaml; MaskFormer's defaults where they leave a key).
+ZEGFORMER_PUBLISHED = {
+    "semantic_156_15": {
+        "MODEL.META_ARCHITECTURE": "ZegFormer", "MODEL.BACKBONE.NAME": "build_resnet_backbone",
+        "MODEL.RESNETS.DEPTH": 50, "MODEL.RESNETS.STRIDE_IN_1X1": False, "MODEL.BACKBONE.FREEZE_AT": 0,
+        "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "FPNPixelDecoder", "MODEL.SEM_SEG_HEAD.CONVS_DIM": 256,
+        "MODEL.SEM_SEG_HEAD.MASK_DIM": 256, "MODEL.SEM_SEG_HEAD.NORM": "GN",
+        "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "StandardTransformerDecoder",
+        "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5", "MODEL.MASK_FORMER.ENC_LAYERS": 0,
+        "MODEL.MASK_FORMER.DEC_LAYERS": 6, "MODEL.MASK_FORMER.HIDDEN_DIM": 256,
+        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100, "MODEL.MASK_FORMER.NHEADS": 8, "MODEL.MASK_FORMER.DROPOUT": 0.1,
+        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 2048, "MODEL.MASK_FORMER.PRE_NORM": False,
+        "MODEL.MASK_FORMER.DEEP_SUPERVISION": True, "MODEL.MASK_FORMER.CRITERION": "full_mask",
+        "MODEL.MASK_FORMER.CLASS_WEIGHT": 1.0, "MODEL.MASK_FORMER.MASK_WEIGHT": 20.0,
+        "MODEL.MASK_FORMER.DICE_WEIGHT": 1.0, "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": 0.1,
+        "MODEL.ZERO_SHOT.LOGIT_SCALE": 100.0, **_CLIP,
+        "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic", "INPUT.AUGMENTATION": "resize_then_crop",
+        "INPUT.MIN_SIZE_TRAIN": tuple(int(x * 0.1 * 640) for x in range(5, 16)), "INPUT.MAX_SIZE_TRAIN": 2560,
+        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice", "INPUT.CROP.ENABLED": True, "INPUT.CROP.TYPE": "absolute",
+        "INPUT.CROP.SIZE": (640, 640), "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0, "INPUT.COLOR_AUG_SSD": True,
+        "INPUT.MIN_SIZE_TEST": 640, "INPUT.MAX_SIZE_TEST": 2560, "INPUT.FORMAT": "RGB",
+        "SOLVER.IMS_PER_BATCH": 32, "SOLVER.MAX_ITER": 60000, "SOLVER.BASE_LR": 1e-4, "SOLVER.OPTIMIZER": "ADAMW",
+        "SOLVER.WEIGHT_DECAY": 1e-4, "SOLVER.BACKBONE_MULTIPLIER": 0.1, "SOLVER.LR_SCHEDULER_NAME": "WarmupPolyLR",
+        "SOLVER.POLY_LR_POWER": 0.9, "SOLVER.WARMUP_ITERS": 0, "SOLVER.CLIP_GRADIENTS.ENABLED": True,
+        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "full_model", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 0.01,
+        "SOLVER.AMP.ENABLED": True,
+        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": True, "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
+        "MODEL.MASK_FORMER.TEST.INSTANCE_ON": False,
+    },
+}
+
+
+@pytest.mark.parametrize("task", sorted(ZEGFORMER_PUBLISHED))
+def test_zegformer_gpu_configs_are_the_released_settings(task):
+    cfg = _coco_cfg(os.path.join("configs", "zegformer", "coco", f"{task}.yaml"))
+    expected = ZEGFORMER_PUBLISHED[task]
+    assert _values(cfg, expected) == expected
