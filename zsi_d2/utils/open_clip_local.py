@@ -51,7 +51,9 @@ def resolve_local_open_clip(path: str, arch: str, *, path_key: str, arch_key: st
             f"{path_key} instead"
         )
     if arch.startswith(LOCAL_DIR):
-        raise InputValueError(f"{arch_key}={arch!r}: give the folder as {path_key} and an arch name (ignored for folders)")
+        raise InputValueError(
+            f"{arch_key}={arch!r}: give the folder as {path_key} and an arch name (ignored for folders)"
+        )
     if not path:
         raise _missing(what, path_key, arch_key, f"needs a checkpoint but {path_key} is empty")
     path = os.path.abspath(os.path.expanduser(path))
