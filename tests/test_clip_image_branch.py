@@ -242,8 +242,9 @@ def test_bad_weights_and_settings_in_one_line(tiny_clip, tmp_path, no_network):
             ClipImageBranch(branch_cfg(*opts))
         assert "\n" not in str(info.value), str(info.value)
 
-    one_line(InputFileNotFoundError, *tiny_opts(tiny_clip, "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", str(tmp_path / "no.pt")),
-             match=r"checkpoint not found: .*no\.pt\. Set MODEL\.SEM_SEG_HEAD\.CLIP_WEIGHTS to a local open_clip")
+    missing = tiny_opts(tiny_clip, "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", str(tmp_path / "no.pt"))
+    one_line(InputFileNotFoundError, *missing,
+             match=r"CLIP image branch: checkpoint not found: .*no\.pt\. Set MODEL\.SEM_SEG_HEAD\.CLIP_WEIGHTS to")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     one_line(InputValueError, *tiny_opts(tiny_clip, "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", str(garbage)),
@@ -259,7 +260,7 @@ def test_bad_weights_and_settings_in_one_line(tiny_clip, tmp_path, no_network):
     other.write_text(json.dumps({**TINY_CLIP_CFG, "embed_dim": 48}))
     open_clip.add_model_config(str(other))
     one_line(InputValueError, *tiny_opts(tiny_clip, "MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED", "zsi-d2-test-tiny-clip-wide"),
-             match=r"not a readable open_clip checkpoint .*CLIP_PRETRAINED matches the checkpoint")
+             match=r"not a readable open_clip checkpoint .*tensors do not fit .*CLIP_PRETRAINED matches the checkpoint")
     one_line(InputValueError, *tiny_opts(tiny_clip, "MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED", "ViT-Q-99"),
              match="Unknown open_clip architecture MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED")
     one_line(InputValueError, *tiny_opts(tiny_clip, "MODEL.CLIP_CLS_STYLE", "box"), match="MODEL.CLIP_CLS_STYLE='box'")

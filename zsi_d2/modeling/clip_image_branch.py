@@ -262,9 +262,9 @@ class ClipImageBranch(nn.Module):
             raise InputValueError(f"INPUT.FORMAT={input_format!r}: the CLIP image branch reads RGB or BGR images")
         self.input_format = input_format
         self.checkpoint = resolve_local_open_clip(weights, arch, path_key=WEIGHTS_KEY, arch_key=ARCH_KEY,
-                                                  what="The CLIP image branch")
+                                                  what="CLIP image branch:")
         model = create_local_open_clip(self.checkpoint)
-        self.logit_scale = float(model.logit_scale.exp())
+        self.logit_scale = float(model.logit_scale.detach().exp())
         size = getattr(model.visual, "image_size", 224)
         self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self._encoder = _Frozen(model.visual)  # the text tower is not kept: class_embeddings loads its own

@@ -93,10 +93,12 @@ def create_local_open_clip(ckpt: LocalOpenClip):
             else:
                 model = open_clip.create_model(ckpt.model_name, pretrained=ckpt.path, **kwargs)
         except Exception as e:
-            reason = (str(e).strip().splitlines() or [""])[0][:160]
+            # One line: the cause's own text (a list of keys, torch.load's advice) stays in the chained error.
+            fits = isinstance(e, RuntimeError) and "state_dict" in str(e)
+            reason = "its tensors do not fit that architecture" if fits else f"{type(e).__name__} while loading"
             raise InputValueError(
                 f"{ckpt.path_key}={ckpt.path} is not a readable open_clip checkpoint of {ckpt.arch_key}="
-                f"'{ckpt.model_name}' ({type(e).__name__}: {reason}): check that {ckpt.arch_key} matches the "
-                "checkpoint (an OpenAI JIT archive must be converted to a state dict first)"
+                f"'{ckpt.model_name}' ({reason}): check that {ckpt.arch_key} matches the checkpoint (an OpenAI "
+                "JIT archive must be converted to a state dict first)"
             ) from e
     return model.eval()
