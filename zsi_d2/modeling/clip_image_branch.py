@@ -22,7 +22,7 @@ ZegFormer as released (dingjiansw101/ZegFormer @8cb9e8f, mask_former/mask_former
 6. GZERO_CALIBRATE (`gzero_calibrate`): subtracted from the seen channels of the final semantic map
    (after the sum over queries and the resize to the output size), when > 0, with or without the branch.
 
-Differences: CLIP runs in fp32 here (ZegFormer's CLIP is fp16 on a GPU); a class name "a; b" is
+Differences: CLIP runs in fp32 here (ZegFormer's CLIP weights and logits are fp16); a class name "a; b" is
 synonyms too (ZegFormer splits on ", " only); the crop size is the encoder's input size. The CLIP
 weights come from a local open_clip checkpoint (MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS) and never from the
 network; without one the branch is off. The encoder is no submodule: its weights stay out of the
