@@ -286,3 +286,18 @@ def test_config_keys_do_not_hide_the_core_keys(tiny_clip):
 
     ckpt = resolve_local_open_clip(tiny_clip["ckpt"], "ViT-B/16", path_key="P", arch_key="A", what="W")
     assert ckpt.model_name == "ViT-B-16"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_branch_on_a_gpu_equals_the_cpu(tiny_clip):
+    """The encoder follows the masks' device (it is no submodule, so .to() does not move it)."""
+    torch.manual_seed(2)
+    image = torch.randint(0, 256, (3, 40, 52), dtype=torch.uint8)
+    masks = torch.zeros(3, 48, 64, dtype=torch.bool)
+    masks[0, 2:30, 4:20] = True
+    masks[2, 30:40, 40:52] = True
+    text, no_object = F.normalize(torch.randn(4, 32), dim=-1), torch.randn(3)
+    branch = ClipImageBranch(branch_cfg(*tiny_opts(tiny_clip)))
+    cpu = branch(image, as_logits(masks), text, no_object)
+    gpu = branch.to("cuda")(image.cuda(), as_logits(masks).cuda(), text.cuda(), no_object.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)
