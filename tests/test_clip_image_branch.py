@@ -216,6 +216,26 @@ def test_whole_branch_with_a_tiny_clip_checkpoint(tiny_clip, no_network, caplog)
     torch.testing.assert_close(branch.classify(image, as_logits(masks), class_logits, seen, text), p_clip)
 
 
+def test_branch_from_an_open_clip_folder(tiny_clip, no_network):
+    """CLIP_WEIGHTS may be an open_clip folder (open_clip_config.json + weights), the image and the text side."""
+    import json
+
+    from conftest import TINY_CLIP_CFG
+
+    folder = tiny_clip["folder"] / "branch_folder"
+    folder.mkdir(exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG}))
+    torch.save(tiny_clip["model"].state_dict(), folder / "open_clip_pytorch_model.bin")
+    from_file = ClipImageBranch(branch_cfg(*tiny_opts(tiny_clip)))
+    from_folder = ClipImageBranch(branch_cfg(*tiny_opts(tiny_clip, "MODEL.SEM_SEG_HEAD.CLIP_WEIGHTS", str(folder))))
+    names = ["cat", "dog"]
+    torch.testing.assert_close(from_folder.class_embeddings(names), from_file.class_embeddings(names))
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    masks = as_logits(l_shaped_mask(32, 32))[None]
+    text, no_object = from_file.class_embeddings(names), torch.zeros(1)
+    torch.testing.assert_close(from_folder(image, masks, text, no_object), from_file(image, masks, text, no_object))
+
+
 @pytest.mark.parametrize("style", ["cropmask", "crop", "mask"])
 def test_batched_equals_one_by_one(tiny_clip, style):
     torch.manual_seed(1)

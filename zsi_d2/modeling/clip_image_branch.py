@@ -260,7 +260,7 @@ class ClipImageBranch(nn.Module):
             return
         if input_format not in ("RGB", "BGR"):
             raise InputValueError(f"INPUT.FORMAT={input_format!r}: the CLIP image branch reads RGB or BGR images")
-        self.input_format = input_format
+        self.input_format, self.arch = input_format, arch
         self.checkpoint = resolve_local_open_clip(weights, arch, path_key=WEIGHTS_KEY, arch_key=ARCH_KEY,
                                                   what="CLIP image branch:")
         model = create_local_open_clip(self.checkpoint)
@@ -302,7 +302,7 @@ class ClipImageBranch(nn.Module):
             from ..embeddings import get_class_embeddings
 
             self._text_memo[key] = get_class_embeddings(
-                "clip", key, path=self.checkpoint.path, clip_arch=self.checkpoint.model_name,
+                "clip", key, path=self.checkpoint.path, clip_arch=self.arch,
                 templates=IMAGENET_TEMPLATES_SELECT_CLIP, cache_dir=self.cache_dir)
         return self._text_memo[key]
 
