@@ -54,6 +54,53 @@ TINY_MASK_FORMER_OPTS = [
 ]
 
 
+# A tiny open_clip architecture (random weights; fixture `tiny_clip`) for the CLIP tests.
+TINY_CLIP_ARCH = "zsi-d2-test-tiny-clip"
+TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A randomly initialised tiny open_clip model registered as TINY_CLIP_ARCH and saved to disk."""
+    import json
+
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    cfg_file = folder / f"{TINY_CLIP_ARCH}.json"
+    cfg_file.write_text(json.dumps(TINY_CLIP_CFG))
+    open_clip.add_model_config(str(cfg_file))
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_CLIP_ARCH).eval()
+    ckpt = folder / "tiny_clip.pt"
+    torch.save(model.state_dict(), ckpt)
+    return {"arch": TINY_CLIP_ARCH, "ckpt": str(ckpt), "model": model, "folder": folder}
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a socket or to use open_clip's downloaders fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    import open_clip.factory
+    import open_clip.pretrained
+
+    for mod in (open_clip.factory, open_clip.pretrained):
+        for fn in ("download_pretrained", "download_pretrained_from_hf"):
+            if hasattr(mod, fn):
+                monkeypatch.setattr(mod, fn, refuse)
+
+
 def import_tool(name):
     """A script of tools/ as a module (tools/ is not a package)."""
     import importlib

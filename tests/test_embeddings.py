@@ -7,7 +7,6 @@ import gzip
 import json
 import logging
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -31,12 +30,8 @@ from zsi_d2.embeddings import (
 from zsi_d2.embeddings import cache as cache_mod
 from zsi_d2.embeddings.word_vectors import WordVectorSource
 
-TINY_ARCH = "zsi-d2-test-tiny-clip"
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+from conftest import TINY_CLIP_ARCH as TINY_ARCH, TINY_CLIP_CFG as TINY_CFG
+
 WORDS = {
     # word: 4-d vector (hand-picked so averages are easy to check)
     "red": [1.0, 0.0, 0.0, 0.0],
@@ -68,24 +63,6 @@ def isolated_cache(tmp_path, monkeypatch):
     path = tmp_path / "emb_cache"
     monkeypatch.setenv("ZSI_D2_CACHE", str(path))
     return path
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a socket or to use open_clip's downloaders fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    import open_clip.factory
-    import open_clip.pretrained
-
-    for mod in (open_clip.factory, open_clip.pretrained):
-        for fn in ("download_pretrained", "download_pretrained_from_hf"):
-            if hasattr(mod, fn):
-                monkeypatch.setattr(mod, fn, refuse)
 
 
 @pytest.fixture
@@ -124,22 +101,6 @@ def minilm_encode():
 
     encode.path = path
     return encode
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """A randomly initialised tiny open_clip model registered as TINY_ARCH and saved to disk."""
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    cfg_file = folder / f"{TINY_ARCH}.json"
-    cfg_file.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(cfg_file))
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY_ARCH).eval()
-    ckpt = folder / "tiny_clip.pt"
-    torch.save(model.state_dict(), ckpt)
-    return {"arch": TINY_ARCH, "ckpt": str(ckpt), "model": model, "folder": folder}
 
 
 def clip_manual(tiny, prompts):
@@ -448,7 +409,7 @@ def test_clip_errors(tiny_clip, tmp_path, no_network):
         get_class_embeddings("clip", ["cat"], path=tiny_clip["ckpt"], clip_arch="hf-hub:org/model")
     with pytest.raises(ValueError, match="Unknown open_clip architecture"):
         get_class_embeddings("clip", ["cat"], path=tiny_clip["ckpt"], clip_arch="ViT-Q-99")
-    with pytest.raises(RuntimeError, match="CLIP_ARCH matches the checkpoint"):
+    with pytest.raises(ValueError, match=r"not a readable open_clip checkpoint.*CLIP_ARCH matches the checkpoint"):
         get_class_embeddings("clip", ["cat"], path=tiny_clip["ckpt"], clip_arch="RN50", cache_dir="none")
 
 

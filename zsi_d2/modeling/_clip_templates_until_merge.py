@@ -1,0 +1,40 @@
+"""ZegFormer's 32 prompt templates of its CLIP image branch (`IMAGENET_TEMPLATES_SELECT_CLIP`,
+mask_former/third_party/imagenet_templates.py @8cb9e8f), here only until issue 24's branches merge.
+
+MERGE (issue 24): delete this file once zsi_d2.embeddings.prompts defines IMAGENET_TEMPLATES_SELECT_CLIP
+(another branch adds it); zsi_d2/modeling/clip_image_branch.py switches its one marked import line.
+"""
+IMAGENET_TEMPLATES_SELECT_CLIP = (
+    "a bad photo of the {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a cropped photo of a {}.",
+    "This is a photo of a {}",
+    "This is a photo of a small {}",
+    "This is a photo of a medium {}",
+    "This is a photo of a large {}",
+    "This is a masked photo of a {}",
+    "This is a masked photo of a small {}",
+    "This is a masked photo of a medium {}",
+    "This is a masked photo of a large {}",
+    "This is a cropped photo of a {}",
+    "This is a cropped photo of a small {}",
+    "This is a cropped photo of a medium {}",
+    "This is a cropped photo of a large {}",
+    "A photo of a {} in the scene",
+    "a bad photo of the {} in the scene",
+    "a photo of the large {} in the scene",
+    "a photo of the small {} in the scene",
+    "a cropped photo of a {} in the scene",
+    "a photo of a masked {} in the scene",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "This is a {} in the scene",
+    "This is the {} in the scene",
+    "This is one {} in the scene",
+    "There is a masked {} in the scene",
+    "There is the masked {} in the scene",
+    "This is a masked {} in the scene",
+    "This is the masked {} in the scene",
+    "This is one masked {} in the scene",
+)
