@@ -240,7 +240,7 @@ def test_gzero_calibrate_lowers_only_the_seen_channels(zegformer):
     (["MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE", "res9"], "neither one of"),
     (["MODEL.MASK_FORMER.CRITERION", "focal"], "MODEL.MASK_FORMER.CRITERION 'focal'"),
     (["MODEL.MASK_FORMER.CLASSIFIER", "linear"], "must be 'embedding'"),
-    (["MODEL.ZEGFORMER.GZERO_CALIBRATE", -0.1], "GZERO_CALIBRATE must be >= 0"),
+    (["MODEL.CLIP_CLS_STYLE", "box"], "MODEL.CLIP_CLS_STYLE"),
 ])
 def test_zegformer_bad_config_is_one_line(opts, needle):
     with pytest.raises(InputValueError) as e:
@@ -278,3 +278,45 @@ def test_standard_decoder_reads_the_pixel_decoder_outputs(zegformer, source):
         out = model(_batch(model, with_targets=False))[0]
     assert torch.isfinite(out["sem_seg"]).all()
     assert seen[0][-2:] == ((4, 4) if source == "transformer_encoder" else (32, 32))  # stride 32 vs 4 of 128 px
+
+
+# ---- the CLIP image branch inside ZegFormer -----------------------------------------------------
+def test_image_branch_off_by_default(zegformer):
+    assert not zegformer.image_branch.enabled
+    assert not any("image_branch" in k for k in zegformer.state_dict())  # checkpoints unchanged by the branch
+
+
+def test_image_branch_feeds_the_semantic_sum(zegformer, tiny_clip, no_network, tmp_path):
+    """With a CLIP checkpoint, the semantic output is the sum over queries of the branch's fused
+    probabilities x mask probabilities (ZegFormer's semantic_inference2, no renormalisation); the
+    panoptic output stays the segmenter's; GZERO_CALIBRATE then lowers the seen channels."""
+    from zsi_d2.modeling.class_set import apply_class_set, dataset_class_set
+    from zsi_d2.modeling.clip_image_branch import ClipImageBranch
+    from zsi_d2.modeling.mask_former.inference import upsample_to_padded
+
+    plain = copy.deepcopy(zegformer).eval()
+    apply_class_set(plain, dataset_class_set("zs_shapes_val_panoptic", "auto"))
+    fused = copy.deepcopy(plain)
+    fused.image_branch = ClipImageBranch(weights=tiny_clip["ckpt"], arch=tiny_clip["arch"], ensembling=True,
+                                         cache_dir=str(tmp_path))
+    assert fused.image_branch.enabled
+    batch = _batch(plain, with_targets=False)
+    with torch.no_grad():
+        a, b = plain(batch)[0], fused(batch)[0]
+        images = plain.preprocess_image(batch)
+        outputs = plain.predict(images.tensor)
+        masks = upsample_to_padded(outputs["pred_masks"][0], tuple(images.tensor.shape[-2:]))
+        text = fused.image_branch.class_embeddings(fused.class_set.names)
+        probs = fused.image_branch.classify(batch[0]["image"], masks, outputs["pred_logits"][0],
+                                            fused.class_set.is_seen, text)
+    expected = torch.einsum("qc,qhw->chw", probs, masks.sigmoid())  # 128 px: no crop or resize
+    ids = fused.class_set.dataset_ids
+    torch.testing.assert_close(b["sem_seg"][ids], expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(a["sem_seg"], b["sem_seg"])
+    assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
+    fused.gzero_calibrate = 0.1
+    with torch.no_grad():
+        c = fused(batch)[0]["sem_seg"]
+    seen = fused.class_set.is_seen_dataset
+    torch.testing.assert_close(c[seen], b["sem_seg"][seen] - 0.1)
+    torch.testing.assert_close(c[~seen], b["sem_seg"][~seen])

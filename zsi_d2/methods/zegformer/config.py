@@ -1,17 +1,15 @@
-"""ZegFormer's config keys. The rest of a ZegFormer config is the mask-classification core's
-(MODEL.MASK_FORMER: TRANSFORMER_DECODER_NAME "StandardTransformerDecoder", TRANSFORMER_IN_FEATURE,
-CRITERION "full_mask"; MODEL.ZERO_SHOT: the text embeddings and LOGIT_SCALE = 1 / temperature)."""
-from detectron2.config import CfgNode as CN
+"""ZegFormer's config keys. A ZegFormer config is the mask-classification core's (MODEL.MASK_FORMER:
+TRANSFORMER_DECODER_NAME "StandardTransformerDecoder", TRANSFORMER_IN_FEATURE, CRITERION
+"full_mask"; MODEL.ZERO_SHOT: the text embeddings, their prompt ensemble and LOGIT_SCALE =
+1 / temperature) plus the CLIP image branch's keys under ZegFormer's own names
+(zsi_d2.modeling.clip_image_branch: MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION / CLIP_WEIGHTS /
+CLIP_PRETRAINED, MODEL.CLIP_CLS_STYLE, MODEL.MASK_FORMER.ENSEMBLING / ENSEMBLING_ALL_CLS /
+GZERO_CALIBRATE), so ZegFormer's YAML keys read here."""
+from ...modeling.clip_image_branch import add_clip_image_branch_config
 
 __all__ = ["add_zegformer_config"]
 
 
 def add_zegformer_config(cfg):
-    """Add MODEL.ZEGFORMER (only keys with defaults). Safe to call twice."""
-    if "ZEGFORMER" in cfg.MODEL:
-        return cfg
-    z = cfg.MODEL.ZEGFORMER = CN()
-    # Subtracted from the seen classes' channels of the semantic output (ZegFormer's
-    # GZERO_CALIBRATE: 0.1 in its COCO-Stuff GZSS evaluation config, 0 elsewhere).
-    z.GZERO_CALIBRATE = 0.0
-    return cfg
+    """Add ZegFormer's keys (the image branch's; only keys with defaults). Safe to call twice."""
+    return add_clip_image_branch_config(cfg)

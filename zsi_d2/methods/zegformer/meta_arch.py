@@ -1,10 +1,14 @@
-"""ZegFormer's meta-architecture: the mask-classification core with ZegFormer's segment classifier.
+"""ZegFormer's meta-architecture: the mask-classification core with ZegFormer's segment classifier
+and, at test time, its CLIP image branch and seen-score subtraction on the semantic output.
 
-What ZegFormer adds to the core is configuration (MaskFormer's decoder over the backbone's res5,
-MaskFormer's whole-mask criterion: configs/zegformer/) and, here, its segment classifier and its
-test-time seen-score subtraction on the semantic output (MODEL.ZEGFORMER.GZERO_CALIBRATE). The
-decoder may also be the core's Mask2Former decoder (a config change). Training, class-set
-switching and the semantic / panoptic / instance outputs are the core's.
+What ZegFormer adds to the core is mostly configuration (MaskFormer's decoder over the backbone's
+res5 and MaskFormer's whole-mask criterion, both options of the core: configs/zegformer/); here:
+- its segment classifier (`SegmentClassifier`);
+- the CLIP image branch (zsi_d2.modeling.clip_image_branch; on with a local CLIP checkpoint): the
+  semantic output sums the fused segmenter + CLIP probabilities as published; the panoptic and
+  instance outputs (the core's, which ZegFormer does not have) stay the segmenter's;
+- MODEL.MASK_FORMER.GZERO_CALIBRATE, subtracted from the seen channels of the semantic output last.
+The decoder may also be the core's Mask2Former decoder (a config change).
 """
 from typing import Dict, List
 
@@ -13,6 +17,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
 from ...errors import InputValueError
+from ...modeling.clip_image_branch import ClipImageBranch, gzero_calibrate
 from ...modeling.mask_former.meta_arch import ZeroShotMaskFormer
 from .segment_classifier import build_segment_classifier
 
@@ -24,16 +29,16 @@ class ZegFormer(ZeroShotMaskFormer):
     """Class-agnostic segments from queries, classified by name (Ding et al., CVPR 2022)."""
 
     @configurable
-    def __init__(self, *, gzero_calibrate: float = 0.0, **kwargs):
+    def __init__(self, *, image_branch: ClipImageBranch, gzero_calibrate: float = -1.0, **kwargs):
         super().__init__(**kwargs)
+        self.image_branch = image_branch
         self.gzero_calibrate = gzero_calibrate
 
     @classmethod
     def from_config(cls, cfg):
-        if cfg.MODEL.ZEGFORMER.GZERO_CALIBRATE < 0:
-            raise InputValueError(f"MODEL.ZEGFORMER.GZERO_CALIBRATE must be >= 0, got {cfg.MODEL.ZEGFORMER.GZERO_CALIBRATE}")
         ret = super().from_config(cfg)
-        ret["gzero_calibrate"] = cfg.MODEL.ZEGFORMER.GZERO_CALIBRATE
+        ret["image_branch"] = ClipImageBranch(cfg)
+        ret["gzero_calibrate"] = cfg.MODEL.MASK_FORMER.GZERO_CALIBRATE
         return ret
 
     @classmethod
@@ -44,11 +49,17 @@ class ZegFormer(ZeroShotMaskFormer):
                                   "'embedding' (its segment classifier replaces it)")
         return build_segment_classifier(cfg)
 
+    def semantic_class_probabilities(self, mask_cls, mask_pred, batched_input):
+        if not self.image_branch.enabled:
+            return None
+        text = self.image_branch.class_embeddings(self.class_set.names)
+        return self.image_branch.classify(batched_input["image"], mask_pred, mask_cls, self.class_set.is_seen, text)
+
     def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList,
                   panoptic_as_tensors: bool = False) -> List[Dict]:
         results = super().inference(outputs, batched_inputs, images, panoptic_as_tensors)
-        if self.gzero_calibrate and self.semantic_on:
-            seen = self.class_set.is_seen_dataset.to(self.device)
+        if self.semantic_on and self.gzero_calibrate > 0:
+            seen = self.class_set.is_seen_dataset
             for r in results:
-                r["sem_seg"] = r["sem_seg"] - self.gzero_calibrate * seen[:, None, None].to(r["sem_seg"].dtype)
+                r["sem_seg"] = gzero_calibrate(r["sem_seg"], seen, self.gzero_calibrate)
         return results

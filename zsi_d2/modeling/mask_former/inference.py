@@ -14,7 +14,7 @@ tensors, and `panoptic_segments_info` turns them into `segments_info` outside a 
 `panoptic_inference` does both. `instance_inference` returns `Instances`, which detectron2's
 `TracingAdapter` flattens.
 """
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -67,14 +67,16 @@ def resize_mask_predictions(
     return crop_and_resize(upsample_to_padded(mask_pred, padded_size), image_size, output_size)
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
+                       class_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(K, H, W) per-pixel class scores: sum over queries of P(class | query) x P(pixel in mask).
 
     The softmax is over all K+1 logits and "no object" is dropped afterwards, so a query that is
-    mostly "no object" contributes little to every class.
+    mostly "no object" contributes little to every class. `class_probs` (Q, K), when given, replaces
+    that softmax as it is (ZegFormer's fused segmenter + CLIP scores: no renormalisation).
     """
-    probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+    probs = F.softmax(mask_cls, dim=-1)[..., :-1] if class_probs is None else class_probs
+    return torch.einsum("qc,qhw->chw", probs.to(mask_pred.dtype), mask_pred.sigmoid())
 
 
 def _as_is_thing(is_thing, num_classes: int, device) -> torch.Tensor:

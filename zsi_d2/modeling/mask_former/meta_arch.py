@@ -200,11 +200,12 @@ class ZeroShotMaskFormer(nn.Module):
                                                       batched_inputs, images.image_sizes):
             size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             mask_pred = upsample_to_padded(mask_pred, padded)
+            class_probs = self.semantic_class_probabilities(mask_cls, mask_pred, x) if self.semantic_on else None
             if resize_masks_first:
                 mask_pred = crop_and_resize(mask_pred, image_size, size)
             result = {}
             if self.semantic_on:
-                local = semantic_inference(mask_cls, mask_pred)
+                local = semantic_inference(mask_cls, mask_pred, class_probs)
                 if not resize_masks_first:
                     local = crop_and_resize(local, image_size, size)
                 sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
@@ -215,6 +216,12 @@ class ZeroShotMaskFormer(nn.Module):
                 result["instances"] = self._instances(mask_cls, mask_pred)
             results.append(result)
         return results
+
+    def semantic_class_probabilities(self, mask_cls, mask_pred, batched_input):
+        """(Q, K) class probabilities for one image's semantic sum instead of softmax(mask_cls), or
+        None (the core's rule). A method that re-scores masks at test time (ZegFormer's CLIP image
+        branch) overrides it; mask_pred are the mask logits at the padded input size."""
+        return None
 
     def _panoptic(self, mask_cls, mask_pred, as_tensors: bool = False):
         """(panoptic_seg, segments_info) with dataset category ids; `as_tensors`: (panoptic_seg,
