@@ -22,6 +22,7 @@ from .label_maps import pixels_of, remap_labels
 __all__ = [
     "PARTIAL_SUFFIX", "tmp_name", "load_json", "write_json", "write_image", "start_folder", "finish_folder",
     "count_files", "parallel_map", "read_label_image", "remap_label_folder", "label_folder_counts",
+    "format_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -128,3 +129,16 @@ def label_folder_counts(per_image: Sequence[int], dropped: bool) -> dict:
         "images_with_unseen_pixels": int(sum(n > 0 for n in per_image)),
         ("unseen_pixels_set_to_ignore" if dropped else "unseen_pixels"): int(sum(per_image)),
     }
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable counts of a preparation summary (for the CLIs)."""
+    head = (f"{summary['split']} ({summary['kind']}, {summary['seen_classes']} seen / "
+            f"{summary['unseen_classes']} unseen)")
+    if summary.get("skipped"):
+        head += ": already prepared, nothing done (use --force to rebuild)"
+    lines = [head]
+    for output, counts in summary["counts"].items():
+        lines.append(f"  {output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    lines.append(f"  files in {os.path.dirname(next(iter(summary['outputs'].values())))}")
+    return "\n".join(lines)

@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from ...errors import InputFileNotFoundError
 from ...utils.panoptic_ids import read_panoptic_png
-from ..prepare_files import (
-    count_files, finish_folder, label_folder_counts, load_json, parallel_map, read_label_image, remap_label_folder,
-    start_folder, write_image, write_json,
+from ..prepare_files import (  # noqa: F401  (format_summary: the CLI's, exported here)
+    count_files, finish_folder, format_summary, label_folder_counts, load_json, parallel_map, read_label_image,
+    remap_label_folder, start_folder, write_image, write_json,
 )
 from ..splits import get_split
 from .categories import split_categories
@@ -188,15 +188,3 @@ def prepare_coco_split(split_name: str, coco_dir: Optional[str] = None, force: b
     }
     write_json(out["summary"], summary)
     return dict(summary, skipped=False)
-
-
-def format_summary(summary: dict) -> str:
-    """Human-readable counts for the CLI."""
-    head = f"{summary['split']} ({summary['kind']}, {summary['seen_classes']} seen / {summary['unseen_classes']} unseen)"
-    if summary.get("skipped"):
-        head += ": already prepared, nothing done (use --force to rebuild)"
-    lines = [head]
-    for output, counts in summary["counts"].items():
-        lines.append(f"  {output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    lines.append(f"  files in {os.path.dirname(next(iter(summary['outputs'].values())))}")
-    return "\n".join(lines)
