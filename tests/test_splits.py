@@ -151,6 +151,18 @@ def test_coco_stuff_156_15_table():
     assert set(seen_stuff) == set(split.stuff) - set(UNSEEN_COCO_STUFF_15)
 
 
+# ZegFormer's COCO-Stuff classes (COCO_CATEGORIES_Seen of datasets/coco-stuff/prepare_coco_stuff_sem_seg_val_all.py
+# @8cb9e8f, the order of its seen_classnames.json): sha256 of the 156 names joined by "\n".
+ZEGFORMER_COCO_STUFF_SEEN_SHA256 = "e3ea3e091a14ed7624a659a23f8aabdac2008aec5a4ff1a7a8e409924947345f"
+
+
+def test_coco_stuff_156_15_is_zegformers():
+    """seen + unseen in ZegFormer's order (its all_classnames.json: the embedding rows of its GZSS evaluation)."""
+    split = get_split("coco_stuff_156_15")
+    assert _sha256(split.seen) == ZEGFORMER_COCO_STUFF_SEEN_SHA256
+    assert split.unseen == UNSEEN_COCO_STUFF_15
+
+
 def test_pascal_splits():
     voc = get_split("voc_15_5")
     assert (voc.seen, voc.unseen) == (SEEN_VOC_15, UNSEEN_VOC_5)
