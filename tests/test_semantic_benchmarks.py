@@ -2,6 +2,7 @@
 evaluation with a 16-bit ignore label (fixtures: tests/semantic_fixtures.py)."""
 import importlib.util
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -111,7 +112,22 @@ def test_voc_missing_sources_name_the_path_and_the_download(tmp_path):
         prepare_semantic_split("voc_15_5", str(tmp_path / "VOCdevkit" / "VOC2012"), progress=False)
     msg = str(err.value)
     assert os.path.join(str(tmp_path), "VOCdevkit", "VOC2012", "SegmentationClassAug") in msg
-    assert "VOCtrainval_11-May-2012.tar" in msg and "datasets/README.md" in msg
+    assert "VOCtrainval_11-May-2012.tar" in msg and "datasets/README.md" in msg.splitlines()[0]
+
+
+def test_voc_unreadable_sources_are_one_line_errors(tmp_path):
+    root = fx.build_voc_root(str(tmp_path / "a"))
+    os.remove(os.path.join(root, "JPEGImages", "2008_000123.jpg"))
+    with pytest.raises(FileNotFoundError, match=r"'voc_15_5' train: 1 labelled images are missing from .*JPEGImages "
+                                                r"\(e.g. 2008_000123.jpg\)"):
+        prepare_semantic_split("voc_15_5", root, progress=False)
+    root = fx.build_voc_root(str(tmp_path / "b"), labels="sbd")
+    bad = os.path.join(os.path.dirname(root), "benchmark_RELEASE", "dataset", "cls", fx.SBD_ONLY[0] + ".mat")
+    from scipy.io import savemat
+
+    savemat(bad, {"GTinst": np.zeros((2, 2))})  # SBD's instance file, not its class file
+    with pytest.raises(ValueError, match=r"2008_000123.mat is not an SBD class label file \(no GTcls"):
+        prepare_semantic_split("voc_15_5", root, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,12 +172,20 @@ def test_ade_from_the_release(tmp_path):
                                   _expected_ade(fx.ADE_TRAIN["ADE_train_00000001"], drop_unseen=True))
 
 
+def test_ade_index_without_its_lists_is_refused(tmp_path):
+    root = fx.build_ade_root(str(tmp_path), source="release")
+    with open(os.path.join(root, "index_ade20k.pkl"), "wb") as f:
+        pickle.dump({"objectnames": []}, f)
+    with pytest.raises(ValueError, match="index_ade20k.pkl has no 'folder' / 'filename' lists"):
+        prepare_semantic_split("ade20k_full_572_275", root, progress=False)
+
+
 def test_ade_missing_sources_name_maskformer_and_the_release(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         prepare_semantic_split("ade20k_full_572_275", str(tmp_path / "ADE20K_2021_17_01"), progress=False)
     msg = str(err.value)
     assert os.path.join("ADE20K_2021_17_01", "annotations_detectron2", "training") in msg
-    assert "prepare_ade20k_full_sem_seg.py" in msg and "index_ade20k.pkl" in msg
+    assert "prepare_ade20k_full_sem_seg.py" in msg.splitlines()[0] and "index_ade20k.pkl" in msg.splitlines()[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +216,8 @@ def test_missing_prepared_files_name_the_prepare_command(tmp_path, monkeypatch):
         with pytest.raises(FileNotFoundError) as err:
             DatasetCatalog.get("ade20k_full_zss_572_275_val")
         msg = str(err.value)
-        assert os.path.join(str(tmp_path), "ADE20K_2021_17_01", "zero_shot", "ade20k_full_572_275", "sem_seg_val") in msg
+        prepared = os.path.join(str(tmp_path), "ADE20K_2021_17_01", "zero_shot", "ade20k_full_572_275", "sem_seg_val")
+        assert prepared in msg
         assert "python datasets/prepare_semantic_zero_shot.py --split ade20k_full_572_275" in msg
     finally:
         monkeypatch.undo()

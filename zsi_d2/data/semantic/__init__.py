@@ -5,7 +5,9 @@ benchmarks.py says where each benchmark's files are (its own module, voc.py / ad
 and reads them), pipeline.py writes a split's label maps (datasets/prepare_semantic_zero_shot.py is
 its CLI) and register.py registers the datasets, lazily, when this package is imported.
 """
-from .benchmarks import SEMANTIC_BENCHMARKS, benchmark_root, get_benchmark, prepare_command, prepared_paths  # noqa: F401
+from .benchmarks import (  # noqa: F401
+    SEMANTIC_BENCHMARKS, benchmark_root, get_benchmark, prepare_command, prepared_paths,
+)
 from .pipeline import prepare_semantic_split  # noqa: F401
 from .register import (  # noqa: F401
     SEMANTIC_ZERO_SHOT_DATASETS, load_semantic_zero_shot, register_all_semantic_zero_shot, semantic_dataset_names,

@@ -28,7 +28,7 @@ from ..prepare_files import finish_folder, parallel_map, read_label_image, start
 from ..splits import ADE20K_FULL_IDS
 
 __all__ = ["source_paths", "check_sources", "prepare_sources", "items", "read_label", "image_dir", "SOURCE_LABELS",
-           "DOWNLOADS", "ADE_IGNORE_LABEL", "release_labels", "resized_size"]
+           "RELEASE", "ADE_IGNORE_LABEL", "release_labels", "resized_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,7 @@ SOURCE_LABELS = "uint16 ADE20k-Full label map (trainId 0..846, 65535 = unlabelle
 _SUBSETS = {"train": "training", "val": "validation"}
 _MAX_SIZE = 512  # MaskFormer's preparation: shorter side capped at 512
 
-DOWNLOADS = {
-    "images": "MaskFormer's datasets/prepare_ade20k_full_sem_seg.py, or let this script write it from the "
-              "ADE20K_2021_17_01 release (index_ade20k.pkl + images/)",
-    "index": "the ADE20K_2021_17_01 release from https://groups.csail.mit.edu/vision/datasets/ADE20K/ "
-             "(registration required), unpacked into $DETECTRON2_DATASETS",
-}
-DOWNLOADS["labels"] = DOWNLOADS["images"]
+RELEASE = "https://groups.csail.mit.edu/vision/datasets/ADE20K/"
 
 
 def source_paths(root: str) -> Dict[str, str]:
@@ -62,13 +56,13 @@ def _prepared(root: str) -> bool:
 
 def check_sources(root: str) -> None:
     src = source_paths(root)
-    missing = [k for k in src if k != "index" and not os.path.isdir(src[k])]
+    missing = [src[k] for k in src if k != "index" and not os.path.isdir(src[k])]
     if missing:
-        kind = lambda k: k.split("_", 1)[1]  # noqa: E731
-        lines = "\n".join(f"  {src[k]}\n      (from {DOWNLOADS[kind(k)]})" for k in missing)
         raise InputFileNotFoundError(
-            f"Cannot prepare 'ade20k_full_572_275': ADE20k-Full files missing under {root}:\n{lines}\n"
-            f"(nor is there {src['index']}, from {DOWNLOADS['index']}; see datasets/README.md)"
+            f"Cannot prepare 'ade20k_full_572_275': ADE20k-Full files missing under {root}: run MaskFormer's "
+            "datasets/prepare_ade20k_full_sem_seg.py, or unpack the ADE20K_2021_17_01 release there (index_ade20k.pkl "
+            f"+ images/, from {RELEASE}) and this script writes them (datasets/README.md). Missing:\n"
+            + "\n".join(f"  {path}" for path in missing)
         )
 
 

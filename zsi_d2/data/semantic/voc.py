@@ -70,9 +70,9 @@ def check_sources(root: str) -> None:
     if missing:
         lines = "\n".join(f"  {src[k]}\n      (from {DOWNLOADS[k]})" for k in missing)
         raise InputFileNotFoundError(
-            f"Cannot prepare 'voc_15_5': Pascal VOC files missing under {root}:\n{lines}\n"
-            "(labels: SegmentationClassAug/, or SegmentationClass/ plus SBD's benchmark_RELEASE/; "
-            "see datasets/README.md)"
+            f"Cannot prepare 'voc_15_5': Pascal VOC files missing under {root}: put VOC 2012 and the SBD labels "
+            "there (SegmentationClassAug/, or SegmentationClass/ plus SBD's benchmark_RELEASE/; datasets/README.md). "
+            f"Missing:\n{lines}"
         )
 
 
