@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # works from a checkout too
 import zsi_d2  # noqa: F401,E402  (compat layer before detectron2; registers the datasets)
-from zsi_d2.data.prepare_files import format_summary  # noqa: E402
+from zsi_d2.data.prepare_files import run_preparation  # noqa: E402
 from zsi_d2.data.semantic import (  # noqa: E402
     SEMANTIC_BENCHMARKS, benchmark_root, prepare_semantic_split, semantic_dataset_names,
 )
@@ -42,14 +42,11 @@ def main(argv=None) -> int:
                 "--root %s is not %s: the registered datasets look under $DETECTRON2_DATASETS, so point it at the "
                 "folder holding %s when training.", root, benchmark_root(split), SEMANTIC_BENCHMARKS[split].folder,
             )
-        try:
-            summary = prepare_semantic_split(split, root, force=args.force, workers=args.workers,
-                                             progress=not args.no_progress)
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-            return 2
-        print(format_summary(summary))
-        print("  registered as: " + ", ".join(f"{n} ({m})" for n, m in semantic_dataset_names(split).items()))
+        status = run_preparation(lambda: prepare_semantic_split(split, root, force=args.force, workers=args.workers,
+                                                                progress=not args.no_progress),
+                                 semantic_dataset_names(split))
+        if status:
+            return status
     return 0
 
 

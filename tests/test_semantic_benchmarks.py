@@ -1,8 +1,8 @@
 """Pascal VOC 15/5 and ADE20k-Full 572/275: preparation from the standard files, registration, audit,
 evaluation with a 16-bit ignore label (fixtures: tests/semantic_fixtures.py)."""
-import importlib.util
 import os
 import pickle
+import runpy
 
 import numpy as np
 import pytest
@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 
 import zsi_d2  # noqa: F401  (compat layer + registrations)
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
-from zsi_d2.config import add_zsi_d2_config
+from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import audit
 from zsi_d2.data.semantic import (
     SEMANTIC_ZERO_SHOT_DATASETS, prepare_semantic_split, prepared_paths, register_all_semantic_zero_shot,
@@ -224,13 +223,6 @@ def test_missing_prepared_files_name_the_prepare_command(tmp_path, monkeypatch):
         register_all_semantic_zero_shot()
 
 
-def _cfg(train):
-    cfg = get_cfg()
-    add_zsi_d2_config(cfg)
-    cfg.DATASETS.TRAIN = (train,)
-    return cfg
-
-
 @pytest.mark.parametrize("name,stem,unseen", [
     ("voc_zss_15_5_train", "2008_000123", "sofa"),
     ("ade20k_full_zss_572_275_train", "ADE_train_00000002", "adding machine, totalizer, totaliser"),  # label 846
@@ -247,8 +239,10 @@ def test_prepared_training_sets_pass_the_audit_and_a_planted_unseen_pixel_fails_
         report = audit.audit_dataset(name)
         assert [(os.path.basename(leak.file_name), leak.kind, leak.class_name) for leak in report.leaks] == [
             (stem + ".jpg", "pixels", unseen)]
+        cfg = get_zsi_d2_cfg()
+        cfg.DATASETS.TRAIN = (name,)
         with pytest.raises(RuntimeError, match="refusing to train"):
-            audit.check_training_sets(_cfg(name))
+            audit.check_training_sets(cfg)
     finally:
         Image.fromarray(original).save(path)
     assert audit.audit_dataset(name).ok
@@ -287,12 +281,9 @@ def test_16_bit_ignore_label_in_zsi_d2s_and_detectron2s_evaluators(base):
 
 
 def test_cli_prints_counts_and_names(base, capsys, tmp_path):
-    script = os.path.join(REPO, "datasets", "prepare_semantic_zero_shot.py")
-    spec = importlib.util.spec_from_file_location("prepare_semantic_zero_shot", script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main(["--root", base["voc"], "--split", "voc_15_5", "--no-progress"]) == 0
+    main = runpy.run_path(os.path.join(REPO, "datasets", "prepare_semantic_zero_shot.py"))["main"]
+    assert main(["--root", base["voc"], "--split", "voc_15_5", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "already prepared" in out and "label_maps=3" in out and "voc_zss_15_5_val_zsi (zsi)" in out
-    assert cli.main(["--root", str(tmp_path), "--split", "ade20k_full_572_275", "--no-progress"]) == 2
+    assert main(["--root", str(tmp_path), "--split", "ade20k_full_572_275", "--no-progress"]) == 2
     assert "annotations_detectron2" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +23,7 @@ from .label_maps import pixels_of, remap_labels
 __all__ = [
     "PARTIAL_SUFFIX", "tmp_name", "load_json", "write_json", "write_image", "start_folder", "finish_folder",
     "count_files", "parallel_map", "read_label_image", "remap_label_folder", "label_folder_counts",
-    "format_summary",
+    "format_summary", "run_preparation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,3 +143,16 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     lines.append(f"  files in {os.path.dirname(next(iter(summary['outputs'].values())))}")
     return "\n".join(lines)
+
+
+def run_preparation(prepare: Callable[[], dict], names: dict) -> int:
+    """A CLI's preparation of one split: its counts and registered {name: mode}, or `error: ...` on
+    stderr and exit status 2 for a known mistake (missing or unreadable input)."""
+    try:
+        summary = prepare()
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print("  registered as: " + ", ".join(f"{n} ({m})" for n, m in names.items()))
+    return 0
