@@ -287,3 +287,25 @@ def test_cli_prints_counts_and_names(base, capsys, tmp_path):
     assert "already prepared" in out and "label_maps=3" in out and "voc_zss_15_5_val_zsi (zsi)" in out
     assert main(["--root", str(tmp_path), "--split", "ade20k_full_572_275", "--no-progress"]) == 2
     assert "annotations_detectron2" in capsys.readouterr().err
+
+
+def test_mask_former_semantic_mapper_reads_16_bit_training_labels(base):
+    """The semantic recipe on ADE20k-Full's training set: 65535 is never a target, no rare class is one."""
+    from zsi_d2.data.mappers import MaskFormerSemanticMapper
+
+    cfg = get_zsi_d2_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "mask_former", "coco", "semantic_156_15.yaml"))
+    cfg.merge_from_list(["DATASETS.TRAIN", "('ade20k_full_zss_572_275_train',)", "INPUT.MIN_SIZE_TRAIN", "(24,)",
+                         "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.CROP.SIZE", "(16, 16)"])
+    mapper = MaskFormerSemanticMapper(cfg, is_train=True)
+    assert mapper.ignore_label == 65535
+    rare = {fx.ade_train_id(n) for n in get_split("ade20k_full_572_275").unseen}
+    seen_targets = set()
+    for _ in range(4):
+        for d in DatasetCatalog.get("ade20k_full_zss_572_275_train"):
+            out = mapper(d)
+            classes = set(out["instances"].gt_classes.tolist())
+            assert not classes & rare and 65535 not in classes
+            assert set(out["sem_seg"].unique().tolist()) <= classes | {65535}
+            seen_targets |= classes
+    assert {fx.ade_train_id(fx.WALL), fx.ade_train_id(fx.SKY)} <= seen_targets
