@@ -13,7 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # works from a checkout too
 import zsi_d2  # noqa: F401  (compat layer before detectron2; registers the datasets)
-from zsi_d2.data.coco import COCO_SPLIT_LAYOUTS, coco_root, dataset_names, format_summary, prepare_coco_split
+from zsi_d2.data.coco import COCO_SPLIT_LAYOUTS, coco_root, dataset_names, prepare_coco_split
+from zsi_d2.data.prepare_files import run_preparation
 
 
 def main(argv=None) -> int:
@@ -36,14 +37,10 @@ def main(argv=None) -> int:
             coco_dir, coco_root(), os.path.dirname(coco_dir),
         )
     for split in args.split:
-        try:
-            summary = prepare_coco_split(split, coco_dir, force=args.force, workers=args.workers,
-                                         progress=not args.no_progress)
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-            return 2
-        print(format_summary(summary))
-        print("  registered as: " + ", ".join(f"{n} ({m})" for n, m in dataset_names(split).items()))
+        status = run_preparation(lambda: prepare_coco_split(split, coco_dir, force=args.force, workers=args.workers,
+                                                            progress=not args.no_progress), dataset_names(split))
+        if status:
+            return status
     return 0
 
 

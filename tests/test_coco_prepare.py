@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from zsi_d2.data.coco import pipeline, prepare_coco_split, prepared_paths, split_categories
+from zsi_d2.data.coco import prepare_coco_split, prepared_paths, split_categories
 from zsi_d2.data.coco.prepare import IGNORE_LABEL, contiguous_ids
+from zsi_d2.data.prepare_files import PARTIAL_SUFFIX
 from zsi_d2.utils.panoptic_ids import rgb2id
 from zsi_d2.data.splits import COCO_THING_CLASSES, get_split
 
@@ -249,12 +250,12 @@ def test_rerun_is_safe_and_force_rebuilds(tmp_path):
     assert again["skipped"] and not first["skipped"] and os.stat(target).st_mtime_ns == stamp
     # An interrupted run: summary missing, a half-written partial folder with a stale temp file.
     os.remove(paths["summary"])
-    os.rename(paths["val_sem_seg"], paths["val_sem_seg"] + pipeline._PARTIAL)
-    open(os.path.join(paths["val_sem_seg"] + pipeline._PARTIAL, "x.png.tmp-1"), "w").close()
+    os.rename(paths["val_sem_seg"], paths["val_sem_seg"] + PARTIAL_SUFFIX)
+    open(os.path.join(paths["val_sem_seg"] + PARTIAL_SUFFIX, "x.png.tmp-1"), "w").close()
     resumed = prepare_coco_split("coco_stuff_156_15", coco_dir, progress=False)
     assert not resumed["skipped"] and resumed["counts"]["val"] == first["counts"]["val"]
     assert not any(".tmp-" in f for f in os.listdir(paths["val_sem_seg"]))
-    assert not os.path.exists(paths["val_sem_seg"] + pipeline._PARTIAL)
+    assert not os.path.exists(paths["val_sem_seg"] + PARTIAL_SUFFIX)
     assert os.stat(target).st_mtime_ns == stamp  # finished outputs were kept
     forced = prepare_coco_split("coco_stuff_156_15", coco_dir, force=True, progress=False)
     assert not forced["skipped"] and os.stat(target).st_mtime_ns != stamp

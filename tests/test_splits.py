@@ -1,4 +1,5 @@
 """Split definitions: sizes, published order, exact coverage of each dataset's categories."""
+import hashlib
 import json
 import os
 
@@ -72,6 +73,7 @@ SIZES = {
     "coco_stuff_156_15": (156, 15, 0),
     "voc_15_5": (15, 5, 0),
     "pascal_context_29_4": (29, 4, 0),
+    "ade20k_full_572_275": (572, 275, 0),
     "zs_shapes": (17, 5, 5),
 }
 
@@ -149,12 +151,61 @@ def test_coco_stuff_156_15_table():
     assert set(seen_stuff) == set(split.stuff) - set(UNSEEN_COCO_STUFF_15)
 
 
+# ZegFormer's COCO-Stuff classes (COCO_CATEGORIES_Seen of datasets/coco-stuff/prepare_coco_stuff_sem_seg_val_all.py
+# @8cb9e8f, the order of its seen_classnames.json): sha256 of the 156 names joined by "\n".
+ZEGFORMER_COCO_STUFF_SEEN_SHA256 = "e3ea3e091a14ed7624a659a23f8aabdac2008aec5a4ff1a7a8e409924947345f"
+
+
+def test_coco_stuff_156_15_is_zegformers():
+    """seen + unseen in ZegFormer's order (its all_classnames.json: the embedding rows of its GZSS evaluation)."""
+    split = get_split("coco_stuff_156_15")
+    assert _sha256(split.seen) == ZEGFORMER_COCO_STUFF_SEEN_SHA256
+    assert split.unseen == UNSEEN_COCO_STUFF_15
+
+
 def test_pascal_splits():
     voc = get_split("voc_15_5")
     assert (voc.seen, voc.unseen) == (SEEN_VOC_15, UNSEEN_VOC_5)
     ctx = get_split("pascal_context_29_4")
     assert (ctx.seen, ctx.unseen) == (SEEN_CONTEXT_29, UNSEEN_CONTEXT_4)
     assert set(ctx.stuff) == set(SEEN_CONTEXT_29[16:]) - {"keyboard"}
+
+
+# ADE20k-Full 847, from ADE20K_SEM_SEG_FULL_CATEGORIES of dingjiansw101/ZegFormer @8cb9e8f
+# (datasets/ade20k-full-frequency-split/create_ade-frequency_json.py; Mask2Former's table has the same
+# names, ids and order): sha256 of its names joined by "\n", and of its "id|frequency|name" rows.
+ADE847_NAMES_SHA256 = "ee311c5f3b780a16a58f40726927f6c41149860a5fca6c1116ea1dca129efd8b"
+ADE847_ROWS_SHA256 = "15448dd57615934ed5383caad7d9767a6e8f1e3d34dd7c17d1c0a9d4dceac05c"
+
+
+def _sha256(lines):
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def test_ade20k_full_847_is_the_published_table():
+    from zsi_d2.data.ade20k import ADE20K_FULL_CATEGORIES
+
+    assert _sha256(name for _, _, _, name in ADE20K_FULL_CATEGORIES) == ADE847_NAMES_SHA256
+    assert _sha256(f"{i}|{f}|{n}" for i, _, f, n in ADE20K_FULL_CATEGORIES) == ADE847_ROWS_SHA256
+    # Spot checks at known trainIds (the published file's rows).
+    rows = {i: (ade_id, freq, name) for i, (ade_id, _, freq, name) in enumerate(ADE20K_FULL_CATEGORIES)}
+    assert rows[0] == (2978, "frequent", "wall")
+    assert rows[11] == (1831, "frequent", "person, individual, someone, somebody, mortal, soul")
+    assert rows[52] == (2185, "common", "runway")
+    assert rows[166][1:] == ("rare", "catwalk")
+    assert rows[846][1:] == ("rare", "adding machine, totalizer, totaliser")
+
+
+def test_ade20k_full_572_275_split():
+    """seen = frequency not "rare", unseen = "rare", each in the published order (ZegFormer's json files)."""
+    split = get_split("ade20k_full_572_275")
+    assert splits.ADE20K_FULL_CLASSES[:3] == split.seen[:3] == ("wall", "building, edifice", "sky")
+    assert split.unseen[:3] == ("catwalk", "inflatable bounce game", "confessional booth")
+    assert split.unseen[-1] == "adding machine, totalizer, totaliser" and split.seen[-1] == "fire alarm"
+    order = {n: i for i, n in enumerate(splits.ADE20K_FULL_CLASSES)}
+    for group in (split.seen, split.unseen):
+        assert [order[n] for n in group] == sorted(order[n] for n in group)
+    assert len(splits.ADE20K_FULL_CLASSES) == len(set(splits.ADE20K_FULL_IDS)) == 847
 
 
 @pytest.mark.parametrize("name", sorted(SOURCE_TABLES))

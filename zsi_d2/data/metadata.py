@@ -11,7 +11,7 @@ import logging
 import mmap
 import os
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..errors import InputFileNotFoundError, InputKeyError, InputValueError
 from .catalog import REGISTER_FIX, require_registered
@@ -21,7 +21,7 @@ __all__ = [
     "ZERO_SHOT_MODES", "EVALUATION_MODES", "ZERO_SHOT_TASKS", "DatasetSetupError", "make_zero_shot",
     "set_zero_shot_metadata", "registered_metadata",
     "coco_panoptic_metadata", "panoptic_metadata", "standard_segment", "check_panoptic_convention",
-    "read_json_categories", "segment_class_name", "supported_tasks",
+    "read_json_categories", "segment_class_name", "supported_tasks", "register_builtin_dataset", "require_prepared",
 ]
 
 logger = logging.getLogger(__name__)
@@ -334,3 +334,38 @@ def make_zero_shot(dataset_name, split_name, mode, tasks=None):
 def set_zero_shot_metadata(dataset_name, split_name, mode, tasks=None):
     """Earlier name of `make_zero_shot`, kept for existing callers (same behaviour)."""
     return make_zero_shot(dataset_name, split_name, mode, tasks=tasks)
+
+
+# ---------------------------------------------------------------------------------------------
+# zsi_d2's built-in prepared datasets (COCO, Pascal VOC, ADE20k-Full): lazy registration.
+# ---------------------------------------------------------------------------------------------
+def register_builtin_dataset(name, loader, metadata, split_name, mode, root_key):
+    """Register a built-in dataset without reading a file; again (new paths) when metadata[root_key] changed.
+
+    Why: the catalogs are filled when zsi_d2 is imported, before DETECTRON2_DATASETS may be changed
+    (tests, notebooks); calling the benchmark's register-all function again moves its paths.
+    """
+    if name in DatasetCatalog.list():
+        if MetadataCatalog.get(name).get(root_key, None) == metadata[root_key]:
+            return  # already registered for this root
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(**metadata)
+    set_zero_shot_metadata(name, split_name, mode, tasks=metadata["zero_shot_tasks"])
+
+
+def require_prepared(dataset_name, key, path, prepare_command, datasets_dir, download=None):
+    """`path` (a folder when `key` ends in "_root"), or an error with the path and how to make it:
+    the prepare command, after downloading `download` when the path is a standard file."""
+    if (os.path.isdir if key.endswith("_root") else os.path.isfile)(path):
+        return path
+    if download:
+        how = f"It comes from {download}; then prepare the split with:\n  {prepare_command}"
+    else:
+        how = f"Prepare it with:\n  {prepare_command}"
+    raise InputFileNotFoundError(
+        f"Dataset '{dataset_name}': {key} not found: {path}\n{how}\n"
+        f"(DETECTRON2_DATASETS resolves to {datasets_dir}; layout and commands: datasets/README.md)"
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
 from ..errors import InputKeyError, InputValueError
+from .ade20k.categories import ADE20K_FULL_CATEGORIES
 
 __all__ = ["ZeroShotSplit", "get_split", "register_split", "list_splits"]
 
@@ -286,5 +287,22 @@ register_split(
         unseen=_PASCAL_CONTEXT_4,
         stuff=_PASCAL_CONTEXT_STUFF,
         description="Pascal-Context 33-class semantic split of CaGNet.",
+    )
+)
+
+# ---------------------------------------------------------------------------------------------
+# ADE20k-Full 847 (ZegFormer's frequency split): seen = the classes whose published frequency is
+# not "rare" (572), unseen = the "rare" ones (275), each in the published order. The table (names,
+# ADE ids, frequencies) is in zsi_d2/data/ade20k/categories.py; its order is the label order.
+# ---------------------------------------------------------------------------------------------
+ADE20K_FULL_CLASSES = tuple(name for _, _, _, name in ADE20K_FULL_CATEGORIES)
+ADE20K_FULL_IDS = tuple(ade_id for ade_id, _, _, _ in ADE20K_FULL_CATEGORIES)
+_ADE20K_FULL_RARE = frozenset(name for _, _, frequency, name in ADE20K_FULL_CATEGORIES if frequency == "rare")
+register_split(
+    ZeroShotSplit(
+        name="ade20k_full_572_275",
+        seen=tuple(c for c in ADE20K_FULL_CLASSES if c not in _ADE20K_FULL_RARE),
+        unseen=tuple(c for c in ADE20K_FULL_CLASSES if c in _ADE20K_FULL_RARE),
+        description="ADE20k-Full 847 semantic split of ZegFormer: unseen = the 'rare' classes.",
     )
 )

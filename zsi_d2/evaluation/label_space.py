@@ -75,7 +75,7 @@ def label_space_of_split(split: str):
     """(dataset name, metadata) of a registered dataset of `split` with a semantic label space.
 
     All registered datasets of the split must agree on stuff_classes and ignore_label (they do
-    for zs_shapes and the COCO splits); otherwise --dataset has to say which one is meant.
+    for zs_shapes, the COCO splits, Pascal VOC and ADE20k-Full); otherwise --dataset has to say which one is meant.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -100,7 +100,7 @@ def semantic_label_space(categories_path: Optional[str], dataset: Optional[str],
     """(categories, ignore label, metadata or None): --categories, else --dataset, else --split.
 
     A registered dataset's label PNGs hold indices into its `stuff_classes` (detectron2's
-    convention, which zs_shapes and the COCO preparations follow), ignore = `ignore_label`.
+    convention, which zs_shapes and the COCO, VOC and ADE20k-Full preparations follow), ignore = `ignore_label`.
     """
     from .semantic import categories_from_metadata
 

@@ -8,91 +8,29 @@ The rules themselves are the pure functions of prepare.py.
 import functools
 import json
 import logging
-import multiprocessing
 import os
-import shutil
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ...errors import InputFileNotFoundError
 from ...utils.panoptic_ids import read_panoptic_png
+from ..prepare_files import (  # noqa: F401  (format_summary: the CLI's, exported here)
+    count_files, finish_folder, format_summary, label_folder_counts, load_json, parallel_map, read_label_image,
+    remap_label_folder, start_folder, write_image, write_json,
+)
 from ..splits import get_split
 from .categories import split_categories
 from .layout import coco_root, download_hint, get_layout, prepared_paths, source_paths
 from .prepare import (
-    coco_stuff_lut, contiguous_ids, instance_gzsi_test_set, instance_training_set, instance_zsi_test_set,
-    panoptic_full_set, panoptic_to_instances, panoptic_to_semantic, panoptic_training_set, remap_stuff_labels,
+    COCO_STUFF_LABELS, coco_stuff_lut, contiguous_ids, instance_gzsi_test_set, instance_training_set,
+    instance_zsi_test_set, panoptic_full_set, panoptic_to_instances, panoptic_to_semantic, panoptic_training_set,
 )
 
 __all__ = ["prepare_coco_split", "check_sources", "format_summary"]
 
 logger = logging.getLogger(__name__)
-
-_PARTIAL = ".partial"  # suffix of a label-map folder being written
-
-
-# ---------------------------------------------------------------------------------------------
-# Small file helpers: nothing is ever visible under its final name before it is complete.
-# ---------------------------------------------------------------------------------------------
-def _tmp_name(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"  # no ".png"/".json" suffix: never globbed as a finished file
-
-
-def _load_json(path: str):
-    logger.info("Reading %s", path)
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = _tmp_name(path)
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
-def _write_png(path: str, array: np.ndarray) -> None:
-    tmp = _tmp_name(path)
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _start_folder(final: str, force: bool) -> str:
-    """The folder to write label maps into; keeps a previous partial run's finished files."""
-    partial = final + _PARTIAL
-    if force and os.path.isdir(partial):
-        shutil.rmtree(partial)
-    os.makedirs(partial, exist_ok=True)
-    return partial
-
-
-def _finish_folder(partial: str, final: str) -> None:
-    for name in os.listdir(partial):
-        if ".tmp-" in name:  # left by a killed worker
-            os.remove(os.path.join(partial, name))
-    if os.path.isdir(final):
-        old = f"{final}.old-{os.getpid()}"
-        os.rename(final, old)
-        os.rename(partial, final)
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, final)
-
-
-def _count_pngs(folder: str) -> int:
-    return sum(name.endswith(".png") for name in os.listdir(folder))
-
-
-def _map(fn: Callable, jobs: Sequence, workers: int, desc: str, progress: bool) -> List:
-    """fn over jobs, in order, with a progress bar; in `workers` processes when > 1."""
-    bar = dict(total=len(jobs), desc=desc, disable=not progress, unit="img", dynamic_ncols=True)
-    if workers <= 1 or len(jobs) < 2:
-        return [fn(job) for job in tqdm(jobs, **bar)]
-    with multiprocessing.Pool(workers) as pool:
-        return list(tqdm(pool.imap(fn, jobs, chunksize=16), **bar))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,10 +65,10 @@ def _prepare_instance(split, src, out, force, workers, progress) -> dict:
     counts, loaded = {}, {}
     for out_key, src_key, select in tqdm(steps, desc=split.name, disable=not progress, unit="file"):
         if src_key not in loaded:
-            loaded = {src_key: _load_json(src[src_key])}  # keep one big json in memory at a time
+            loaded = {src_key: load_json(src[src_key])}  # keep one big json in memory at a time
         subset, counts[out_key] = select(loaded[src_key], split, source=src[src_key])
         if force or not os.path.isfile(out[out_key]):
-            _write_json(out[out_key], subset)
+            write_json(out[out_key], subset)
         else:
             logger.info("Kept existing %s (use --force to rewrite)", out[out_key])
     return counts
@@ -146,7 +84,7 @@ def _panoptic_worker(job, label_of, thing_ids):
                                      "the COCO panoptic PNGs again")
     pan_ids = read_panoptic_png(png)
     if not os.path.isfile(out_png):
-        _write_png(out_png, panoptic_to_semantic(pan_ids, segments, label_of))
+        write_image(out_png, panoptic_to_semantic(pan_ids, segments, label_of))
     return panoptic_to_instances(pan_ids, segments, thing_ids)
 
 
@@ -156,29 +94,29 @@ def _panoptic_pixels(split, kept, png_dir, sem_dir, inst_json, force, workers, p
     worker = functools.partial(
         _panoptic_worker, label_of=contiguous_ids(split.name), thing_ids={c["id"] for c in cats if c["isthing"]}
     )
-    partial = _start_folder(sem_dir, force)
+    partial = start_folder(sem_dir, force)
     jobs = [
         (os.path.join(png_dir, rec["file_name"]), os.path.join(partial, rec["file_name"]), rec["segments_info"])
         for rec in kept["annotations"]
     ]
-    results = _map(worker, jobs, workers, desc, progress)
+    results = parallel_map(worker, jobs, workers, desc, progress)
     annotations = []
     for rec, anns in zip(kept["annotations"], results):
         for ann in anns:
             annotations.append(dict(ann, id=len(annotations) + 1, image_id=rec["image_id"]))
     instances = {k: v for k, v in kept.items() if k not in ("annotations", "categories")}
     instances.update(annotations=annotations, categories=[c for c in kept["categories"] if c.get("isthing", 1)])
-    _write_json(inst_json, instances)
-    _finish_folder(partial, sem_dir)
+    write_json(inst_json, instances)
+    finish_folder(partial, sem_dir)
     return {"label_maps": len(jobs), "thing_instances": len(annotations)}
 
 
 def _prepare_panoptic(split, src, out, force, workers, progress) -> dict:
     counts = {}
     for subset, select in (("train", panoptic_training_set), ("val", panoptic_full_set)):
-        kept, counts[subset] = select(_load_json(src[f"{subset}_json"]), split, source=src[f"{subset}_json"])
+        kept, counts[subset] = select(load_json(src[f"{subset}_json"]), split, source=src[f"{subset}_json"])
         if force or not os.path.isfile(out[f"{subset}_json"]):
-            _write_json(out[f"{subset}_json"], kept)
+            write_json(out[f"{subset}_json"], kept)
         sem_dir, inst_json = out[f"{subset}_sem_seg"], out[f"{subset}_instances"]
         if force or not (os.path.isdir(sem_dir) and os.path.isfile(inst_json)):
             counts[subset].update(_panoptic_pixels(
@@ -188,48 +126,33 @@ def _prepare_panoptic(split, src, out, force, workers, progress) -> dict:
         else:
             with open(inst_json) as f:
                 n_inst = len(json.load(f)["annotations"])
-            counts[subset].update(label_maps=_count_pngs(sem_dir), thing_instances=n_inst)
+            counts[subset].update(label_maps=count_files(sem_dir), thing_instances=n_inst)
     return counts
 
 
 # ---------------------------------------------------------------------------------------------
 # Semantic split (COCO-Stuff 2017)
 # ---------------------------------------------------------------------------------------------
-def _stuff_worker(job, lut, legal, unseen_raw):
-    src_png, out_png = job
-    raw = np.asarray(Image.open(src_png))
-    labels = remap_stuff_labels(raw, lut, legal, source=src_png)  # refuses a bad source, also on resume
-    if not os.path.isfile(out_png):
-        _write_png(out_png, labels)
-    return int(unseen_raw[raw].sum())
-
-
 def _prepare_semantic(split, src, out, force, workers, progress) -> dict:
+    cats = split_categories(split.name)
     unseen_raw = np.zeros(256, dtype=bool)
-    for cat in split_categories(split.name):
-        if cat["name"] in split.unseen:
-            unseen_raw[cat["id"] - 1] = True
+    unseen_raw[[c["id"] - 1 for c in cats if c["name"] in split.unseen]] = True
     counts = {}
     for subset, drop_unseen in (("train", True), ("val", False)):
         sem_dir = out[f"{subset}_sem_seg"]
         if not force and os.path.isdir(sem_dir):
-            counts[subset] = {"label_maps": _count_pngs(sem_dir), "note": "kept existing"}
+            counts[subset] = {"label_maps": count_files(sem_dir), "note": "kept existing"}
             continue
         label_dir = src[f"{subset}_labels"]
         files = sorted(f for f in os.listdir(label_dir) if f.endswith(".png"))
         if not files:
             raise InputFileNotFoundError(f"No label maps (*.png) in {label_dir} (from {download_hint(label_dir)})")
         lut, legal = coco_stuff_lut(split, drop_unseen=drop_unseen)
-        partial = _start_folder(sem_dir, force)
-        worker = functools.partial(_stuff_worker, lut=lut, legal=legal, unseen_raw=unseen_raw)
-        jobs = [(os.path.join(label_dir, f), os.path.join(partial, f)) for f in files]
-        unseen_pixels = _map(worker, jobs, workers, f"{split.name} {subset}", progress)
-        _finish_folder(partial, sem_dir)
-        counts[subset] = {
-            "label_maps": len(files),
-            "images_with_unseen_pixels": int(sum(n > 0 for n in unseen_pixels)),
-            ("unseen_pixels_set_to_ignore" if drop_unseen else "unseen_pixels"): int(sum(unseen_pixels)),
-        }
+        per_image = remap_label_folder(
+            [(os.path.join(label_dir, f), f) for f in files], sem_dir, read_label_image, lut, legal, unseen_raw,
+            COCO_STUFF_LABELS, force, workers, progress, desc=f"{split.name} {subset}",
+        )
+        counts[subset] = label_folder_counts(per_image, drop_unseen)
     return counts
 
 
@@ -263,17 +186,5 @@ def prepare_coco_split(split_name: str, coco_dir: Optional[str] = None, force: b
         "counts": counts,
         "outputs": {k: v for k, v in out.items() if k not in ("dir", "summary")},
     }
-    _write_json(out["summary"], summary)
+    write_json(out["summary"], summary)
     return dict(summary, skipped=False)
-
-
-def format_summary(summary: dict) -> str:
-    """Human-readable counts for the CLI."""
-    head = f"{summary['split']} ({summary['kind']}, {summary['seen_classes']} seen / {summary['unseen_classes']} unseen)"
-    if summary.get("skipped"):
-        head += ": already prepared, nothing done (use --force to rebuild)"
-    lines = [head]
-    for output, counts in summary["counts"].items():
-        lines.append(f"  {output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    lines.append(f"  files in {os.path.dirname(next(iter(summary['outputs'].values())))}")
-    return "\n".join(lines)

@@ -12,12 +12,13 @@ No file access here (see pipeline.py), so every rule of the protocol is testable
   unseen class is never a training target, not even as "background".
 """
 from collections import Counter, defaultdict
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Sequence, Set, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_util
 
 from ...errors import InputValueError
+from ..label_maps import label_lut
 from ..splits import ZeroShotSplit
 from .categories import check_source_categories, split_categories
 
@@ -32,7 +33,7 @@ __all__ = [
     "panoptic_to_instances",
     "contiguous_ids",
     "coco_stuff_lut",
-    "remap_stuff_labels",
+    "COCO_STUFF_LABELS",
 ]
 
 IGNORE_LABEL = 255  # semantic label maps: unlabelled, VOID and (in training) unseen pixels
@@ -210,37 +211,18 @@ def panoptic_to_instances(pan_ids: np.ndarray, segments_info: Iterable[Mapping],
 # ---------------------------------------------------------------------------------------------
 # COCO-Stuff semantic label maps
 # ---------------------------------------------------------------------------------------------
+# What a legal COCO-Stuff source map is (for the error on any other value).
+COCO_STUFF_LABELS = ("uint8 COCO-Stuff label map (official id - 1, 255 = unlabelled, as in "
+                     "stuffthingmaps_trainval2017.zip)")
+
+
 def coco_stuff_lut(split: ZeroShotSplit, drop_unseen: bool, ignore_label: int = IGNORE_LABEL
                    ) -> Tuple[np.ndarray, np.ndarray]:
-    """Lookup table raw pixel -> contiguous id, and which raw values are legal.
+    """Lookup table raw pixel -> contiguous id, and which raw values are legal (`label_lut`).
 
     A stuffthingmaps pixel holds (official id - 1), 255 = unlabelled. With `drop_unseen` unseen
     classes map to `ignore_label` (training); ids of classes outside the split are not legal.
     """
-    lut = np.full(256, ignore_label, dtype=np.uint8)
-    legal = np.zeros(256, dtype=bool)
-    legal[_COCO_STUFF_UNLABELLED] = True
-    for contiguous, cat in enumerate(split_categories(split.name)):
-        raw = cat["id"] - 1
-        legal[raw] = True
-        if not (drop_unseen and cat["name"] in split.unseen):
-            lut[raw] = contiguous
-    return lut, legal
-
-
-def remap_stuff_labels(raw: np.ndarray, lut: np.ndarray, legal: np.ndarray, source: Optional[str] = None) -> np.ndarray:
-    """Apply `coco_stuff_lut`; values that are no COCO-Stuff label are an error, never guessed."""
-    raw = np.asarray(raw)
-    if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise InputValueError(
-            f"{source or 'label map'}: expected a single-channel uint8 COCO-Stuff label map, got "
-            f"shape {raw.shape} dtype {raw.dtype} (use stuffthingmaps_trainval2017.zip)"
-        )
-    values = np.unique(raw)
-    bad = values[~legal[values]]
-    if bad.size:
-        raise InputValueError(
-            f"{source or 'label map'}: pixel values {bad.tolist()} are not COCO-Stuff labels "
-            "(expected official id - 1, 255 = unlabelled, as in stuffthingmaps_trainval2017.zip)"
-        )
-    return lut[raw]
+    cats = split_categories(split.name)
+    keep = [not (drop_unseen and c["name"] in split.unseen) for c in cats]
+    return label_lut([c["id"] - 1 for c in cats], keep, ignore_label, (_COCO_STUFF_UNLABELLED,))

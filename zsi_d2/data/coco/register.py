@@ -13,12 +13,12 @@ import os
 from collections import defaultdict
 from typing import Dict, Optional
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
 from detectron2.structures import BoxMode
 
 from ...errors import InputFileNotFoundError, InputValueError
-from ..metadata import panoptic_metadata, set_zero_shot_metadata, standard_segment
+from ..metadata import panoptic_metadata, register_builtin_dataset, require_prepared, standard_segment
 from ..zs_shapes import datasets_root
 from .categories import split_categories
 from .layout import coco_root, download_hint, get_layout, prepare_command, prepared_paths, source_paths
@@ -134,19 +134,10 @@ def coco_zero_shot_metadata(dataset_name: str, root: Optional[str] = None) -> di
 # ---------------------------------------------------------------------------------------------
 def _require(dataset_name: str, meta, key: str) -> str:
     path = meta.get(key)
-    is_dir = key.endswith("_root")
-    if (os.path.isdir(path) if is_dir else os.path.isfile(path)):
-        return path
-    split_name = meta.zero_shot_split
-    prepared = os.path.normpath(path).startswith(os.path.normpath(prepared_paths(split_name, meta.coco_root)["dir"]))
-    if prepared:
-        how = f"Prepare it with:\n  {meta.prepare_command}"
-    else:
-        how = f"It comes from {download_hint(path)}; then prepare the split with:\n  {meta.prepare_command}"
-    raise InputFileNotFoundError(
-        f"Dataset '{dataset_name}': {key} not found: {path}\n{how}\n"
-        f"(DETECTRON2_DATASETS resolves to {datasets_root()}; layout and commands: datasets/README.md)"
-    )
+    prepared = os.path.normpath(path).startswith(
+        os.path.normpath(prepared_paths(meta.zero_shot_split, meta.coco_root)["dir"]))
+    return require_prepared(dataset_name, key, path, meta.prepare_command, datasets_root(),
+                            download=None if prepared else download_hint(path))
 
 
 def _not_prepared_for_split(dataset_name: str, category_id: int, path: str) -> InputValueError:
@@ -256,17 +247,9 @@ def load_coco_zero_shot(dataset_name: str) -> list:
 
 # ---------------------------------------------------------------------------------------------
 def _register_one(name: str, root: Optional[str]) -> None:
-    metadata = coco_zero_shot_metadata(name, root)
-    if name in DatasetCatalog.list():
-        if MetadataCatalog.get(name).get("coco_root", None) == metadata["coco_root"]:
-            return  # already registered for this root
-        DatasetCatalog.remove(name)  # DETECTRON2_DATASETS changed: register again with new paths
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda n=name: load_coco_zero_shot(n))
     split_name, _, mode = COCO_ZERO_SHOT_DATASETS[name]
-    MetadataCatalog.get(name).set(**metadata)
-    set_zero_shot_metadata(name, split_name, mode, tasks=metadata["zero_shot_tasks"])
+    register_builtin_dataset(name, lambda n=name: load_coco_zero_shot(n), coco_zero_shot_metadata(name, root),
+                             split_name, mode, root_key="coco_root")
 
 
 def register_all_coco_zero_shot(root: Optional[str] = None) -> None:
