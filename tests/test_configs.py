@@ -175,7 +175,8 @@ def test_mask_former_coco_config_trains_and_infers(config):
 
     # Inference with the GZSI test set's class set (seen + unseen), in its label space; a closed
     # linear head (PADing's stage 1, not evaluated) can name only the seen classes: the training set's.
-    (gzsi,) = [n for n in _coco_cfg(_core_of(config)).DATASETS.TEST if MetadataCatalog.get(n).zero_shot_mode == "gzsi"]
+    test_sets = _coco_cfg(_core_of(config) if config in PADING_COCO_STAGE1 else config).DATASETS.TEST
+    (gzsi,) = [n for n in test_sets if MetadataCatalog.get(n).zero_shot_mode == "gzsi"]
     infer_on = gzsi
     if cfg.MODEL.MASK_FORMER.CLASSIFIER == "linear":
         assert cfg.DATASETS.TEST == ()
@@ -406,41 +407,75 @@ def test_coco_stage1_mapper_follows_the_config(task):
         assert tuple(augs[2].crop_size) == (size, size)
 
 
-# ZegFormer as released (dingjiansw101/ZegFormer configs/coco-stuff/zegformer_R50_bs32_60k_vit16_coco-stuff.yaml
-# and Base-COCOStuff-171.yaml; MaskFormer's defaults where they leave a key).
+# ZegFormer as released (dingjiansw101/ZegFormer configs/<benchmark>/zegformer_R50_bs32_*_vit16_*.yaml and their
+# Base-*.yaml; MaskFormer's defaults where they leave a key), and their GZSS evaluation configs.
+_ZEGFORMER_COMMON = {
+    "MODEL.META_ARCHITECTURE": "ZegFormer", "MODEL.BACKBONE.NAME": "build_resnet_backbone",
+    "MODEL.RESNETS.DEPTH": 50, "MODEL.RESNETS.STRIDE_IN_1X1": False, "MODEL.BACKBONE.FREEZE_AT": 0,
+    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "FPNPixelDecoder", "MODEL.SEM_SEG_HEAD.CONVS_DIM": 256,
+    "MODEL.SEM_SEG_HEAD.MASK_DIM": 256, "MODEL.SEM_SEG_HEAD.NORM": "GN",
+    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "StandardTransformerDecoder",
+    "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5", "MODEL.MASK_FORMER.ENC_LAYERS": 0,
+    "MODEL.MASK_FORMER.DEC_LAYERS": 6, "MODEL.MASK_FORMER.HIDDEN_DIM": 256,
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100, "MODEL.MASK_FORMER.NHEADS": 8, "MODEL.MASK_FORMER.DROPOUT": 0.1,
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 2048, "MODEL.MASK_FORMER.PRE_NORM": False,
+    "MODEL.MASK_FORMER.DEEP_SUPERVISION": True, "MODEL.MASK_FORMER.CRITERION": "full_mask",
+    "MODEL.MASK_FORMER.CLASS_WEIGHT": 1.0, "MODEL.MASK_FORMER.MASK_WEIGHT": 20.0,
+    "MODEL.MASK_FORMER.DICE_WEIGHT": 1.0, "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": 0.1,
+    "MODEL.ZERO_SHOT.LOGIT_SCALE": 100.0, "MODEL.ZERO_SHOT.EMBEDDING.SOURCE": "clip",
+    "MODEL.ZERO_SHOT.EMBEDDING.CLIP_ARCH": "ViT-B-16", "MODEL.ZERO_SHOT.EMBEDDING.DIM": 512,
+    "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic", "INPUT.AUGMENTATION": "resize_then_crop",
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice", "INPUT.CROP.ENABLED": True, "INPUT.CROP.TYPE": "absolute",
+    "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0, "INPUT.COLOR_AUG_SSD": True, "INPUT.FORMAT": "RGB",
+    "SOLVER.IMS_PER_BATCH": 32, "SOLVER.BASE_LR": 1e-4, "SOLVER.OPTIMIZER": "ADAMW",
+    "SOLVER.WEIGHT_DECAY": 1e-4, "SOLVER.BACKBONE_MULTIPLIER": 0.1, "SOLVER.LR_SCHEDULER_NAME": "WarmupPolyLR",
+    "SOLVER.POLY_LR_POWER": 0.9, "SOLVER.WARMUP_ITERS": 0, "SOLVER.CLIP_GRADIENTS.ENABLED": True,
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "full_model", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 0.01,
+    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": True, "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
+    "MODEL.MASK_FORMER.TEST.INSTANCE_ON": False, "MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION": False,
+}
+_SIZES_512 = tuple(int(x * 0.1 * 512) for x in range(5, 21))
 ZEGFORMER_PUBLISHED = {
-    "semantic_156_15": {
-        "MODEL.META_ARCHITECTURE": "ZegFormer", "MODEL.BACKBONE.NAME": "build_resnet_backbone",
-        "MODEL.RESNETS.DEPTH": 50, "MODEL.RESNETS.STRIDE_IN_1X1": False, "MODEL.BACKBONE.FREEZE_AT": 0,
-        "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": "FPNPixelDecoder", "MODEL.SEM_SEG_HEAD.CONVS_DIM": 256,
-        "MODEL.SEM_SEG_HEAD.MASK_DIM": 256, "MODEL.SEM_SEG_HEAD.NORM": "GN",
-        "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": "StandardTransformerDecoder",
-        "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": "res5", "MODEL.MASK_FORMER.ENC_LAYERS": 0,
-        "MODEL.MASK_FORMER.DEC_LAYERS": 6, "MODEL.MASK_FORMER.HIDDEN_DIM": 256,
-        "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 100, "MODEL.MASK_FORMER.NHEADS": 8, "MODEL.MASK_FORMER.DROPOUT": 0.1,
-        "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 2048, "MODEL.MASK_FORMER.PRE_NORM": False,
-        "MODEL.MASK_FORMER.DEEP_SUPERVISION": True, "MODEL.MASK_FORMER.CRITERION": "full_mask",
-        "MODEL.MASK_FORMER.CLASS_WEIGHT": 1.0, "MODEL.MASK_FORMER.MASK_WEIGHT": 20.0,
-        "MODEL.MASK_FORMER.DICE_WEIGHT": 1.0, "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT": 0.1,
-        "MODEL.ZERO_SHOT.LOGIT_SCALE": 100.0, **_CLIP,
-        "INPUT.DATASET_MAPPER_NAME": "mask_former_semantic", "INPUT.AUGMENTATION": "resize_then_crop",
+    "coco/semantic_156_15": {
+        "MODEL.ZERO_SHOT.EMBEDDING.PROMPT_ENSEMBLE": "imagenet_select",
         "INPUT.MIN_SIZE_TRAIN": tuple(int(x * 0.1 * 640) for x in range(5, 16)), "INPUT.MAX_SIZE_TRAIN": 2560,
-        "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice", "INPUT.CROP.ENABLED": True, "INPUT.CROP.TYPE": "absolute",
-        "INPUT.CROP.SIZE": (640, 640), "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": 1.0, "INPUT.COLOR_AUG_SSD": True,
-        "INPUT.MIN_SIZE_TEST": 640, "INPUT.MAX_SIZE_TEST": 2560, "INPUT.FORMAT": "RGB",
-        "SOLVER.IMS_PER_BATCH": 32, "SOLVER.MAX_ITER": 60000, "SOLVER.BASE_LR": 1e-4, "SOLVER.OPTIMIZER": "ADAMW",
-        "SOLVER.WEIGHT_DECAY": 1e-4, "SOLVER.BACKBONE_MULTIPLIER": 0.1, "SOLVER.LR_SCHEDULER_NAME": "WarmupPolyLR",
-        "SOLVER.POLY_LR_POWER": 0.9, "SOLVER.WARMUP_ITERS": 0, "SOLVER.CLIP_GRADIENTS.ENABLED": True,
-        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "full_model", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 0.01,
-        "SOLVER.AMP.ENABLED": True,
-        "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": True, "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": False,
-        "MODEL.MASK_FORMER.TEST.INSTANCE_ON": False,
-    },
+        "INPUT.CROP.SIZE": (640, 640), "INPUT.MIN_SIZE_TEST": 640, "INPUT.MAX_SIZE_TEST": 2560,
+        "SOLVER.MAX_ITER": 60000, "SOLVER.AMP.ENABLED": True, "DATASETS.TRAIN": ("coco_stuff_zss_156_15_train",)},
+    "voc/semantic_15_5": {
+        "MODEL.ZERO_SHOT.EMBEDDING.PROMPT_ENSEMBLE": "single",
+        "INPUT.MIN_SIZE_TRAIN": _SIZES_512, "INPUT.MAX_SIZE_TRAIN": 2048, "INPUT.CROP.SIZE": (512, 512),
+        "INPUT.MIN_SIZE_TEST": 512, "INPUT.MAX_SIZE_TEST": 2048, "SOLVER.MAX_ITER": 10000,
+        "SOLVER.AMP.ENABLED": False, "DATASETS.TRAIN": ("voc_zss_15_5_train",)},
+    "ade20k_full/semantic_572_275": {
+        "MODEL.ZERO_SHOT.EMBEDDING.PROMPT_ENSEMBLE": "imagenet_select", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE": 65535,
+        "INPUT.MIN_SIZE_TRAIN": _SIZES_512, "INPUT.MAX_SIZE_TRAIN": 2048, "INPUT.CROP.SIZE": (512, 512),
+        "INPUT.MIN_SIZE_TEST": 512, "INPUT.MAX_SIZE_TEST": 2048, "SOLVER.MAX_ITER": 60000,
+        "SOLVER.AMP.ENABLED": False, "DATASETS.TRAIN": ("ade20k_full_zss_572_275_train",)},
+}
+# The GZSS evaluation configs: the image branch on, fused as each release sets it; nothing else changed.
+ZEGFORMER_GZSS_EVAL = {
+    "coco/semantic_156_15": {"MODEL.MASK_FORMER.ENSEMBLING": True, "MODEL.MASK_FORMER.GZERO_CALIBRATE": 0.1},
+    "voc/semantic_15_5": {"MODEL.MASK_FORMER.ENSEMBLING": False, "MODEL.MASK_FORMER.GZERO_CALIBRATE": -1.0},
+    "ade20k_full/semantic_572_275": {"MODEL.MASK_FORMER.ENSEMBLING": True, "MODEL.MASK_FORMER.GZERO_CALIBRATE": 0.0,
+                                     "SOLVER.AMP.ENABLED": True},
 }
 
 
-@pytest.mark.parametrize("task", sorted(ZEGFORMER_PUBLISHED))
-def test_zegformer_gpu_configs_are_the_released_settings(task):
-    cfg = _coco_cfg(os.path.join("configs", "zegformer", "coco", f"{task}.yaml"))
-    expected = ZEGFORMER_PUBLISHED[task]
+@pytest.mark.parametrize("name", sorted(ZEGFORMER_PUBLISHED))
+def test_zegformer_gpu_configs_are_the_released_settings(name):
+    cfg = _coco_cfg(os.path.join("configs", "zegformer", f"{name}.yaml"))
+    expected = {**_ZEGFORMER_COMMON, **ZEGFORMER_PUBLISHED[name]}
     assert _values(cfg, expected) == expected
+    assert cfg.DATASETS.TEST == tuple(cfg.DATASETS.TRAIN[0].replace("_train", s) for s in ("_val", "_val_zsi"))
+    evaluation = _coco_cfg(os.path.join("configs", "zegformer", f"{name}_gzss_eval.yaml"))
+    branch = {"MODEL.SEM_SEG_HEAD.CLIP_CLASSIFICATION": True, "MODEL.SEM_SEG_HEAD.CLIP_PRETRAINED": "ViT-B-16",
+              **ZEGFORMER_GZSS_EVAL[name]}
+    assert _values(evaluation, branch) == branch
+    for key in [k for k in branch if k not in ("SOLVER.AMP.ENABLED",)] + ["OUTPUT_DIR"]:
+        node, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+        target = evaluation
+        for part in filter(None, node.split(".")):
+            target = target[part]
+        target[leaf] = _values(cfg, [key])[key]
+    evaluation.SOLVER.AMP.ENABLED = cfg.SOLVER.AMP.ENABLED
+    assert evaluation == cfg

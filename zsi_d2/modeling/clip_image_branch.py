@@ -42,8 +42,7 @@ from ..utils.open_clip_local import create_local_open_clip, resolve_local_open_c
 from .calibration import subtract_from_seen
 from .mask_former.config import add_mask_former_config
 
-# MERGE (issue 24): switch to `from ..embeddings.prompts import IMAGENET_TEMPLATES_SELECT_CLIP` (and delete the file)
-from ._clip_templates_until_merge import IMAGENET_TEMPLATES_SELECT_CLIP
+from ..embeddings.prompts import IMAGENET_TEMPLATES_SELECT_CLIP
 
 __all__ = [
     "add_clip_image_branch_config",
