@@ -28,6 +28,9 @@ def add_zsi_d2_config(cfg):
     cfg.MODEL.ZERO_SHOT.EMBEDDING.CLIP_ARCH = "ViT-B-16"
     # Prompt templates ("{}" is the class name); embeddings are averaged over them.
     cfg.MODEL.ZERO_SHOT.EMBEDDING.PROMPT_TEMPLATES = ["{}"]
+    # Named template set used instead of PROMPT_TEMPLATES (zsi_d2.embeddings.prompts): ZegFormer's
+    # "single", "imagenet_select" (8), "imagenet" (80), or "imagenet_select_clip" (32); "" = off.
+    cfg.MODEL.ZERO_SHOT.EMBEDDING.PROMPT_ENSEMBLE = ""
     # Expected embedding dimension; 0 accepts whatever the source gives. A mismatch is an error.
     cfg.MODEL.ZERO_SHOT.EMBEDDING.DIM = 0
     # Folder for the on-disk embedding cache; empty = ~/.cache/zsi_d2/embeddings.

@@ -176,6 +176,8 @@ class EmbeddingSource(abc.ABC):
     name: str = ""
     # Sources that are cheaper to compute than to read from disk opt out of caching.
     cacheable: bool = True
+    # Whether the source reads options.templates (prompt encoders); the others ignore them.
+    uses_templates: bool = False
 
     def __init__(self, options: EmbeddingOptions):
         self.options = options
@@ -192,6 +194,8 @@ class EmbeddingSource(abc.ABC):
 class PromptEncoderSource(EmbeddingSource):
     """A text encoder applied to prompts: each (synonym, template) prompt is encoded and
     L2-normalised, then averaged per class (prompt ensembling, as in CLIP's zero-shot recipe)."""
+
+    uses_templates = True
 
     def __init__(self, options: EmbeddingOptions):
         super().__init__(options)

@@ -14,6 +14,7 @@ from ..errors import InputValueError
 from .attributes import attribute_vocabulary
 from .base import CFG_KEY, EmbeddingOptions, MissingEmbeddingError, get_source_class, validate_class_names
 from .cache import CACHE_FORMAT_VERSION, EmbeddingCache, resolve_cache_dir
+from .prompts import resolve_prompt_templates
 from .word_vectors import BACKGROUND, plain_file_dim
 
 __all__ = ["build_background_embedding", "build_class_embeddings", "get_class_embeddings", "resolve_split"]
@@ -50,6 +51,7 @@ def get_class_embeddings(
     path: str = "",
     clip_arch: str = "ViT-B-16",
     templates=("{}",),
+    prompt_ensemble: str = "",
     dim: int = 0,
     cache_dir: str = "",
     column_names: Optional[Sequence[str]] = None,
@@ -60,18 +62,22 @@ def get_class_embeddings(
     source: a registered source ("minilm", "clip", "word_vectors", "attributes", ...).
     path: word-vector file / open_clip checkpoint / local sentence-encoder folder.
     templates: prompt templates with "{}"; text encoders average over them (and over synonyms).
+    prompt_ensemble: a named template set (zsi_d2.embeddings.prompts: "single", "imagenet_select",
+    "imagenet", ...) used instead of `templates`; "" = use `templates`.
     dim: expected D (0 = any). cache_dir: cache folder ("" = env ZSI_D2_CACHE or
     ~/.cache/zsi_d2/embeddings; "none" disables). column_names: names of the columns of a
     ZSI-layout word-vector matrix, background first. vocabulary: the "attributes" word list.
     """
     names = validate_class_names(class_names)
     source_cls = get_source_class(source)
-    if isinstance(templates, str):
-        templates = (templates,)
+    templates = resolve_prompt_templates(templates, prompt_ensemble)
+    if templates != ("{}",) and not source_cls.uses_templates:
+        what = f"PROMPT_ENSEMBLE '{prompt_ensemble}'" if prompt_ensemble else f"PROMPT_TEMPLATES {list(templates)}"
+        logger.info("Source '%s' embeds class names without prompts: %s.%s is ignored", source_cls.name, CFG_KEY, what)
     options = EmbeddingOptions(
         path=str(path or ""),
         clip_arch=str(clip_arch or ""),
-        templates=tuple(templates),
+        templates=templates,
         column_names=tuple(column_names) if column_names is not None else None,
         vocabulary=tuple(vocabulary) if vocabulary is not None else None,
     )
@@ -153,6 +159,7 @@ def _cfg_options(cfg, class_names=None):
         path=e.PATH,
         clip_arch=e.CLIP_ARCH,
         templates=tuple(e.PROMPT_TEMPLATES),
+        prompt_ensemble=e.PROMPT_ENSEMBLE,
         dim=int(e.DIM),
         cache_dir=e.CACHE_DIR,
     )

@@ -222,8 +222,6 @@ class WordVectorSource(EmbeddingSource):
             )
         self.layout = detect_layout(self.path)
         self.column_names = tuple(options.column_names) if options.column_names is not None else None
-        if options.templates and tuple(options.templates) != ("{}",):
-            logger.info("word_vectors ignores %s.PROMPT_TEMPLATES (%s)", CFG_KEY, list(options.templates))
 
     def identity(self):
         return {
