@@ -31,6 +31,26 @@ def _isolated_caches(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """Class embeddings cached into this test's own folder (its path is returned)."""
+    path = tmp_path / "emb_cache"
+    monkeypatch.setenv("ZSI_D2_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def cfg():
+    """detectron2's default config with zsi_d2's keys (modules may define their own `cfg`)."""
+    from detectron2.config import get_cfg
+
+    from zsi_d2.config import add_zsi_d2_config
+
+    c = get_cfg()
+    add_zsi_d2_config(c)
+    return c
+
+
 # train_net.py command-line options for a quick run on the 'tiny' preset (subprocess tests).
 TINY_OPTS = [
     "DATASETS.TRAIN", "('zs_shapes_tiny_train',)",

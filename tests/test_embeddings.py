@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 
 import zsi_d2  # noqa: F401  (compat layer for detectron2)
-from detectron2.config import get_cfg
-from zsi_d2.config import add_zsi_d2_config
 from zsi_d2.data.splits import get_split
 from zsi_d2.embeddings import (
     EMBEDDING_SOURCE_REGISTRY,
@@ -54,6 +52,10 @@ WORDS = {
 }
 
 
+# Every test caches into its own folder (conftest's isolated_cache), never into ~/.cache.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+
 def unit(v):
     v = torch.as_tensor(v, dtype=torch.float32)
     return v / v.norm()
@@ -62,14 +64,6 @@ def unit(v):
 # ---------------------------------------------------------------------------------------------
 # fixtures
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Every test caches into its own folder, never into ~/.cache."""
-    path = tmp_path / "emb_cache"
-    monkeypatch.setenv("ZSI_D2_CACHE", str(path))
-    return path
-
-
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a socket or to use open_clip's downloaders fails the test."""
@@ -93,13 +87,6 @@ def glove_file(tmp_path):
     path = tmp_path / "vectors.txt"
     path.write_text("".join(f"{w} {' '.join(str(x) for x in v)}\n" for w, v in WORDS.items()))
     return path
-
-
-@pytest.fixture
-def cfg():
-    c = get_cfg()
-    add_zsi_d2_config(c)
-    return c
 
 
 @pytest.fixture(scope="module")

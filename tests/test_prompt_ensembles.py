@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import zsi_d2  # noqa: F401  (compat layer for detectron2)
-from detectron2.config import get_cfg
-from zsi_d2.config import add_zsi_d2_config
+from conftest import TINY_OPTS
+from test_train_net import _fails_in_one_line
 from zsi_d2.embeddings import (
     EMBEDDING_SOURCE_REGISTRY,
     PromptEncoderSource,
@@ -29,18 +29,8 @@ from zsi_d2.embeddings.sentence_encoder import SentenceEncoderSource, default_mi
 from zsi_d2.errors import InputValueError
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    path = tmp_path / "emb_cache"
-    monkeypatch.setenv("ZSI_D2_CACHE", str(path))
-    return path
-
-
-@pytest.fixture
-def cfg():
-    c = get_cfg()
-    add_zsi_d2_config(c)
-    return c
+# Every test caches into its own folder (conftest's isolated_cache), never into ~/.cache.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 class FakePrompts(PromptEncoderSource):
@@ -209,3 +199,8 @@ def test_bad_ensemble_is_one_line(cfg, fake_source):
     with pytest.raises(InputValueError, match=r"PROMPT_ENSEMBLE='single' and .*PROMPT_TEMPLATES=.*keep one") as info:
         build_class_embeddings(cfg, ["cat"])
     assert "\n" not in str(info.value)
+
+
+def test_train_net_says_a_bad_ensemble_in_one_line():
+    _fails_in_one_line([*TINY_OPTS, "MODEL.ZERO_SHOT.EMBEDDING.PROMPT_ENSEMBLE", "imagenet_selct", "SOLVER.MAX_ITER",
+                        "1"], "Unknown prompt ensemble 'imagenet_selct' (MODEL.ZERO_SHOT.EMBEDDING.PROMPT_ENSEMBLE)")
