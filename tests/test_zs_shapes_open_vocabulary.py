@@ -7,14 +7,12 @@ training files never name these classes and every file of the other subsets is w
 before the set existed (a digest taken on the main branch).
 """
 import hashlib
-import json
 import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import zsi_d2  # noqa: F401  (compat layer + dataset registration)
 from conftest import tiny_cfg
@@ -25,6 +23,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 from pycocotools import mask as mask_util
 from test_panoptic_convention import _oracle_outputs, _standard_mapper
+from test_zs_shapes import _load, _pan_ids, _png
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data import make_zero_shot
@@ -53,20 +52,6 @@ TINY_FILES_BEFORE = 297
 @pytest.fixture(scope="module")
 def tiny_base():
     return ensure_generated(PRESET)  # conftest's session DETECTRON2_DATASETS
-
-
-def _load(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _png(path):
-    return np.asarray(Image.open(path))
-
-
-def _pan_ids(path):
-    rgb = _png(path).astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def _is_open_vocabulary_file(rel):
