@@ -27,7 +27,7 @@ from zsi_d2.evaluation import ZeroShotPanopticEvaluator, build_zero_shot_evaluat
 
 import coco_fixtures as fx
 
-ZS_PANOPTIC = [f"zs_shapes_tiny_{s}_panoptic" for s in ("train", "val", "val_zsi", "calib")]
+ZS_PANOPTIC = [f"zs_shapes_tiny_{s}_panoptic" for s in ("train", "val", "val_zsi", "calib", "val_ov", "val_ov_zsi")]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def _oracle_outputs(classes, masks, meta, shape):
     return {"panoptic_seg": (torch.from_numpy(panoptic), segments), "sem_seg": sem, "instances": inst}
 
 
-@pytest.mark.parametrize("name", ["zs_shapes_tiny_val_panoptic", "zs_shapes_tiny_val_zsi_panoptic"])
+@pytest.mark.parametrize("name", [f"zs_shapes_tiny_{s}_panoptic" for s in ("val", "val_zsi", "val_ov", "val_ov_zsi")])
 def test_oracle_in_the_models_label_space_scores_100(tmp_path, name):
     cfg = get_zsi_d2_cfg()
     cfg.MODEL.MASK_ON = True

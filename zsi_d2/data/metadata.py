@@ -21,7 +21,8 @@ __all__ = [
     "ZERO_SHOT_MODES", "EVALUATION_MODES", "ZERO_SHOT_TASKS", "DatasetSetupError", "make_zero_shot",
     "set_zero_shot_metadata", "registered_metadata",
     "coco_panoptic_metadata", "panoptic_metadata", "standard_segment", "check_panoptic_convention",
-    "read_json_categories", "segment_class_name", "supported_tasks", "register_builtin_dataset", "require_prepared",
+    "read_json_categories", "segment_class_name", "supported_tasks", "zero_shot_groups",
+    "register_builtin_dataset", "require_prepared",
 ]
 
 logger = logging.getLogger(__name__)
@@ -300,16 +301,39 @@ def _replace(dataset_name, meta, **fields):
         meta.set(**{key: value})
 
 
-def make_zero_shot(dataset_name, split_name, mode, tasks=None):
+def zero_shot_groups(split, open_vocabulary=False):
+    """The class groups a dataset of `split` is scored in: the split's seen / unseen / ignored ones.
+
+    open_vocabulary: a test set in which the split's ignored classes (never labelled in training)
+    are annotated under their own names. They are the names to find, so they form the "unseen"
+    group the evaluators report; the split's own classes (its seen and unseen ones) form "seen";
+    nothing is ignored. `open_vocabulary_classes` marks such a set.
+    """
+    if not open_vocabulary:
+        return dict(seen_classes=tuple(split.seen), unseen_classes=tuple(split.unseen),
+                    ignored_classes=tuple(split.ignored))
+    if not split.ignored:
+        raise DatasetSetupError(f"Split '{split.name}' has no ignored classes, so it has no open-vocabulary names: "
+                                "register the set without open_vocabulary")
+    return dict(seen_classes=tuple(split.classes), unseen_classes=tuple(split.ignored), ignored_classes=(),
+                open_vocabulary_classes=tuple(split.ignored))
+
+
+def make_zero_shot(dataset_name, split_name, mode, tasks=None, open_vocabulary=False):
     """Make a registered detectron2 dataset zero-shot: one call after register_coco_instances,
     register_coco_panoptic or a semantic folder's registration.
 
     Fills thing_classes from the json_file when detectron2 would only do it on loading, sets the
     split's seen/unseen/ignored classes, the mode ("train", "gzsi" or "zsi") and the tasks the
     registration provides (or `tasks`), and replaces detectron2's evaluator_type with "zero_shot".
+    `open_vocabulary`: a test set whose annotations name the split's ignored classes too; they are
+    scored as their own group (`zero_shot_groups`).
     """
     if mode not in ZERO_SHOT_MODES:
         raise DatasetSetupError(f"mode must be one of {ZERO_SHOT_MODES}, got {mode!r} (dataset '{dataset_name}')")
+    if open_vocabulary and mode == "train":
+        raise DatasetSetupError(f"Dataset '{dataset_name}': an open-vocabulary set names classes never labelled in "
+                                "training, so it cannot be a training set (mode 'train'): use mode 'gzsi' or 'zsi'")
     meta = registered_metadata(
         dataset_name, hint="register it (e.g. with detectron2's register_coco_instances) before make_zero_shot"
     )
@@ -319,9 +343,7 @@ def make_zero_shot(dataset_name, split_name, mode, tasks=None):
     tasks = _check_tasks(dataset_name, meta, tasks)
     _replace(
         dataset_name, meta,
-        seen_classes=split.seen,
-        unseen_classes=split.unseen,
-        ignored_classes=split.ignored,
+        **zero_shot_groups(split, open_vocabulary),
         zero_shot_split=split.name,
         zero_shot_mode=mode,
         zero_shot_tasks=tuple(tasks),
@@ -331,9 +353,9 @@ def make_zero_shot(dataset_name, split_name, mode, tasks=None):
     return meta
 
 
-def set_zero_shot_metadata(dataset_name, split_name, mode, tasks=None):
+def set_zero_shot_metadata(dataset_name, split_name, mode, tasks=None, open_vocabulary=False):
     """Earlier name of `make_zero_shot`, kept for existing callers (same behaviour)."""
-    return make_zero_shot(dataset_name, split_name, mode, tasks=tasks)
+    return make_zero_shot(dataset_name, split_name, mode, tasks=tasks, open_vocabulary=open_vocabulary)
 
 
 # ---------------------------------------------------------------------------------------------

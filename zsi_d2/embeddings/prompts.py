@@ -29,7 +29,7 @@ __all__ = [
     "resolve_prompt_templates",
 ]
 
-# ZegFormer's "single" (and its COCO-Stuff GZSS eval and VOC configs' choice).
+# ZegFormer's "single" (its VOC config's and its R-101 COCO-Stuff GZSS eval config's choice).
 SINGLE_TEMPLATES = ("A photo of a {} in the scene",)
 
 IMAGENET_TEMPLATES = (

@@ -76,12 +76,16 @@ def label_space_of_split(split: str):
 
     All registered datasets of the split must agree on stuff_classes and ignore_label (they do
     for zs_shapes, the COCO splits, Pascal VOC and ADE20k-Full); otherwise --dataset has to say which one is meant.
+    Open-vocabulary sets (`open_vocabulary_classes`: the split's classes plus its ignored ones)
+    are left out: the split's own label space is meant; name one with --dataset.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     found = {}
     for name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
+        if meta.get("open_vocabulary_classes", None):
+            continue
         if meta.get("zero_shot_split", None) == split and meta.get("stuff_classes", None):
             found.setdefault((tuple(meta.stuff_classes), meta.get("ignore_label", 255)), []).append(name)
     if not found:

@@ -110,7 +110,8 @@ def main(argv=None):
     parser.add_argument("--root", default=None, help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
     parser.add_argument("--preview", default=None, help="write a contact sheet PNG of validation images here")
     parser.add_argument("--num-preview", type=int, default=12)
-    parser.add_argument("--subset", default="val", choices=("train", "val", "val_zsi"), help="subset to preview")
+    parser.add_argument("--subset", default="val", choices=tuple(dataset_names("default", short=True)),
+                        help="subset to preview (val_ov: the distractors named, as the open-vocabulary set)")
     args = parser.parse_args(argv)
 
     setup_logger(name="zsi_d2")

@@ -9,8 +9,11 @@ generator version and the split, so a changed setting never reuses a stale cache
     val/...                      same for the validation images
     calib/...                    held-out images drawn like train (seen classes only), never
                                  trained on: for choosing test-time settings without unseen labels
+    val_ov/{panoptic,sem_seg}/   the validation labels with the distractors annotated under their
+                                 own names (the open-vocabulary set; its images are val's)
     annotations/instances_{train,val,val_zsi,calib}.json   COCO instances, RLE masks (things only)
     annotations/panoptic_{train,val,val_zsi,calib}.json    COCO panoptic
+    annotations/{instances,panoptic}_{val_ov,val_ov_zsi}.json   the open-vocabulary set
     meta.json                    difficulty, generator version, counts (written last)
 
 Why these rules:
@@ -19,6 +22,9 @@ Why these rules:
 - calib has as many images as val and its own RNG stream, so it does not change the train and val
   bytes (nor the dataset hash): a cache made before calib existed gets it added in place.
 - Distractors (split.ignored) are drawn but never annotated: VOID in panoptic, 255 in semantic.
+  Only the open-vocabulary set (val_ov, val_ov_zsi) names them, in files of its own, with category
+  ids after the split's classes; it is written beside val without changing a byte of the other
+  subsets, and added in place (like calib) to a cache made before it existed.
 - Each image has its own RNG seeded by (seed, split, index): same difficulty -> same bytes.
 - Generation goes to a temp folder that is renamed into place, under a file lock, so an
   interrupted or concurrent run never leaves (or reads) a half-written dataset.
@@ -47,8 +53,8 @@ from .difficulty import (
 from .render import class_cues, is_stuff_name, parse_class, render_image
 
 __all__ = [
-    "SPLIT_NAME", "datasets_root", "dataset_dir", "annotation_paths", "ensure_generated",
-    "generate_dataset", "check_split",
+    "SPLIT_NAME", "OPEN_VOCABULARY_SUBSETS", "datasets_root", "dataset_dir", "annotation_paths", "ensure_generated",
+    "generate_dataset", "check_split", "open_vocabulary_classes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +63,9 @@ SPLIT_NAME = "zs_shapes"
 IGNORE_LABEL = 255
 _SPLIT_CODES = {"train": 0, "val": 1, "calib": 2}  # part of each image's RNG seed
 _SEEN_ONLY = ("train", "calib")  # subsets rendered from seen classes only
+# subset -> (folder of its images, folder of its panoptic / semantic label PNGs)
+_FOLDERS = {"val_zsi": ("val", "val"), "val_ov": ("val", "val_ov"), "val_ov_zsi": ("val", "val_ov")}
+OPEN_VOCABULARY_SUBSETS = ("val_ov", "val_ov_zsi")  # val's images, the distractors named
 
 
 def datasets_root(root: Optional[str] = None) -> str:
@@ -77,12 +86,13 @@ def dataset_dir(preset="default", root: Optional[str] = None, split_name: str = 
 
 
 def annotation_paths(base: str, subset: str) -> dict:
-    """Evaluator-facing paths of one subset ("train", "val" or "val_zsi") under `base`."""
-    folder = "val" if subset == "val_zsi" else subset
+    """Evaluator-facing paths of one subset ("train", "val", "val_zsi", "calib", "val_ov" or
+    "val_ov_zsi") under `base`."""
+    images, labels = _FOLDERS.get(subset, (subset, subset))
     return {
-        "image_root": os.path.join(base, folder, "images"),
-        "panoptic_root": os.path.join(base, folder, "panoptic"),
-        "sem_seg_root": os.path.join(base, folder, "sem_seg"),
+        "image_root": os.path.join(base, images, "images"),
+        "panoptic_root": os.path.join(base, labels, "panoptic"),
+        "sem_seg_root": os.path.join(base, labels, "sem_seg"),
         "json_file": os.path.join(base, "annotations", f"instances_{subset}.json"),
         "panoptic_json": os.path.join(base, "annotations", f"panoptic_{subset}.json"),
     }
@@ -125,16 +135,22 @@ def _write_png(path, array):
         raise IOError(f"zs_shapes: could not write {path}")
 
 
-def coco_categories(split, things_only):
+def open_vocabulary_classes(split) -> tuple:
+    """The label space of the open-vocabulary set: the split's classes, then its distractors."""
+    return split.classes + split.ignored
+
+
+def coco_categories(split, things_only, open_vocabulary=False):
+    """COCO categories, id = 1 + index in split.classes; `open_vocabulary` appends the distractor
+    classes (split.ignored) as things with the ids after them (supercategory "open_vocabulary")."""
+    names = open_vocabulary_classes(split) if open_vocabulary else split.classes
     cats = []
-    for i, name in enumerate(split.classes):
+    for i, name in enumerate(names):
         isthing = name not in split.stuff
         if things_only and not isthing:
             continue
-        cats.append({
-            "id": i + 1, "name": name, "isthing": int(isthing),
-            "supercategory": "unseen" if split.is_unseen(name) else "seen",
-        })
+        group = "open_vocabulary" if name in split.ignored else "unseen" if split.is_unseen(name) else "seen"
+        cats.append({"id": i + 1, "name": name, "isthing": int(isthing), "supercategory": group})
     return cats
 
 
@@ -154,6 +170,8 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
         os.makedirs(paths[key], exist_ok=True)
 
     images, instances, panoptic = [], [], []
+    # val also gets the open-vocabulary set: the same labels plus the distractors under their names.
+    open_vocabulary = _OpenVocabularyWriter(out_dir, split) if subset == "val" else None
     stats = Counter()
     num = difficulty.num_train if subset == "train" else difficulty.num_val  # val and calib
     size = difficulty.image_size
@@ -184,11 +202,13 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
             })
             stats[("stuff", name)] += 1
 
+        distractors = []
         for obj in r.objects:
             if not obj.visible.any():
                 continue
             if not obj.labelled:
                 stats["distractors"] += 1
+                distractors.append(obj)
                 continue  # VOID / 255: already the defaults
             seg_id = len(segments) + 1
             cat_id = class_index[obj.name] + 1
@@ -196,11 +216,9 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
             sem[obj.visible] = class_index[obj.name]
             pan[obj.visible] = seg_id
             segments.append({"id": seg_id, "category_id": cat_id, "iscrowd": 0, "bbox": bbox, "area": area})
-            rle = mask_util.encode(np.asfortranarray(obj.visible.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
             instances.append({
                 "id": len(instances) + 1, "image_id": image_id, "category_id": cat_id,
-                "segmentation": rle, "area": area, "bbox": bbox, "iscrowd": 0,
+                "segmentation": _rle(obj.visible), "area": area, "bbox": bbox, "iscrowd": 0,
             })
             stats[("thing", obj.name)] += 1
 
@@ -211,6 +229,8 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
 
         images.append({"id": image_id, "file_name": file_stem + ".png", "height": size, "width": size})
         panoptic.append({"image_id": image_id, "file_name": file_stem + ".png", "segments_info": segments})
+        if open_vocabulary is not None:
+            open_vocabulary.add_image(image_id, file_stem, sem, pan, segments, distractors)
         progress.update(1)
 
     info = {"description": f"zs_shapes {subset}", "generator_version": GENERATOR_VERSION,
@@ -221,6 +241,7 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
                                    "categories": coco_categories(split, things_only=False)})
     if subset == "val":
         _write_zsi_variant(out_dir, split, info, images, instances, panoptic)
+        open_vocabulary.write(info, images, instances)
     stats["images"] = len(images)
     stats["instances"] = len(instances)
     return stats
@@ -246,6 +267,68 @@ def _write_zsi_variant(out_dir, split, info, images, instances, panoptic):
         "annotations": [p for p in panoptic if p["image_id"] in keep],
         "categories": coco_categories(split, things_only=False),
     })
+
+
+def _rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+class _OpenVocabularyWriter:
+    """The open-vocabulary set of val: val's labels with every distractor annotated under its own
+    name (category id len(split.classes) + 1 + its index in split.ignored; semantic label one less).
+
+    It only adds files (val_ov/ and the *_val_ov*.json) and reads val's arrays without changing them,
+    so every byte of the other subsets is what it was. val_ov_zsi keeps the images that show a
+    distractor and, as val_zsi does, only their distractor instances (its panoptic GT stays complete).
+    """
+
+    def __init__(self, out_dir, split):
+        self.out_dir, self.split = out_dir, split
+        self.paths = annotation_paths(out_dir, "val_ov")
+        for key in ("panoptic_root", "sem_seg_root"):
+            os.makedirs(self.paths[key], exist_ok=True)
+        self.first_id = len(split.classes) + 1  # category id of split.ignored[0]
+        self.panoptic, self.distractor_instances = [], []
+
+    def add_image(self, image_id, file_stem, sem, pan, segments, distractors):
+        sem, pan, segments = sem.copy(), pan.copy(), list(segments)
+        for obj in distractors:
+            seg_id = len(segments) + 1
+            cat_id = self.first_id + self.split.ignored.index(obj.name)
+            bbox, area = _bbox(obj.visible), int(obj.visible.sum())
+            sem[obj.visible] = cat_id - 1
+            pan[obj.visible] = seg_id
+            segments.append({"id": seg_id, "category_id": cat_id, "iscrowd": 0, "bbox": bbox, "area": area})
+            self.distractor_instances.append({
+                "image_id": image_id, "category_id": cat_id, "segmentation": _rle(obj.visible),
+                "area": area, "bbox": bbox, "iscrowd": 0,
+            })
+        _write_png(os.path.join(self.paths["sem_seg_root"], file_stem + ".png"), sem)
+        pan_rgb = np.stack([pan % 256, (pan // 256) % 256, pan // 65536], axis=-1).astype(np.uint8)
+        _write_png(os.path.join(self.paths["panoptic_root"], file_stem + ".png"), pan_rgb[:, :, ::-1])
+        self.panoptic.append({"image_id": image_id, "file_name": file_stem + ".png", "segments_info": segments})
+
+    def write(self, info, images, instances):
+        """The four json files; val_ov_zsi's instances json last (its presence marks the set complete)."""
+        extra = [dict(a, id=len(instances) + k + 1) for k, a in enumerate(self.distractor_instances)]
+        keep = {a["image_id"] for a in extra}
+        thing_cats = coco_categories(self.split, things_only=True, open_vocabulary=True)
+        all_cats = coco_categories(self.split, things_only=False, open_vocabulary=True)
+        sets = {
+            "val_ov": ("zs_shapes val, distractors named (open vocabulary)", images, instances + extra,
+                       self.panoptic),
+            "val_ov_zsi": ("zs_shapes val, distractors named, distractor instances only (open vocabulary)",
+                           [im for im in images if im["id"] in keep], extra,
+                           [p for p in self.panoptic if p["image_id"] in keep]),
+        }
+        for subset, (description, imgs, anns, pan) in sets.items():
+            paths, subset_info = annotation_paths(self.out_dir, subset), dict(info, description=description)
+            _dump(paths["panoptic_json"], {"info": subset_info, "images": imgs, "annotations": pan,
+                                           "categories": all_cats})
+            _dump(paths["json_file"], {"info": subset_info, "images": imgs, "annotations": anns,
+                                       "categories": thing_cats})
 
 
 def _dump(path, obj):
@@ -312,6 +395,35 @@ def _has_calib(path):
     return os.path.isfile(annotation_paths(path, "calib")["json_file"])
 
 
+def _has_open_vocabulary(path):
+    # The val_ov_zsi instances json is the last file the open-vocabulary set writes.
+    return os.path.isfile(annotation_paths(path, "val_ov_zsi")["json_file"])
+
+
+def _add_open_vocabulary(final, difficulty, split, label):
+    """Add the open-vocabulary set to a dataset cached before it existed: val is rendered again into
+    a temp folder (same seeds, same bytes: checked on its json), and only the new files move in."""
+    parent, name = os.path.split(final)
+    tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    logger.info("zs_shapes: adding the open-vocabulary set (val with its distractors named) to %s", final)
+    try:
+        with tqdm(total=difficulty.num_val, desc=f"zs_shapes {label} val_ov", unit="img", leave=False) as progress:
+            _generate_subset("val", difficulty, split, tmp, progress)
+        made, cached = annotation_paths(tmp, "val")["json_file"], annotation_paths(final, "val")["json_file"]
+        with open(made, "rb") as a, open(cached, "rb") as b:
+            if a.read() != b.read():
+                raise InputValueError(f"zs_shapes: {cached} differs from a new rendering of the same settings: "
+                                      f"delete {final} to generate it again")
+        os.rename(os.path.join(tmp, "val_ov"), os.path.join(final, "val_ov"))
+        for subset in OPEN_VOCABULARY_SUBSETS:  # val_ov_zsi's json_file last: it marks the set complete
+            made, target = annotation_paths(tmp, subset), annotation_paths(final, subset)
+            for key in ("panoptic_json", "json_file"):
+                os.replace(made[key], target[key])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _add_calib(final, difficulty, split, label):
     """Add the calib subset to a dataset cached before it existed (train/val are untouched)."""
     parent, name = os.path.split(final)
@@ -333,7 +445,7 @@ def ensure_generated(preset: Union[str, ZsShapesDifficulty] = "default", root: O
                      split_name: str = SPLIT_NAME) -> str:
     """Return the dataset folder of `preset`, generating it first if it is not cached yet."""
     final = dataset_dir(preset, root, split_name)
-    if _is_complete(final) and _has_calib(final):
+    if _is_complete(final) and _has_calib(final) and _has_open_vocabulary(final):
         return final
     split = get_split(split_name)
     check_split(split)
@@ -344,6 +456,8 @@ def ensure_generated(preset: Union[str, ZsShapesDifficulty] = "default", root: O
         if _is_complete(final):  # complete, or another process finished while we waited
             if not _has_calib(final):
                 _add_calib(final, difficulty, split, label)
+            if not _has_open_vocabulary(final):
+                _add_open_vocabulary(final, difficulty, split, label)
             return final
         # We hold the lock: any temp folder or incomplete target is debris of an interrupted run.
         for stale in glob.glob(os.path.join(parent, f".{name}.tmp-*")):

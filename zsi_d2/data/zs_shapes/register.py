@@ -10,6 +10,12 @@ Names, for every preset P (and, for "default", also without the "_P"):
     zs_shapes_P_val_zsi   ZSI: images with an unseen instance; unseen instance annotations only
     zs_shapes_P_calib     held-out images drawn like train (seen classes only), never trained on:
                           where test-time settings such as calibrated stacking are chosen
+    zs_shapes_P_val_ov    open vocabulary, GZSI-style: val's images, every object annotated, the
+                          distractors (split.ignored: in training images but never labelled) under
+                          their own names. Groups: "unseen" = those open-vocabulary names, "seen" =
+                          the split's classes (its seen and unseen ones)
+    zs_shapes_P_val_ov_zsi  open vocabulary, ZSI-style: images with a distractor, distractor
+                          instances only; the model scores the open-vocabulary names alone
 
 Two views of each, as detectron2 registers coco_2017_val and coco_2017_val_panoptic:
     zs_shapes_P_<subset>            instance view (+ semantic): `annotations` whose category_id
@@ -27,10 +33,13 @@ from typing import Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from ..metadata import panoptic_metadata, set_zero_shot_metadata, standard_segment
+from ..metadata import panoptic_metadata, set_zero_shot_metadata, standard_segment, zero_shot_groups
 from ..splits import get_split
 from .difficulty import preset_names
-from .generate import SPLIT_NAME, IGNORE_LABEL, annotation_paths, coco_categories, dataset_dir, ensure_generated
+from .generate import (
+    IGNORE_LABEL, OPEN_VOCABULARY_SUBSETS, SPLIT_NAME, annotation_paths, coco_categories, dataset_dir, ensure_generated,
+    open_vocabulary_classes,
+)
 from .render import display_colour
 
 __all__ = ["register_all_zs_shapes", "load_zs_shapes", "dataset_names", "zs_shapes_metadata"]
@@ -38,7 +47,8 @@ __all__ = ["register_all_zs_shapes", "load_zs_shapes", "dataset_names", "zs_shap
 logger = logging.getLogger(__name__)
 
 # subset -> zero_shot_mode; calib holds seen classes only, like train, so it is audited like train.
-_VARIANTS = {"train": "train", "val": "gzsi", "val_zsi": "zsi", "calib": "train"}
+_VARIANTS = {"train": "train", "val": "gzsi", "val_zsi": "zsi", "calib": "train",
+             "val_ov": "gzsi", "val_ov_zsi": "zsi"}
 
 
 VIEWS = ("instance", "panoptic")
@@ -63,15 +73,15 @@ def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None, vie
     registration calls too, so they are checked against the split the same way as any dataset).
     """
     split = get_split(SPLIT_NAME)
-    classes, things = split.classes, split.things
+    open_vocabulary = subset in OPEN_VOCABULARY_SUBSETS
+    classes = open_vocabulary_classes(split) if open_vocabulary else split.classes
+    things = tuple(c for c in classes if c not in split.stuff)
     base = dataset_dir(preset, root)
     paths = annotation_paths(base, subset)
     common = dict(
         stuff_classes=list(classes),  # the semantic label space in both views: all classes
         stuff_colors=[display_colour(c) for c in classes],
-        seen_classes=tuple(split.seen),
-        unseen_classes=tuple(split.unseen),
-        ignored_classes=tuple(split.ignored),
+        **zero_shot_groups(split, open_vocabulary),
         zero_shot_split=SPLIT_NAME,
         zero_shot_mode=_VARIANTS[subset],
         evaluator_type="zero_shot",
@@ -91,7 +101,8 @@ def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None, vie
             thing_dataset_id_to_contiguous_id={classes.index(c) + 1: i for i, c in enumerate(things)},
             thing_colors=[display_colour(c) for c in things],
         )
-    standard = panoptic_metadata(coco_categories(split, things_only=False))  # the categories the json holds
+    # the categories the json holds
+    standard = panoptic_metadata(coco_categories(split, things_only=False, open_vocabulary=open_vocabulary))
     if standard["stuff_classes"] != list(classes):
         raise AssertionError("zs_shapes panoptic categories must be the split's classes in order")
     return dict(
@@ -157,7 +168,8 @@ def _register_one(name, preset, subset, root, view):
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda p=preset, s=subset, r=root, v=view: load_zs_shapes(p, s, r, v))
     MetadataCatalog.get(name).set(**metadata)
-    set_zero_shot_metadata(name, SPLIT_NAME, metadata["zero_shot_mode"], tasks=_TASKS[view])
+    set_zero_shot_metadata(name, SPLIT_NAME, metadata["zero_shot_mode"], tasks=_TASKS[view],
+                           open_vocabulary=subset in OPEN_VOCABULARY_SUBSETS)
 
 
 def register_all_zs_shapes(root: Optional[str] = None):
