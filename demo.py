@@ -34,6 +34,7 @@ from zsi_d2.data import import_register_modules
 from zsi_d2.data.catalog import require_registered
 from zsi_d2.engine import ZeroShotPredictor, check_device
 from zsi_d2.errors import InputFileNotFoundError, InputValueError, exit_on_input_error
+from zsi_d2.modeling.vocabulary import vocabulary_entries
 from zsi_d2.utils.coco_predictions import prediction_to_coco, write_coco_predictions
 from zsi_d2.utils.model import unwrap
 from zsi_d2.utils.visualizer import OUTPUT_KEYS, draw_legend, draw_prediction
@@ -207,6 +208,8 @@ def main(argv=None):
         raise InputValueError("Give either --input (images, globs or folders) or --video-input (a video file)")
     if args.video_input and not os.path.isfile(args.video_input):
         raise InputFileNotFoundError(f"--video-input '{args.video_input}' does not exist: give a video file")
+    if args.vocabulary is not None:
+        vocabulary_entries(args.vocabulary)  # an empty one: before any model is built
     cfg = setup_cfg(args)
     paths = expand_inputs(args.input) if args.input else []
     demo = Demo(cfg, args)
@@ -220,6 +223,10 @@ def main(argv=None):
     return written, images_json, results_json
 
 
-if __name__ == "__main__":
+def cli(argv=None):
     with exit_on_input_error():  # a missing file, an unreadable image, an empty vocabulary: one line, exit 2
-        main()
+        return main(argv)
+
+
+if __name__ == "__main__":
+    cli()

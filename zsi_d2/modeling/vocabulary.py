@@ -24,7 +24,7 @@ from ..errors import InputValueError
 from ..utils.model import unwrap
 from .class_set import ClassSet, ZeroShotMetaArch, ZeroShotModule, apply_class_set
 
-__all__ = ["set_vocabulary", "vocabulary_class_set", "class_set_metadata"]
+__all__ = ["set_vocabulary", "vocabulary_class_set", "vocabulary_entries", "class_set_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _spellings(name: str) -> List[str]:
     return [part.casefold() for part in split_synonyms(name)]
 
 
-def _entries(names) -> Tuple[str, ...]:
+def vocabulary_entries(names) -> Tuple[str, ...]:
     """The vocabulary as stripped, non-empty entries; an empty vocabulary is an error."""
     if isinstance(names, str):
         raise InputValueError(f"The vocabulary must be a list of class names, got the single string {names!r}: "
@@ -53,7 +53,7 @@ def vocabulary_class_set(names: Sequence[str], trained: ClassSet, known: Optiona
     stuff) as the training classes do. stuff: entries of `names` that are amorphous regions (a new
     name is a thing unless listed). things_only: the model predicts instances only (R-CNN).
     """
-    entries = _entries(names)
+    entries = vocabulary_entries(names)
     stuff_entries = {s.strip() for s in stuff}
     if stuff_entries - set(entries):
         raise InputValueError(f"Stuff names {sorted(stuff_entries - set(entries))} are not in the vocabulary "
@@ -114,7 +114,7 @@ def set_vocabulary(model, names: Sequence[str], cfg, stuff: Sequence[str] = ()) 
                                     f"(MODEL.ZERO_SHOT.EMBEDDING.SOURCE): {str(e).splitlines()[0]}") from None
     apply_class_set(inner, class_set)
     seen = [n for n in class_set.names if n not in class_set.unseen]
-    renamed = [f"'{entry}' is '{key}'" for entry, key in zip(_entries(names), class_set.names) if entry != key]
+    renamed = [f"'{entry}' is '{key}'" for entry, key in zip(vocabulary_entries(names), class_set.names) if entry != key]
     logger.info(f"{type(inner).__name__} scores a vocabulary of {len(class_set.names)} classes: {len(seen)} training "
                 f"classes, {len(class_set.unseen)} unseen ({source} embeddings)"
                 + (f"; {', '.join(renamed)}" if renamed else ""))
