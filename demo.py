@@ -29,10 +29,8 @@ import zsi_d2  # noqa: F401  (first: makes detectron2 importable, registers data
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
-from zsi_d2.config import get_zsi_d2_cfg
-from zsi_d2.data import import_register_modules
-from zsi_d2.data.catalog import require_registered
-from zsi_d2.engine import ZeroShotPredictor, check_device
+from zsi_d2.config import command_config
+from zsi_d2.engine import ZeroShotPredictor
 from zsi_d2.errors import InputFileNotFoundError, InputValueError, exit_on_input_error
 from zsi_d2.modeling.vocabulary import vocabulary_entries
 from zsi_d2.utils.coco_predictions import prediction_to_coco, write_coco_predictions
@@ -63,24 +61,6 @@ def get_parser():
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of instances")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return p
-
-
-def setup_cfg(args):
-    if not os.path.isfile(args.config_file):
-        raise InputFileNotFoundError(f"--config-file '{args.config_file}' does not exist (configs/ holds the shipped ones)")
-    if not os.path.isfile(args.weights):
-        raise InputFileNotFoundError(f"--weights '{args.weights}' does not exist: give a trained model "
-                                     "(the model_final.pth train_net.py writes)")
-    cfg = get_zsi_d2_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.WEIGHTS = args.weights
-    cfg.freeze()
-    import_register_modules(cfg.DATASETS.REGISTER_MODULES)
-    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-        require_registered(name)
-    check_device(cfg.MODEL.DEVICE)
-    return cfg
 
 
 def expand_inputs(patterns):
@@ -210,7 +190,7 @@ def main(argv=None):
         raise InputFileNotFoundError(f"--video-input '{args.video_input}' does not exist: give a video file")
     if args.vocabulary is not None:
         vocabulary_entries(args.vocabulary)  # an empty one: before any model is built
-    cfg = setup_cfg(args)
+    cfg = command_config(args.config_file, args.opts, args.weights)
     paths = expand_inputs(args.input) if args.input else []
     demo = Demo(cfg, args)
     os.makedirs(args.output, exist_ok=True)

@@ -139,7 +139,7 @@ def unreadable(tmp_path):
     ("unreadable image", "--input '{unreadable}' is not a readable image"),
     ("empty vocabulary", "Empty vocabulary"),
     ("blank vocabulary", "Empty vocabulary"),
-    ("missing weights", "--weights 'no/such/model.pth' does not exist"),
+    ("missing weights", "--weights no/such/model.pth does not exist"),
     ("no image matches", "--input 'no/such/*.png' matches no image file"),
     ("task the model lacks", "--task panoptic: ZeroShotRCNN predicts instance only"),
 ])
@@ -171,8 +171,8 @@ def test_the_command_line_exits_2_with_one_line(images, tmp_path):
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert last == f"ERROR: --weights '{tmp_path / 'none.pth'}' does not exist: give a trained model (the " \
-                   "model_final.pth train_net.py writes)", proc.stderr
+    assert last == f"ERROR: --weights {tmp_path / 'none.pth'} does not exist: train first (train_net.py writes " \
+                   "OUTPUT_DIR/model_final.pth)", proc.stderr
 
 
 def test_visualize_predictions_draws_every_view_of_a_mask_former(weights, tmp_path):

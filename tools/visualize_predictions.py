@@ -22,10 +22,10 @@ from detectron2.data.detection_utils import annotations_to_instances, read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.config import command_config
 from zsi_d2.engine import ZeroShotCheckpointer
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.errors import InputFileNotFoundError, exit_on_input_error
+from zsi_d2.errors import exit_on_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.utils.panoptic_ids import read_panoptic_png
 from zsi_d2.utils.visualizer import (OUTPUT_KEYS, draw_prediction, draw_zero_shot_instances, draw_zero_shot_panoptic,
@@ -65,14 +65,7 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="zsi_d2")
     require_registered(args.dataset, "--dataset")
-    cfg = get_zsi_d2_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.WEIGHTS = args.weights
-    cfg.DATASETS.TEST = (args.dataset,)
-    cfg.freeze()
-    if not os.path.isfile(args.weights):
-        raise InputFileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
+    cfg = command_config(args.config_file, [*args.opts, "DATASETS.TEST", repr((args.dataset,))], args.weights)
     model = build_model(cfg)
     ZeroShotCheckpointer.from_config(cfg, model, purpose="eval").load(args.weights)  # every parameter, or an error
     model.eval()
