@@ -155,9 +155,10 @@ def run_images(demo, paths, output_dir):
 
 
 def run_video(demo, path, output_dir):
+    unreadable = InputValueError(f"--video-input '{path}' could not be read as a video: give a video file (mp4, avi, ...)")
     video = cv2.VideoCapture(path)
     if not video.isOpened():
-        raise InputValueError(f"--video-input '{path}' could not be opened as a video: give a video file (mp4, avi, ...)")
+        raise unreadable
     fps, frames = video.get(cv2.CAP_PROP_FPS) or 25.0, int(video.get(cv2.CAP_PROP_FRAME_COUNT))
     out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".mp4")
     writer, index = None, 0
@@ -175,8 +176,8 @@ def run_video(demo, path, output_dir):
             index += 1
             progress.update(1)
     video.release()
-    if writer is None:
-        raise InputValueError(f"--video-input '{path}' has no frame that could be read: give a video file")
+    if writer is None:  # opened, but not one frame could be read
+        raise unreadable
     writer.release()
     return [out_path]
 

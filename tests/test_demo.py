@@ -142,6 +142,7 @@ def unreadable(tmp_path):
     ("missing weights", "--weights no/such/model.pth does not exist"),
     ("no image matches", "--input 'no/such/*.png' matches no image file"),
     ("task the model lacks", "--task panoptic: ZeroShotRCNN predicts instance only"),
+    ("not a video", "--video-input '{unreadable}' could not be read as a video"),
 ])
 def test_each_bad_input_is_a_one_line_input_error(case, expected, weights, images, unreadable, tmp_path):
     """An InputError with a one-line message: demo.py's handler prints it as one line and exits 2
@@ -157,6 +158,7 @@ def test_each_bad_input_is_a_one_line_input_error(case, expected, weights, image
         "no image matches": _mask_former_args(weights, tmp_path, "--input", "no/such/*.png"),
         "task the model lacks": ["--config-file", BASELINE_CONFIG, "--weights", weights["rcnn"], "--input", images[0],
                                  "--output", str(tmp_path), "--task", "panoptic", "--opts", *TINY_OPTS],
+        "not a video": _mask_former_args(weights, tmp_path, "--video-input", unreadable),
     }[case]
     with pytest.raises(InputError) as info:
         demo.main(args)
