@@ -185,3 +185,21 @@ def test_visualize_predictions_draws_every_view_of_a_mask_former(weights, tmp_pa
                                 "--num", "2", "--output", str(png), *TINY_MASK_FORMER_OPTS])
     image = cv2.imread(str(png))
     assert image is not None and image.shape[1] > 4 * 3 * 128 and image.shape[0] > 2 * 3 * 128  # 4 panels, 2 rows
+
+
+def test_labels_are_kept_inside_the_image():
+    """A label detectron2 would put past the image's edges (a region at a corner, a long name) is moved in."""
+    import numpy as np
+    from detectron2.utils.visualizer import Visualizer
+
+    from zsi_d2.utils.visualizer import keep_labels_inside
+
+    vis = Visualizer(np.zeros((128, 128, 3), np.uint8), scale=3.0)
+    for position in [(0, 0), (128, 128), (0, 120), (127, 5)]:
+        vis.draw_text("a long class name [unseen] 0.99", position)
+    output = keep_labels_inside(vis.output)
+    renderer = output.canvas.get_renderer()
+    width, height = output.fig.canvas.get_width_height()
+    for text in output.ax.texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box

@@ -15,7 +15,7 @@ import torch
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 __all__ = ["draw_zero_shot_instances", "draw_zero_shot_panoptic", "draw_zero_shot_semantic", "draw_prediction",
-           "draw_legend", "image_grid", "SEEN_COLOR", "UNSEEN_COLOR", "OUTPUT_KEYS"]
+           "draw_legend", "image_grid", "keep_labels_inside", "SEEN_COLOR", "UNSEEN_COLOR", "OUTPUT_KEYS"]
 
 SEEN_COLOR = (0.12, 0.47, 0.71)  # blue: classes with training labels
 UNSEEN_COLOR = (1.0, 0.0, 1.0)  # magenta: classes never labelled in training (as in the zs_shapes preview)
@@ -50,15 +50,15 @@ def _visualizer(image_rgb, metadata, scale=None):
     return vis
 
 
-def _keep_labels_inside(output, margin=2.0):
-    """Move every label of a drawn VisImage so that its box lies inside the image (detectron2 puts a
-    label at a box corner or a mask's centre, which can be past the image's edge)."""
+def keep_labels_inside(output, margin=4.0):
+    """Move every label of a drawn VisImage so that it lies inside the image, `margin` px (its dark
+    box) from the edges: detectron2 puts a label at a box corner or a mask's centre, which can be
+    past the image's edge."""
     renderer = output.canvas.get_renderer()
     width, height = output.fig.canvas.get_width_height()
     to_display, to_data = output.ax.transData, output.ax.transData.inverted()
     for text in output.ax.texts:
-        patch = text.get_bbox_patch()
-        box = patch.get_window_extent(renderer) if patch is not None else text.get_window_extent(renderer)
+        box = text.get_window_extent(renderer)  # the text's (its box patch is placed only when drawn)
         dx = max(0.0, margin - box.x0) - max(0.0, box.x1 - (width - margin))
         dy = max(0.0, margin - box.y0) - max(0.0, box.y1 - (height - margin))
         if dx or dy:
@@ -73,7 +73,7 @@ def _draw_regions(image_rgb, regions, metadata, alpha=0.3):
     for mask, name in regions:
         vis.draw_binary_mask(mask.astype(np.uint8), color=_class_color(name, metadata), edge_color=(1.0, 1.0, 1.0),
                              text=_label(name, metadata), alpha=alpha)
-    return _keep_labels_inside(vis.output).get_image()
+    return keep_labels_inside(vis.output).get_image()
 
 
 def draw_zero_shot_instances(image_rgb, instances, metadata, scale=None, with_scores=True):
@@ -102,7 +102,7 @@ def draw_zero_shot_instances(image_rgb, instances, metadata, scale=None, with_sc
         boxes=boxes, masks=None if masks is None else [m for m in masks], labels=labels,
         assigned_colors=colors, alpha=0.05,
     )
-    return _keep_labels_inside(out).get_image()
+    return keep_labels_inside(out).get_image()
 
 
 def draw_zero_shot_panoptic(image_rgb, panoptic_seg, segments_info, metadata):
