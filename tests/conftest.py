@@ -174,7 +174,8 @@ def assert_checkpoint_round_trip(cfg, batch, tmp_path):
 
 
 def assert_class_set_follows_dataset(cfg, batch):
-    """ZSI evaluation scores unseen classes only (in dataset ids); GZSI all; training set after."""
+    """ZSI evaluation scores unseen classes only (in dataset ids); GZSI all; afterwards the eval-mode
+    default (the config's test set) again, and the training set in training mode."""
     import torch
 
     from detectron2.data import MetadataCatalog
@@ -195,6 +196,8 @@ def assert_class_set_follows_dataset(cfg, batch):
     assert all(o["instances"].pred_masks.shape[1:] == inputs[0]["image"].shape[1:] for o in out)
     with torch.no_grad(), use_class_set(model, "zs_shapes_tiny_val"):
         assert model.roi_heads.box_predictor.num_classes == len(meta.thing_classes)
+    assert model.class_set is model.inference_class_set and model.class_set.mode == "gzsi"
+    model.train()
     assert model.class_set.mode == "train"
 
 

@@ -26,10 +26,10 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
-from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.config import command_config
 from zsi_d2.data.catalog import require_registered
-from zsi_d2.engine import ZeroShotCheckpointer, check_device
-from zsi_d2.errors import InputFileNotFoundError, InputValueError, exit_on_input_error
+from zsi_d2.engine import ZeroShotCheckpointer
+from zsi_d2.errors import InputValueError, exit_on_input_error
 from zsi_d2.modeling import use_class_set
 from zsi_d2.modeling.mask_former.export import trace_mask_former
 from zsi_d2.modeling.mask_former.meta_arch import ZeroShotMaskFormer
@@ -81,16 +81,7 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="zsi_d2")
     require_registered(args.dataset, "--dataset")
-    if not os.path.isfile(args.weights):
-        raise InputFileNotFoundError(f"--weights {args.weights} does not exist: train first (train_net.py)")
-    if not os.path.isfile(args.config_file):
-        raise InputFileNotFoundError(f"--config-file {args.config_file} does not exist (configs/ holds the shipped ones)")
-    cfg = get_zsi_d2_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.WEIGHTS = args.weights
-    cfg.freeze()
-    check_device(cfg.MODEL.DEVICE)
+    cfg = command_config(args.config_file, args.opts, args.weights)
     if not issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), ZeroShotMaskFormer):
         raise InputValueError(
             f"tools/export_model.py exports the mask-classification models (ZeroShotMaskFormer and PADing); "

@@ -173,10 +173,13 @@ def _cfg_options(cfg, class_names=None):
     return source, kwargs
 
 
-def build_class_embeddings(cfg, class_names: Sequence[str]) -> torch.Tensor:
-    """(C, D) embeddings of `class_names` from the source configured in MODEL.ZERO_SHOT.EMBEDDING."""
-    source, kwargs = _cfg_options(cfg, validate_class_names(class_names))
-    return get_class_embeddings(source, class_names, **kwargs)
+def build_class_embeddings(cfg, class_names: Sequence[str], split_for: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """(C, D) embeddings of `class_names` from the source configured in MODEL.ZERO_SHOT.EMBEDDING.
+    `split_for`: the names that find the split (default `class_names`); a model's own class names, when
+    names outside its split are embedded in its space (a word-vector matrix's columns, the attribute words)."""
+    names = validate_class_names(class_names)
+    source, kwargs = _cfg_options(cfg, names if split_for is None else tuple(split_for))
+    return get_class_embeddings(source, names, **kwargs)
 
 
 def build_background_embedding(cfg, class_names: Optional[Sequence[str]] = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputKeyError
+from ..errors import InputKeyError, InputValueError
 from .class_set import ZeroShotModule, class_universe, default_class_set
 
 __all__ = ["ClassEmbeddings", "build_class_embeddings_module"]
@@ -33,6 +33,7 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
             raise ValueError(f"embeddings must be ({len(class_names)}, D), got {tuple(embeddings.shape)}")
         dim = embeddings.shape[1]
         self.class_names: Tuple[str, ...] = tuple(class_names)
+        self.built_names: Tuple[str, ...] = self.class_names  # the names it was built for (they find the split)
         # Not saved in checkpoints: embeddings come from the config, so a trained model can be
         # evaluated on any class names the embedding source can encode.
         self.register_buffer("embeddings", F.normalize(embeddings.float(), dim=1), persistent=False)
@@ -68,6 +69,23 @@ class ClassEmbeddings(nn.Module, ZeroShotModule):
             )
         index = [self.class_names.index(n) for n in names]
         self.active = torch.tensor(index, dtype=torch.long, device=self.embeddings.device)
+
+    def add_class_names(self, names, cfg):
+        """Embed the names of `names` this bank lacks with the source `cfg` configures, in this bank's
+        space (the names it was built for find the split), so that they can be scored (zsi_d2.set_vocabulary)."""
+        from ..embeddings import build_class_embeddings
+
+        missing = [n for n in dict.fromkeys(names) if n not in self.class_names]
+        if not missing:
+            return
+        new = build_class_embeddings(cfg, missing, split_for=self.built_names)
+        if new.shape[1] != self.dim:
+            raise InputValueError(
+                f"The config embeds class names in {new.shape[1]} dimensions, but this model's class embeddings "
+                f"have {self.dim}: give the config the model was built with (MODEL.ZERO_SHOT.EMBEDDING)")
+        new = F.normalize(new.float(), dim=1).to(self.embeddings.device)
+        self.embeddings = torch.cat([self.embeddings, new], dim=0)
+        self.class_names = self.class_names + tuple(missing)
 
     def sync_background_from(self, source: Optional[Callable[[], torch.Tensor]]):
         """Use `source()` (e.g. BA-RPN's learned background) as the background from now on; None undoes it.

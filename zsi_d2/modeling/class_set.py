@@ -10,21 +10,23 @@ import abc
 import contextlib
 import functools
 import logging
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from detectron2.data import MetadataCatalog
 
 from ..data.metadata import ZERO_SHOT_MODES
-from ..errors import InputKeyError, InputValueError
+from ..errors import InputError, InputKeyError, InputValueError
 from ..utils.model import unwrap
 
 __all__ = [
     "ClassSet",
     "ZeroShotModule",
+    "ZeroShotMetaArch",
     "class_universe",
+    "inference_class_set",
     "use_class_set",
     "dataset_class_set",
     "apply_class_set",
@@ -32,7 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ClassSet:
     unseen: Tuple[str, ...] = ()  # the names in `names` that are unseen classes
     stuff: Tuple[str, ...] = ()  # the names in `names` that are stuff classes (amorphous regions)
     thing_classes: Tuple[str, ...] = ()  # the dataset's thing_classes: where instance outputs point
+    source: str = field(default="", compare=False)  # where the set comes from (a dataset, "vocabulary"), for logs
 
     # Derived tensors: computed once per class set (a frozen value), read by every module that needs
     # them, so no module keeps its own copy to refresh when the set switches.
@@ -154,7 +156,7 @@ def dataset_class_set(dataset_name: str, kind: str = "thing", mode: Optional[str
     split_stuff = _split_stuff(meta)
     return ClassSet(names, classes, mode, unseen=tuple(c for c in names if c in unseen),
                     stuff=tuple(c for c in names if c in split_stuff),
-                    thing_classes=tuple(meta.get("thing_classes", None) or ()))
+                    thing_classes=tuple(meta.get("thing_classes", None) or ()), source=dataset_name)
 
 
 def _split_stuff(meta):
@@ -167,24 +169,32 @@ def _split_stuff(meta):
 
 def class_universe(cfg, kind: str = "thing") -> Tuple[str, ...]:
     """Every class name any configured dataset may ask for; the model embeds all of them once."""
+    datasets = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    _first_dataset(datasets)
     names = []
-    for dataset_name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+    for dataset_name in datasets:
         for n in dataset_class_set(dataset_name, kind).dataset_classes:
             if n not in names:
                 names.append(n)
-    if not names:
+    return tuple(names)
+
+
+def _first_dataset(datasets) -> str:
+    if not datasets:
         raise InputValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from: "
                               "name at least one")
-    return tuple(names)
+    return datasets[0]
 
 
 def default_class_set(cfg, kind: str = "thing") -> ClassSet:
     """The class set a freshly built model starts with: the training set's, else the first test set's."""
-    datasets = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
-    if not datasets:
-        raise InputValueError("No datasets in DATASETS.TRAIN or DATASETS.TEST to take class names from: "
-                              "name at least one")
-    return dataset_class_set(datasets[0], kind)
+    return dataset_class_set(_first_dataset(list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)), kind)
+
+
+def inference_class_set(cfg, kind: str = "thing") -> ClassSet:
+    """The class set a model built from `cfg` scores in eval mode until told otherwise: seen + unseen
+    (GZSI) of the first test dataset, else of the first training dataset."""
+    return dataset_class_set(_first_dataset(list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)), kind, mode="gzsi")
 
 
 def training_class_names(cfg) -> Tuple[str, ...]:
@@ -208,19 +218,75 @@ class ZeroShotModule(abc.ABC):
         if following is not None:
             following(class_set)
 
+    def add_class_names(self, names: Sequence[str], cfg):
+        """Be able to score `names` (some never seen by this module), embedding what it lacks with the
+        source `cfg` configures (zsi_d2.set_vocabulary calls it before switching). Default: nothing to
+        add; a module keeping per-class state (class-name embeddings) overrides it."""
+
 
 def apply_class_set(model, class_set: ClassSet):
-    """Tell every ZeroShotModule inside `model` which names to score."""
+    """Tell every ZeroShotModule inside `model` which names to score. A module that refuses the set
+    (an input error, e.g. a closed-set classifier asked for a class it has no weights for) leaves the
+    model on its previous class set."""
     model = unwrap(model)
-    touched = 0
-    for module in model.modules():
-        if isinstance(module, ZeroShotModule):
-            module.set_class_set(class_set)
-            touched += 1
-    if touched == 0:
+    previous = getattr(model, "class_set", None)
+    modules = [m for m in model.modules() if isinstance(m, ZeroShotModule)]
+    if not modules:
         raise TypeError(f"{type(model).__name__} has no zero-shot modules: it cannot switch class sets")
+    try:
+        for module in modules:
+            module.set_class_set(class_set)
+    except InputError:
+        if previous is not None and previous is not class_set:
+            for module in modules:
+                module.set_class_set(previous)
+        raise
     if hasattr(model, "class_set"):
         model.class_set = class_set
+
+
+class ZeroShotMetaArch:
+    """Mixin of every zsi_d2 meta-architecture (first in the bases): in training mode the model scores
+    its training class set (as built), in eval mode its inference class set, the config's test set
+    (seen + unseen, `inference_class_set`), so that a model built and put in eval mode as detectron2's
+    DefaultPredictor does can name the unseen classes. A class set chosen explicitly (use_class_set,
+    apply_class_set, zsi_d2.set_vocabulary) is kept across train() / eval(): only a default follows the mode.
+    """
+
+    def init_class_sets(self, training: ClassSet, inference: Optional[ClassSet] = None):
+        """Call in __init__, before the class set is applied to the modules."""
+        self.class_set = training
+        self.training_class_set = training
+        self.inference_class_set = inference or training
+        self._inference_set_logged = False
+
+    def train(self, mode: bool = True):
+        result = super().train(mode)
+        if getattr(self, "training_class_set", None) is None:  # still being built
+            return result
+        leaving, target = ((self.inference_class_set, self.training_class_set) if mode
+                           else (self.training_class_set, self.inference_class_set))
+        if getattr(self, "class_set", None) is leaving and target is not leaving:
+            if mode:
+                apply_class_set(self, target)
+            else:
+                self._enter_inference_class_set(target)
+        return result
+
+    def _enter_inference_class_set(self, target: ClassSet):
+        name = type(self).__name__
+        try:
+            apply_class_set(self, target)
+        except InputError as e:  # e.g. a closed-set classifier: it scores its training classes only
+            self.inference_class_set = self.training_class_set
+            logger.info(f"{name} in eval mode scores its {len(self.class_set.names)} training classes: it cannot "
+                        f"score the test set of '{target.source}' ({str(e).splitlines()[0]})")
+            return
+        if not self._inference_set_logged:
+            self._inference_set_logged = True
+            logger.info(f"{name} in eval mode scores the classes of '{target.source}' ({target.mode}: "
+                        f"{len(target.names) - len(target.unseen)} seen + {len(target.unseen)} unseen); "
+                        "zsi_d2.set_vocabulary(model, names, cfg) sets any others")
 
 
 @contextlib.contextmanager

@@ -8,10 +8,11 @@ index into thing_classes), so detectron2's and zsi_d2's evaluators and visualise
 
 The class set follows the dataset's metadata like every zsi_d2 model ("auto": stuff_classes, the
 whole label space, where the dataset has them): seen classes in training, seen + unseen or unseen
-at test. Training labels become local indices through `ClassSet.to_local`, which refuses any class
-outside the training set (the last line of the leakage guard).
+at test; in eval mode, until a set is chosen, the config's test set (seen + unseen). Training
+labels become local indices through `ClassSet.to_local`, which refuses any class outside the
+training set (the last line of the leakage guard).
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 
-from ..class_set import ClassSet, default_class_set
+from ..class_set import ClassSet, ZeroShotMetaArch, default_class_set, inference_class_set
 from .criterion import SetCriterion
 from .full_mask_criterion import FullMaskSetCriterion
 from ...errors import InputKeyError, InputValueError
@@ -71,7 +72,7 @@ def decoder_input_channels(cfg, backbone_shape) -> int:
 
 
 @META_ARCH_REGISTRY.register()
-class ZeroShotMaskFormer(nn.Module):
+class ZeroShotMaskFormer(ZeroShotMetaArch, nn.Module):
     """Universal zero-shot segmentation: one model, semantic + instance + panoptic outputs."""
 
     class_kind = "auto"  # use_class_set: the dataset's whole label space (stuff_classes if present)
@@ -81,7 +82,8 @@ class ZeroShotMaskFormer(nn.Module):
                  pixel_mean, pixel_std, transformer_in_feature: str = MULTI_SCALE_INPUT,
                  size_divisibility: int = 32, semantic_on: bool = True,
                  instance_on: bool = True, panoptic_on: bool = True, object_mask_threshold: float = 0.8,
-                 overlap_threshold: float = 0.8, detections_per_image: int = 100):
+                 overlap_threshold: float = 0.8, detections_per_image: int = 100,
+                 inference_class_set: Optional[ClassSet] = None):
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -96,7 +98,7 @@ class ZeroShotMaskFormer(nn.Module):
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.detections_per_image = detections_per_image
-        self.class_set = class_set
+        self.init_class_sets(class_set, inference_class_set)  # eval mode: the test set (ZeroShotMetaArch)
         self.classifier.set_class_set(class_set)
 
     @classmethod
@@ -111,6 +113,7 @@ class ZeroShotMaskFormer(nn.Module):
             "classifier": cls.build_classifier(cfg),
             "criterion": build_set_criterion(cfg),
             "class_set": default_class_set(cfg, cls.class_kind),
+            "inference_class_set": inference_class_set(cfg, cls.class_kind),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "size_divisibility": mf.SIZE_DIVISIBILITY,

@@ -1,31 +1,37 @@
 """Mask/Faster R-CNN over a switchable set of class names."""
+from typing import Optional
+
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Instances
 
-from ..class_set import ClassSet, apply_class_set, default_class_set
+from ..class_set import ClassSet, ZeroShotMetaArch, apply_class_set, default_class_set, inference_class_set
 
 __all__ = ["ZeroShotRCNN"]
 
 
 @META_ARCH_REGISTRY.register()
-class ZeroShotRCNN(GeneralizedRCNN):
-    """GeneralizedRCNN that trains on the seen classes and predicts the class set it is given.
+class ZeroShotRCNN(ZeroShotMetaArch, GeneralizedRCNN):
+    """GeneralizedRCNN that trains on the seen classes and predicts the class set it is given (in eval
+    mode by default the config's test set, seen + unseen: `ZeroShotMetaArch`).
 
     Ground-truth labels (dataset contiguous ids) are mapped into the active class set before the
     heads see them; predictions are mapped back, so evaluators and visualisers need no changes.
     """
 
+    class_kind = "thing"  # instances only: the dataset's thing_classes
+
     @configurable
-    def __init__(self, *, class_set: ClassSet, **kwargs):
+    def __init__(self, *, class_set: ClassSet, inference_class_set: Optional[ClassSet] = None, **kwargs):
         super().__init__(**kwargs)
-        self.class_set = class_set
+        self.init_class_sets(class_set, inference_class_set)
         apply_class_set(self, class_set)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        ret["class_set"] = default_class_set(cfg)
+        ret["class_set"] = default_class_set(cfg, cls.class_kind)
+        ret["inference_class_set"] = inference_class_set(cfg, cls.class_kind)
         return ret
 
     def forward(self, batched_inputs):
