@@ -6,7 +6,8 @@
         [--opts KEY VALUE ...]
 
 --vocabulary: one class per argument; inside an argument, commas separate spellings of ONE class
-("tv, television"). Without it the model scores its config's test set (seen + unseen classes).
+("tv, television"). Without it the model scores its config's test set (seen + unseen classes);
+--extra-vocabulary adds names to either.
 Names that are training classes keep their identity (drawn blue); every other name is drawn in
 magenta and tagged [unseen]. Writes DIR/<image>.png (or DIR/<video>.mp4) and COCO-format JSON:
 DIR/coco_images.json (images, categories) and DIR/coco_results.json (the predictions), read by
@@ -54,6 +55,8 @@ def get_parser():
     p.add_argument("--output", required=True, help="folder for the pictures and the COCO JSON")
     p.add_argument("--vocabulary", nargs="*", default=None, metavar="NAME",
                    help="class names, one per argument; 'a, b' = two spellings of one class")
+    p.add_argument("--extra-vocabulary", nargs="+", default=(), metavar="NAME",
+                   help="names scored beside --vocabulary, or beside the config's test set without it")
     p.add_argument("--stuff", nargs="*", default=(), metavar="NAME",
                    help="vocabulary entries that are amorphous regions (sky, grass): panoptic stuff")
     p.add_argument("--task", choices=TASKS, help="the view to draw and export (default: the model's first of "
@@ -122,7 +125,8 @@ class Demo:
     """Predicts, draws and collects COCO results, image after image."""
 
     def __init__(self, cfg, args):
-        self.predictor = ZeroShotPredictor(cfg, args.vocabulary, stuff=args.stuff or ())
+        self.predictor = ZeroShotPredictor(cfg, args.vocabulary, stuff=args.stuff or (),
+                                           extra_vocabulary=args.extra_vocabulary)
         self.metadata = self.predictor.metadata
         self.task = choose_task(self.predictor.model, args.task)
         self.threshold = args.confidence_threshold
@@ -189,8 +193,9 @@ def main(argv=None):
         raise InputValueError("Give either --input (images, globs or folders) or --video-input (a video file)")
     if args.video_input and not os.path.isfile(args.video_input):
         raise InputFileNotFoundError(f"--video-input '{args.video_input}' does not exist: give a video file")
-    if args.vocabulary is not None:
-        vocabulary_entries(args.vocabulary)  # an empty one: before any model is built
+    for given in (args.vocabulary, args.extra_vocabulary or None):
+        if given is not None:
+            vocabulary_entries(given)  # an empty one: before any model is built
     cfg = command_config(args.config_file, args.opts, args.weights)
     paths = expand_inputs(args.input) if args.input else []
     demo = Demo(cfg, args)

@@ -112,6 +112,20 @@ def test_demo_on_the_rcnn_baseline_with_the_test_set_by_default(weights, images,
     assert names == [n for n in meta.thing_classes if n in set(meta.seen_classes) | set(meta.unseen_classes)]
 
 
+def test_extra_vocabulary_adds_names_to_the_test_set(weights, images, tmp_path):
+    """--extra-vocabulary: the config's test set and the new names, in that order (make demo's call)."""
+    demo = _import_demo()
+    _, images_json, _ = demo.main(["--config-file", BASELINE_CONFIG, "--weights", weights["rcnn"],
+                                   "--input", images[0], "--output", str(tmp_path),
+                                   "--extra-vocabulary", "purple circle", "white cross", "--opts", *TINY_OPTS])
+    meta = MetadataCatalog.get("zs_shapes_tiny_val")
+    test_set = [n for n in meta.thing_classes if n in set(meta.seen_classes) | set(meta.unseen_classes)]
+    categories = COCO(images_json).dataset["categories"]
+    assert [c["name"] for c in categories] == test_set + ["purple circle", "white cross"]
+    new = [c["name"] for c in categories if not c["seen"]]
+    assert new == [n for n in test_set if n in meta.unseen_classes] + ["purple circle", "white cross"]
+
+
 def test_demo_reads_a_video_frame_by_frame(weights, images, tmp_path):
     demo = _import_demo()
     video = str(tmp_path / "clip.avi")

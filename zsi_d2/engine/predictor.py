@@ -27,11 +27,13 @@ class ZeroShotPredictor(DefaultPredictor):
     """`predictor(bgr_image)` -> the model's output dict for one image (detectron2's DefaultPredictor
     call: BGR HxWx3 uint8 in, resized to INPUT.MIN_SIZE_TEST, outputs at the input's size).
 
-    vocabulary: class names to score (None: the config's test set); stuff: entries of it that are
-    amorphous regions. `class_set` and `metadata` describe what the outputs' ids index.
+    vocabulary: class names to score (None: the config's test set); extra_vocabulary: names scored
+    beside them (the test set and a few new names, without listing the split); stuff: entries that
+    are amorphous regions. `class_set` and `metadata` describe what the outputs' ids index.
     """
 
-    def __init__(self, cfg, vocabulary: Optional[Sequence[str]] = None, stuff: Sequence[str] = ()):
+    def __init__(self, cfg, vocabulary: Optional[Sequence[str]] = None, stuff: Sequence[str] = (),
+                 extra_vocabulary: Sequence[str] = ()):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()  # the config's test set (ZeroShotMetaArch), until a vocabulary is set
@@ -40,6 +42,9 @@ class ZeroShotPredictor(DefaultPredictor):
             ZeroShotCheckpointer.from_config(cfg, self.model, purpose="eval").load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
+        if extra_vocabulary:
+            base = vocabulary if vocabulary is not None else unwrap(self.model).inference_class_set.names
+            vocabulary = list(base) + list(extra_vocabulary)
         if vocabulary is not None:
             set_vocabulary(self.model, vocabulary, cfg, stuff=stuff)
         self.class_set = unwrap(self.model).class_set
