@@ -12,7 +12,7 @@ from pycocotools import mask as mask_util
 
 from detectron2.data import MetadataCatalog
 
-from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS, import_tool
+from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_MASK_FORMER_OPTS, TINY_OPTS, import_tool
 
 
 
@@ -300,3 +300,15 @@ def test_benchmark_step_times_vanilla_and_zsi_on_the_same_batches(monkeypatch):
     assert [r["model"] for r in rows] == ["vanilla", "zsi"] and rows[0]["ratio_to_first"] == 1.0
     assert all(r["median_s"] > 0 for r in rows)
     assert "x first" in bench.format_rows(rows, 1, 2)
+
+
+def test_benchmark_step_feeds_mask_formers_their_mapper():
+    """Mask-classification entries (the core beside ZegFormer) train on the first config's
+    INPUT.DATASET_MAPPER_NAME batches, as train_net.py builds them (detectron2's default mapper
+    gives no 'instances' they can read)."""
+    bench = import_tool("benchmark_step")
+    core = os.path.join(REPO_ROOT, "configs/mask_former/zs_shapes/mask_former_embedding.yaml")
+    zegformer = os.path.join(REPO_ROOT, "configs/zegformer/zs_shapes/zegformer.yaml")
+    entries, base = bench.parse_entries([f"core={core}", f"zegformer={zegformer}"], TINY_MASK_FORMER_OPTS)
+    rows = bench.benchmark(entries, base, iters=2, warmup=0)
+    assert [r["model"] for r in rows] == ["core", "zegformer"] and all(r["median_s"] > 0 for r in rows)

@@ -28,6 +28,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from zsi_d2.config import get_zsi_d2_cfg
+from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.engine import build_optimizer
 
 logger = logging.getLogger("zsi_d2.benchmark")
@@ -69,7 +70,9 @@ def parse_entries(entries, opts):
 
 
 def draw_batches(cfg, count):
-    loader = iter(build_detection_train_loader(cfg))
+    # the first config's mapper (INPUT.DATASET_MAPPER_NAME), as train_net.py builds it: every entry
+    # must read the same inputs (R-CNNs with R-CNNs, mask classification with mask classification)
+    loader = iter(build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True)))
     return [next(loader) for _ in range(count)]
 
 
