@@ -6,7 +6,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import torch  # noqa: E402
 import zsi_d2  # noqa: E402,F401  (compat layer + registrations before any detectron2 use)
+
+# torch's thread count in a fresh process, read before test modules set theirs at collection:
+# commands run in this process (run_in_process) get it, so they compute what a subprocess would.
+FRESH_PROCESS_THREADS = torch.get_num_threads()
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
@@ -131,6 +136,38 @@ def import_tool(name):
         return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def run_in_process(entry, argv):
+    """A command's top level (`entry(argv)`, e.g. train_net.invoke_main) called in this process, which
+    saves the 9-10 s a subprocess spends importing torch and detectron2: returns (exit status,
+    stdout, stderr), with the thread count of a fresh process. The logging handlers detectron2's setup_logger adds during the call write to
+    the captured streams; they are removed afterwards so that later tests do not log into them."""
+    import contextlib
+    import io
+    import logging
+
+    from detectron2.utils.logger import setup_logger
+
+    loggers = [logging.getLogger(name) for name in (None, "detectron2", "fvcore", "zsi_d2", "d2")]
+    before = {logger: list(logger.handlers) for logger in loggers}
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(FRESH_PROCESS_THREADS)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            entry(argv)
+    except SystemExit as e:
+        status = 0 if e.code is None else e.code
+    finally:
+        for logger, kept in before.items():
+            for handler in logger.handlers:
+                if handler not in kept:
+                    handler.close()
+            logger.handlers[:] = kept
+        setup_logger.cache_clear()  # a later call with the same arguments must add its handlers again
+        torch.set_num_threads(threads)
+    return status, out.getvalue(), err.getvalue()
 
 
 def tiny_cfg(*opts, config="configs/zs_shapes/projection_mask_rcnn.yaml"):

@@ -14,12 +14,12 @@ from PIL import Image
 
 from detectron2.data import DatasetMapper
 
-from conftest import REPO_ROOT, TINY_OPTS, tiny_cfg
+from conftest import REPO_ROOT, TINY_OPTS, import_tool, run_in_process, tiny_cfg
 from test_train_net import _fails_in_one_line
 
 from zsi_d2.data.mappers import NameUnreadableFiles
 from zsi_d2.engine import check_device
-from zsi_d2.errors import InputError, InputValueError
+from zsi_d2.errors import InputError, InputValueError, exit_on_input_error
 
 MASK_FORMER = os.path.join(REPO_ROOT, "configs/mask_former/zs_shapes/mask_former_embedding.yaml")
 
@@ -58,23 +58,28 @@ def test_a_class_without_a_word_vector_is_one_line(tmp_path):
                         "MODEL.ZERO_SHOT.EMBEDDING.PATH", str(vectors), "SOLVER.MAX_ITER", "1"], "circle")
 
 
-def _export(args):
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "export_model.py"), *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    return proc.stderr.strip().splitlines()[-1]
-
-
 def test_export_of_a_missing_checkpoint_or_an_rcnn_is_one_line(tmp_path):
-    last = _export(["--config-file", MASK_FORMER, "--weights", "no/such/model.pth", "--dataset", "zs_shapes_tiny_val_panoptic",
-                    "--output", str(tmp_path / "m.ts")])
+    # `python tools/export_model.py` itself: its top level prints the one line and exits 2.
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "export_model.py"), "--config-file",
+                           MASK_FORMER, "--weights", "no/such/model.pth", "--dataset", "zs_shapes_tiny_val_panoptic",
+                           "--output", str(tmp_path / "m.ts")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ERROR: ") and "--weights no/such/model.pth does not exist" in last
+    # The R-CNN family, through the same top level in this process.
     weights = tmp_path / "w.pth"
     torch.save({"model": {}}, weights)
-    last = _export(["--config-file", os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml"),
-                    "--weights", str(weights), "--dataset", "zs_shapes_tiny_val", "--output", str(tmp_path / "m.ts")])
-    assert last.startswith("ERROR: ") and "builds ZeroShotRCNN" in last and "not written yet" in last
+    export_model = import_tool("export_model")
+
+    def top_level(argv):
+        with exit_on_input_error():
+            export_model.main(argv)
+
+    status, _, err = run_in_process(top_level, [
+        "--config-file", os.path.join(REPO_ROOT, "configs/zs_shapes/projection_mask_rcnn.yaml"), "--weights",
+        str(weights), "--dataset", "zs_shapes_tiny_val", "--output", str(tmp_path / "m.ts")])
+    last = err.strip().splitlines()[-1]
+    assert status == 2 and last.startswith("ERROR: ") and "builds ZeroShotRCNN" in last and "not written yet" in last
 
 
 def test_importing_detectron2_before_zsi_d2_says_what_to_do():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, TINY_MASK_FORMER_OPTS
-from test_train_net import _command, _run, _weights  # train_net.py as a subprocess, the same helpers
+from test_train_net import _command, _run, _run_subprocess, _weights  # the same helpers as train_net's tests
 
 STAGE1 = os.path.join(REPO_ROOT, "configs/pading/zs_shapes/pading_stage1.yaml")
 STAGE2 = os.path.join(REPO_ROOT, "configs/pading/zs_shapes/pading_stage2.yaml")
@@ -25,7 +25,7 @@ TINY_STAGE2 = ["MODEL.PADING.NUM_PRIMITIVES", "16", "MODEL.PADING.GENERATOR_DIM_
 def stage1_two_processes(tmp_path_factory):
     """Stage 1 (the linear core) trained 2 iterations by 2 processes over gloo."""
     out = tmp_path_factory.mktemp("stage1")
-    log = _run(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)], config=STAGE1)
+    log = _run_subprocess(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)], config=STAGE1)
     assert "World size: 2" in log and (out / "model_final.pth").is_file()
     return out / "model_final.pth"
 
@@ -37,7 +37,7 @@ def _stage2_args(stage1, out, *more):
 
 def test_stage2_runs_under_two_processes(stage1_two_processes, tmp_path):
     out = tmp_path / "stage2"
-    log = _run(["--num-gpus", "2", *_stage2_args(stage1_two_processes, out, "SOLVER.MAX_ITER", "6")], config=STAGE2)
+    log = _run_subprocess(["--num-gpus", "2", *_stage2_args(stage1_two_processes, out, "SOLVER.MAX_ITER", "6")], config=STAGE2)
     assert (out / "model_final.pth").is_file()
     rank1 = (out / "log.txt.rank1").read_text()
     assert "World size: 2" in rank1

@@ -5,12 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 import torch
 
-from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS
+from conftest import BASELINE_CONFIG, REPO_ROOT, TINY_OPTS, run_in_process
 
 TINY = TINY_OPTS
 CONFIG = BASELINE_CONFIG
@@ -20,10 +21,31 @@ def _command(args, config=CONFIG):
     return [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", config, *args]
 
 
-def _run(args, timeout=420, config=CONFIG):
+def _run_subprocess(args, timeout=420, config=CONFIG):
+    """train_net.py as its own process: for several processes (launch spawns them) and kill/resume."""
     proc = subprocess.run(_command(args, config), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"train_net failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout + proc.stderr
+
+
+def _train_net():
+    sys.path.insert(0, REPO_ROOT)
+    try:
+        import train_net
+    finally:
+        sys.path.pop(0)
+    return train_net
+
+
+def _invoke(args, config=CONFIG):
+    """train_net.py's top level (argument parsing, the one-line error handler, launch) in this process."""
+    return run_in_process(_train_net().invoke_main, ["--config-file", config, *args])
+
+
+def _run(args, config=CONFIG):
+    status, out, err = _invoke(args, config)
+    assert status == 0, f"train_net failed (exit {status}):\n{out[-3000:]}\n{err[-5000:]}"
+    return out + err
 
 
 def _weights(path):
@@ -57,17 +79,17 @@ def test_eval_only_reproduces_the_numbers(trained, tmp_path):
     assert again == first
 
 
-def test_two_cpu_processes_over_gloo_train_and_score_like_one(trained, tmp_path):
-    """If results were not gathered across processes, rank 0 would score half the images."""
-    out, _ = trained
-    log = _run(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path / "train")])
+def test_two_cpu_processes_over_gloo_train_and_score_like_one(tmp_path):
+    """Two processes train, then score their model; one process scores the same weights again. If
+    results were not gathered across processes, rank 0 would score half the images."""
+    log = _run_subprocess(["--num-gpus", "2", *TINY, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path / "train")])
     assert "Rank of current process: 0. World size: 2" in log
     rank1_log = (tmp_path / "train" / "log.txt.rank1").read_text()  # detectron2 logs other ranks to files
     assert "Rank of current process: 1. World size: 2" in rank1_log
-    _run(["--eval-only", "--num-gpus", "2", *TINY, "MODEL.WEIGHTS", str(out / "model_final.pth"),
+    _run(["--eval-only", *TINY, "MODEL.WEIGHTS", str(tmp_path / "train" / "model_final.pth"),
           "OUTPUT_DIR", str(tmp_path / "eval")])
-    two = json.loads((tmp_path / "eval" / "zero_shot_results.json").read_text())
-    one = json.loads((out / "zero_shot_results.json").read_text())
+    two = json.loads((tmp_path / "train" / "zero_shot_results.json").read_text())
+    one = json.loads((tmp_path / "eval" / "zero_shot_results.json").read_text())
     assert two == one
 
 
@@ -99,11 +121,7 @@ def test_periodic_checkpoints_are_written_by_the_zero_shot_checkpointer():
     from conftest import tiny_cfg
     from zsi_d2.engine import ZeroShotCheckpointer
 
-    sys.path.insert(0, REPO_ROOT)
-    try:
-        import train_net
-    finally:
-        sys.path.pop(0)
+    train_net = _train_net()
     cfg = tiny_cfg("MODEL.EFFICIENTNET.WEIGHTS", "", "SOLVER.MAX_ITER", "1", "DATASETS.CHECK_LEAKAGE", "False")
     trainer = train_net.Trainer(cfg)
     periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
@@ -113,11 +131,13 @@ def test_periodic_checkpoints_are_written_by_the_zero_shot_checkpointer():
 
 
 def _fails_in_one_line(args, expected, config=CONFIG):
-    proc = subprocess.run(_command(args, config), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode == 2, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
+    if "OUTPUT_DIR" not in args:  # errors met after default_setup would write into the repository's output/
+        args = [*args, "OUTPUT_DIR", tempfile.mkdtemp(prefix="train_net_error_")]
+    status, out, err = _invoke(args, config)
+    assert status == 2, f"exit {status}:\n{err[-3000:]}"
+    last = err.strip().splitlines()[-1]
     assert last.startswith("ERROR: ") and expected in last, last
-    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Traceback" not in out + err
     return last
 
 
@@ -136,7 +156,13 @@ def test_known_mistakes_end_in_one_line_before_any_work(args, expected):
 
 
 def test_a_missing_config_file_is_one_line():
-    _fails_in_one_line(TINY, "no/such/config.yaml", config="no/such/config.yaml")
+    """`python train_net.py` itself: the one-line handler is wired at its top level (exit status 2)."""
+    proc = subprocess.run(_command(TINY, "no/such/config.yaml"), cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, f"exit {proc.returncode}:\n{proc.stderr[-3000:]}"
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "ERROR: --config-file 'no/such/config.yaml' does not exist (configs/ holds the shipped ones)", last
+    assert "Traceback" not in proc.stderr + proc.stdout
 
 
 def test_evaluating_a_checkpoint_of_another_model_is_one_line(trained):
@@ -167,11 +193,11 @@ def test_eval_only_chooses_the_calibration_gamma_on_held_out_images_only(trained
 
 
 def test_help_explains_the_zero_shot_options():
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--help"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    status, out, _ = _invoke(["--help"])
+    assert status == 0
     for phrase in ("GZSI", "ZSI", "DATASETS.CHECK_LEAKAGE", "DATASETS.REGISTER_MODULES", "zsi_d2/data/splits.py",
                    "ALLOW_UNSEEN_IN_WEIGHTS"):
-        assert phrase in proc.stdout
+        assert phrase in out
 
 
 def _visualize_predictions():
