@@ -9,6 +9,7 @@ from detectron2.modeling import build_model
 
 from conftest import REPO_ROOT, tiny_cfg
 from zsi_d2.modeling.mask_former import ZeroShotMaskFormer
+from zsi_d2.modeling.semantic import ZeroShotSemanticSegmentor
 
 CONFIGS = sorted(
     os.path.relpath(p, REPO_ROOT)
@@ -44,6 +45,10 @@ def test_config_builds_and_runs_forward(config):
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model([{"image": torch.randint(0, 255, (3, 64, 80), dtype=torch.uint8).float(), "height": 64, "width": 80}])
+    if isinstance(model, ZeroShotSemanticSegmentor):  # pixel-level: class scores in stuff_classes channels
+        assert len(out) == 1 and set(out[0]) == {"sem_seg"}
+        assert out[0]["sem_seg"].shape == (len(model.class_set.dataset_classes), 64, 80)
+        return
     mask_classification = isinstance(model, ZeroShotMaskFormer)  # the core and the methods built on it
     if mask_classification:  # outputs as its TEST flags ask; its instances always carry masks
         flags = cfg.MODEL.MASK_FORMER.TEST

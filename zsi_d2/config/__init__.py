@@ -9,6 +9,7 @@ def get_zsi_d2_cfg():
     from ..methods.zegformer.config import add_zegformer_config
     from ..methods.zsi.config import add_zsi_config
     from ..modeling.mask_former.config import add_mask_former_config
+    from ..modeling.semantic.config import add_semantic_config
 
     cfg = get_cfg()
     add_zsi_d2_config(cfg)
@@ -16,6 +17,7 @@ def get_zsi_d2_cfg():
     add_mask_former_config(cfg)
     add_pading_config(cfg)
     add_zegformer_config(cfg)
+    add_semantic_config(cfg)
     return cfg
 
 

@@ -7,3 +7,4 @@ from .embedding_classifier import EmbeddingClassifier  # noqa: F401
 from .meta_arch import ZeroShotRCNN  # noqa: F401
 from .roi_heads import ProjectionBoxPredictor, ZeroShotROIHeads  # noqa: F401
 from .mask_former import ZeroShotMaskFormer  # noqa: F401
+from .semantic import ZeroShotSemanticSegmentor  # noqa: F401
