@@ -15,7 +15,8 @@ from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.engine import GenerativeTrainer, ZeroShotCheckpointer
 from zsi_d2.errors import CheckpointMismatchError, InputValueError
 from zsi_d2.methods.pading import check_stage1_checkpoint
-from zsi_d2.methods.pading.feature_bank import compute_query_bank, load_or_compute_query_bank, query_bank_cache_key
+from zsi_d2.engine.feature_bank_cache import bank_cache_key
+from zsi_d2.methods.pading.feature_bank import compute_query_bank, load_or_compute_query_bank
 from zsi_d2.modeling.class_set import apply_class_set, use_class_set
 
 from test_mask_former_model import TRAIN, tiny_mask_former_cfg
@@ -255,21 +256,24 @@ def test_query_bank_leaves_out_images_without_targets_and_ignores_calibration(st
     assert torch.equal(plain.labels, calibrated.labels) and torch.equal(plain.features, calibrated.features)
 
 
+PADING_KEYS = ("PADING",)
+
+
 def test_query_bank_cache_key_follows_checkpoint_bytes_and_class_set(stage1, tmp_path):
     cfg, model = _stage2(stage1, tmp_path)
     dicts = DatasetCatalog.get(TRAIN)
     names = model.stage2_class_set.names
-    key = query_bank_cache_key(cfg, stage1["linear"], [TRAIN], dicts, names)
+    key = bank_cache_key(cfg, stage1["linear"], [TRAIN], dicts, names, PADING_KEYS)
     state = torch.load(stage1["linear"], map_location="cpu")
     state["model"]["backbone.stem.0.weight" if "backbone.stem.0.weight" in state["model"] else
                    next(iter(state["model"]))].add_(1e-3)
     torch.save(state, tmp_path / "changed.pth")
-    assert query_bank_cache_key(cfg, str(tmp_path / "changed.pth"), [TRAIN], dicts, names) != key
-    assert query_bank_cache_key(cfg, stage1["linear"], [TRAIN], dicts, names[:-1]) != key
-    assert query_bank_cache_key(cfg, stage1["linear"], [TRAIN], dicts[:-1], names) != key
+    assert bank_cache_key(cfg, str(tmp_path / "changed.pth"), [TRAIN], dicts, names, PADING_KEYS) != key
+    assert bank_cache_key(cfg, stage1["linear"], [TRAIN], dicts, names[:-1], PADING_KEYS) != key
+    assert bank_cache_key(cfg, stage1["linear"], [TRAIN], dicts[:-1], names, PADING_KEYS) != key
     stage2_only = _stage2_cfg(stage1, tmp_path, "reference", "MODEL.PADING.UNSEEN_CLASS_WEIGHT", "1.0",
                               "MODEL.ZERO_SHOT.CALIBRATION.GAMMA", "2.0")
-    assert query_bank_cache_key(stage2_only, stage1["linear"], [TRAIN], dicts, names) == key
+    assert bank_cache_key(stage2_only, stage1["linear"], [TRAIN], dicts, names, PADING_KEYS) == key
 
 
 def test_query_bank_is_cached_and_reused(stage1, tmp_path):

@@ -9,3 +9,4 @@ from .lr_scheduler import build_lr_scheduler  # noqa: F401
 from .trainer import ZeroShotTrainer, trainer_class_for  # noqa: F401
 from .generative_trainer import GenerativeTrainer  # noqa: F401
 from .predictor import ZeroShotPredictor  # noqa: F401
+from . import train_command  # noqa: F401

@@ -15,7 +15,8 @@ DefaultTrainer's public `run_step`. With several processes (detectron2's `launch
 takes its share of every batch and both steps average their gradients over the processes before
 stepping, so the processes stay identical, as under DistributedDataParallel.
 
-The model (PADing; a pixel-level project implements the same with pixel features) provides:
+The model (PADing; zsi_d2.modeling.semantic.PixelGenerativeSegmentor with pixel features) provides:
+- `stage2_solver(cfg)` (a classmethod): the classifier's SGD settings and the images per step;
 - `stage2_class_set`: the seen + unseen ClassSet the classifier is trained over;
 - `check_starting_weights(cfg)`: refuses a starting checkpoint it cannot use, in one line;
 - `build_feature_bank(cfg)`: a FeatureBank of the training images (cached; computed once);
@@ -32,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from detectron2.engine import SimpleTrainer
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
 from ..data.audit import check_training_sets
@@ -87,15 +89,21 @@ class GenerativeTrainer(ZeroShotTrainer):
         return []
 
     @classmethod
+    def stage2_solver(cls, cfg) -> Dict:
+        """The meta-architecture's second-stage settings (its `stage2_solver(cfg)`): classifier_lr,
+        classifier_momentum, classifier_weight_decay, images_per_batch and the key naming the latter."""
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).stage2_solver(cfg)
+
+    @classmethod
     def build_classifier_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
-        p = cfg.MODEL.PADING
-        return torch.optim.SGD(model.classifier_parameters(), lr=p.CLASSIFIER_LR, momentum=p.CLASSIFIER_MOMENTUM,
-                               weight_decay=p.CLASSIFIER_WEIGHT_DECAY)
+        s = cls.stage2_solver(cfg)
+        return torch.optim.SGD(model.classifier_parameters(), lr=s["classifier_lr"], momentum=s["classifier_momentum"],
+                               weight_decay=s["classifier_weight_decay"])
 
     @classmethod
     def images_per_batch(cls, cfg) -> int:
         """Images' features per iteration, all processes together."""
-        return cfg.MODEL.PADING.IMAGES_PER_BATCH
+        return cls.stage2_solver(cfg)["images_per_batch"]
 
     # ---- set-up, before training ------------------------------------------------------------
     def build_hooks(self):
@@ -115,7 +123,8 @@ class GenerativeTrainer(ZeroShotTrainer):
         model = self.unwrapped_model
         batch = self.images_per_batch(self.cfg)
         if batch < comm.get_world_size():
-            raise InputValueError(f"MODEL.PADING.IMAGES_PER_BATCH={batch} must be at least the number of processes "
+            key = self.stage2_solver(self.cfg)["images_per_batch_key"]
+            raise InputValueError(f"{key}={batch} must be at least the number of processes "
                                   f"({comm.get_world_size()}): each process takes at least one image per step")
         if not (resume and self.checkpointer.has_checkpoint()):
             model.check_starting_weights(self.cfg)

@@ -131,6 +131,13 @@ class PADing(ZeroShotMaskFormer):
         return ret
 
     # ---- what GenerativeTrainer needs ---------------------------------------------------------
+    @classmethod
+    def stage2_solver(cls, cfg) -> Dict:
+        p = cfg.MODEL.PADING
+        return {"classifier_lr": p.CLASSIFIER_LR, "classifier_momentum": p.CLASSIFIER_MOMENTUM,
+                "classifier_weight_decay": p.CLASSIFIER_WEIGHT_DECAY, "images_per_batch": p.IMAGES_PER_BATCH,
+                "images_per_batch_key": "MODEL.PADING.IMAGES_PER_BATCH"}
+
     def generator_parameters(self) -> List[torch.nn.Parameter]:
         return [p for p in self.generative_criterion.parameters() if p.requires_grad]
 

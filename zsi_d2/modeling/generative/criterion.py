@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import relationship_alignment_loss
-from .mmd import mmd_loss
+from .mmd import class_conditional_mmd, mmd_loss
 
 __all__ = ["GenerativeCriterion"]
 
@@ -36,15 +36,19 @@ class GenerativeCriterion(nn.Module):
         generator: (n, E) class embeddings -> (n, D) features (zsi_d2.modeling.generative).
         disentangler, relation_net: PADing's (None: off).
         loss_weights: weight of each of LOSS_WEIGHT_KEYS (0: off).
-        num_choose: generated unseen features per classifier step (random unseen classes).
+        num_choose: unseen classes drawn (at random) per classifier step ...
+        samples_per_class: ... and features generated for each (PADing 1; pixel-level methods many).
         unseen_class_weight: CE weight of the unseen classes in the classifier step.
         no_object_weight: CE weight of the no-object column (None: the classifier has none).
+        mmd_per_class: the MMD of each seen class's fakes to its own real features, averaged over
+            the classes (ZS3Net's form), instead of one MMD over the whole batch (PADing's).
     """
 
     def __init__(self, generator: nn.Module, *, disentangler: Optional[nn.Module] = None,
                  relation_net: Optional[nn.Module] = None, loss_weights: Dict[str, float],
                  mmd_sigmas: Sequence[float], alignment_tau: float = 0.1, num_choose: int = 5,
-                 unseen_class_weight: float = 1.0, no_object_weight: Optional[float] = 0.1):
+                 unseen_class_weight: float = 1.0, no_object_weight: Optional[float] = 0.1,
+                 samples_per_class: int = 1, mmd_per_class: bool = False):
         super().__init__()
         unknown = set(loss_weights) - set(LOSS_WEIGHT_KEYS)
         if unknown:
@@ -58,6 +62,8 @@ class GenerativeCriterion(nn.Module):
         self.num_choose = num_choose
         self.unseen_class_weight = unseen_class_weight
         self.no_object_weight = no_object_weight
+        self.samples_per_class = samples_per_class
+        self.mmd_per_class = mmd_per_class
 
     def _class_side(self, embeddings: torch.Tensor) -> torch.Tensor:
         """What the alignment losses compare features with: the primitive generator's projected
@@ -80,7 +86,9 @@ class GenerativeCriterion(nn.Module):
             return {}
         w = self.loss_weights
         fake_seen = self.generator(class_embeddings[labels])
-        losses = {"loss_mmd": w["mmd"] * mmd_loss(fake_seen, real, self.mmd_sigmas)}
+        mmd = (class_conditional_mmd(fake_seen, real, labels, labels, self.mmd_sigmas) if self.mmd_per_class
+               else mmd_loss(fake_seen, real, self.mmd_sigmas))
+        losses = {"loss_mmd": w["mmd"] * mmd}
         if w["generator_class"]:
             losses["loss_generator_ce"] = w["generator_class"] * F.cross_entropy(classifier(fake_seen), labels)
         if not (w["alignment"] or w["relation"] or w["reconstruction"] or w["unrelated"]) or not len(unseen):
@@ -114,11 +122,12 @@ class GenerativeCriterion(nn.Module):
                           classifier: Callable[[torch.Tensor], torch.Tensor],
                           unseen: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Real features (m, D) with labels (m,) (K = no object) + generated features of
-        `num_choose` random unseen classes (detached: this step trains the classifier only) -> the
+        `num_choose` random unseen classes, `samples_per_class` each (detached: this step trains the classifier only) -> the
         classifier's weighted CE (unseen classes `unseen_class_weight`, no object `no_object_weight`)."""
         num_classes = class_embeddings.shape[0]
         if len(unseen) and self.num_choose:
             chosen = unseen[torch.randperm(len(unseen), device=features.device)[: self.num_choose]]
+            chosen = chosen.repeat_interleave(self.samples_per_class)
             with torch.no_grad():
                 fake = self.generator(class_embeddings[chosen])
             features, labels = torch.cat([features, fake]), torch.cat([labels, chosen])
