@@ -138,3 +138,35 @@ def test_new_names_are_scored_at_test_time():
     with torch.no_grad():
         sem = model(batch)[0]["sem_seg"]
     assert sem.shape == (3, records[0]["height"], records[0]["width"]) and class_set.unseen
+
+
+def test_gamma_chosen_on_held_out_pixels_matches_ordinary_inference():
+    """The pixel path of the calibration search: each gamma's share of held-out (seen) pixels labelled
+    unseen is what the model's own calibrated inference labels them, on the same pixels."""
+    import numpy as np
+
+    from zsi_d2.engine.calibration import PIXEL_STRIDE, choose_calibration
+    from zsi_d2.evaluation.semantic import load_label_png
+    from zsi_d2.modeling.calibration import set_calibration_gamma
+
+    calib = "zs_shapes_tiny_calib_panoptic"
+    cfg = semantic_cfg("MODEL.ZERO_SHOT.CALIBRATION.DATASETS", f"('{calib}',)",
+                       "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX", "0.2", "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_STEP", "0.1")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    result = choose_calibration(cfg, model)
+    meta = MetadataCatalog.get(calib)
+    unseen = torch.tensor([n in meta.unseen_classes for n in meta.stuff_classes])
+    batch, records = _batch(cfg, calib, n=len(DatasetCatalog.get(calib)), is_train=False)
+    model.eval()
+    for gamma, share in result["shares"].items():
+        set_calibration_gamma(model, float(gamma))
+        wrong = total = 0
+        with torch.no_grad(), use_class_set(model, calib, mode="gzsi"):
+            for x, d in zip(batch, records):
+                pred = model([x])[0]["sem_seg"].argmax(0).flatten()
+                labelled = torch.as_tensor(load_label_png(d["sem_seg_file_name"]) != 255).flatten()
+                pred = pred[labelled][::PIXEL_STRIDE]
+                wrong, total = wrong + int(unseen[pred].sum()), total + len(pred)
+        assert np.isclose(share, wrong / total), (gamma, share, wrong / total)
+    assert result["gamma"] in (0.0, 0.1, 0.2)

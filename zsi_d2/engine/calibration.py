@@ -6,7 +6,10 @@ gamma of the search grid, re-run the box predictor's inference on the cached RoI
 each ground-truth object with the class of its highest-scoring detection overlapping it
 (IoU >= MATCH_IOU). For mask-classification models (ZeroShotMaskFormer, PADing) the detections are
 the last layer's queries, their boxes those of their masks and their scores the calibrated class
-probabilities (the held-out objects are the instance annotations: things). Every such object is seen, so an unseen label is an error the calibration
+probabilities (the held-out objects are the instance annotations: things). For pixel-level models
+(ZeroShotSemanticSegmentor: SPNet's calibration subtracts gamma from the seen probabilities) the
+held-out "objects" are the labelled pixels of the label maps (every 4th, in raster order), each
+labelled with its calibrated top class. Every such object is seen, so an unseen label is an error the calibration
 causes; the chosen gamma is the largest whose share of those errors stays <= TARGET_RATE
 (zsi_d2.modeling.calibration.choose_gamma). Nothing here reads an unseen annotation: the held-out
 sets are audited to hold none.
@@ -47,11 +50,12 @@ def _box_predictor(model):
     if isinstance(predictor, SeenCalibrated):
         return predictor
     classifier = getattr(model, "classifier", None)
-    if isinstance(classifier, SeenCalibrated) and hasattr(model, "predict"):
+    if isinstance(classifier, SeenCalibrated) and (hasattr(model, "predict") or hasattr(model, "pixel_features")):
         return classifier
     raise InputValueError(
-        f"MODEL.ZERO_SHOT.CALIBRATION.DATASETS: choosing gamma needs an R-CNN with a zero-shot box predictor or a "
-        f"mask-classification model; {type(model).__name__} is neither (set CALIBRATION.GAMMA directly instead)"
+        f"MODEL.ZERO_SHOT.CALIBRATION.DATASETS: choosing gamma needs an R-CNN with a zero-shot box predictor, a "
+        f"mask-classification model or a pixel-level one; {type(model).__name__} is none of them (set "
+        "CALIBRATION.GAMMA directly instead)"
     )
 
 
@@ -119,9 +123,43 @@ def _collect_queries(model, inputs, height, width):
     return _QueryOutputs(out["pred_logits"][0].detach(), Boxes(masks_to_boxes(masks > 0)))
 
 
+class _PixelOutputs:
+    """A pixel-level model's class probabilities (n, K) at the labelled pixels of one image."""
+
+    def __init__(self, probs):
+        self.probs = probs
+
+
+PIXEL_STRIDE = 4  # every 4th labelled pixel: neighbours add little but memory
+
+
+def _collect_pixels(model, inputs, dataset_dict):
+    from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+    from ..evaluation.semantic import load_label_png
+
+    images = model.preprocess_image([inputs])
+    scores = model.classifier(model.pixel_features(images.tensor))
+    scores = torch.nn.functional.interpolate(scores, size=images.tensor.shape[-2:], mode="bilinear",
+                                             align_corners=False)
+    probs = sem_seg_postprocess(scores[0].softmax(0), images.image_sizes[0], dataset_dict["height"],
+                                dataset_dict["width"])
+    labels = torch.as_tensor(load_label_png(dataset_dict["sem_seg_file_name"]).astype("int64"))
+    labelled = (labels != model.ignore_value).flatten()
+    return _PixelOutputs(probs.flatten(1)[:, labelled][:, ::PIXEL_STRIDE].t().contiguous())
+
+
 def _collect(cfg, model, names):
     """Per image: (ground-truth boxes, cached predictions, proposals, original height and width)."""
     inner = unwrap(model)
+    if hasattr(inner, "pixel_features"):  # pixel-level: probabilities at the labelled pixels
+        mapper = NameUnreadableFiles(DatasetMapper(cfg, is_train=False))
+        missing = [name for name in names if any("sem_seg_file_name" not in d for d in DatasetCatalog.get(name))]
+        if missing:
+            raise InputValueError(f"Calibration datasets {missing} have no label maps (sem_seg_file_name), which a "
+                                  "pixel-level model's gamma is chosen on: use their *_panoptic views")
+        return [(None, _collect_pixels(inner, mapper(dict(d)), d), None, d["height"], d["width"])
+                for name in names for d in DatasetCatalog.get(name)]
     if not hasattr(inner, "roi_heads"):  # mask classification: cached query outputs, no proposals
         mapper = NameUnreadableFiles(DatasetMapper(cfg, is_train=False))
         return [(_gt_boxes(d), _collect_queries(inner, mapper(dict(d)), d["height"], d["width"]), None,
@@ -150,6 +188,11 @@ def _share_labelled_unseen(predictor, cached, unseen_local, match_iou, gamma):
     the cached (uncalibrated) predictions scored at calibration `gamma`."""
     matched = wrong = 0
     for gt, predictions, proposals, height, width in cached:
+        if isinstance(predictions, _PixelOutputs):  # every labelled pixel an object, labelled by its top class
+            classes = predictor.calibrate(predictions.probs, gamma).argmax(dim=1)
+            matched += len(classes)
+            wrong += int(unseen_local[classes].sum())
+            continue
         if len(gt) == 0:
             continue
         if isinstance(predictions, _QueryOutputs):  # every query a detection, labelled by its top class
