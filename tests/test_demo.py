@@ -19,6 +19,10 @@ from zsi_d2.errors import InputError
 
 MASK_FORMER = os.path.join(REPO_ROOT, "configs/mask_former/zs_shapes/mask_former_embedding.yaml")
 VAL = "zs_shapes_tiny_val_panoptic"
+SPNET = os.path.join(REPO_ROOT, "configs/semantic/zs_shapes/spnet.yaml")
+TINY_SPNET_OPTS = ["DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "DATASETS.TEST", f"('{VAL}',)",
+                   "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes", "MODEL.EFFICIENTNET.WEIGHTS", "",
+                   "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32"]
 # split classes (seen, unseen, a distractor nobody labelled) and a training class spelled two ways
 # (stuff first: thing ids and category ids differ)
 VOCABULARY = ["dark dotted ground", "red circle", "red square, crimson square", "purple circle", "light wavy ground"]
@@ -51,7 +55,11 @@ def weights(tmp_path_factory):
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(MASK_FORMER)
     cfg.merge_from_list(TINY_MASK_FORMER_OPTS)
-    return {"mask_former": _save(cfg, folder, "mask_former"), "rcnn": _save(tiny_cfg(), folder, "rcnn")}
+    semantic = get_zsi_d2_cfg()
+    semantic.merge_from_file(SPNET)
+    semantic.merge_from_list(TINY_SPNET_OPTS)
+    return {"mask_former": _save(cfg, folder, "mask_former"), "rcnn": _save(tiny_cfg(), folder, "rcnn"),
+            "spnet": _save(semantic, folder, "spnet")}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +118,20 @@ def test_demo_on_the_rcnn_baseline_with_the_test_set_by_default(weights, images,
     assert os.path.isfile(written[0])
     names = [c["name"] for c in COCO(images_json).dataset["categories"]]
     assert names == [n for n in meta.thing_classes if n in set(meta.seen_classes) | set(meta.unseen_classes)]
+
+
+def test_demo_on_a_pixel_level_model_draws_the_semantic_view(weights, images, tmp_path):
+    """SPNet-style projection (ZeroShotSemanticSegmentor): semantic is its one view, any names; a task it
+    lacks is one line."""
+    demo = _import_demo()
+    args = ["--config-file", SPNET, "--weights", weights["spnet"], "--input", *images, "--output", str(tmp_path),
+            "--vocabulary", "red circle", "purple circle", "light wavy ground", "--opts", *TINY_SPNET_OPTS]
+    written, images_json, _ = demo.main(args)
+    assert len(written) == len(images) and all(os.path.isfile(p) for p in written)
+    assert [c["name"] for c in COCO(images_json).dataset["categories"]] == ["red circle", "purple circle",
+                                                                           "light wavy ground"]
+    with pytest.raises(InputError, match="predicts semantic only; use --task semantic"):
+        demo.main([*args[:-len(TINY_SPNET_OPTS) - 1], "--task", "panoptic", "--opts", *TINY_SPNET_OPTS])
 
 
 def test_extra_vocabulary_adds_names_to_the_test_set(weights, images, tmp_path):

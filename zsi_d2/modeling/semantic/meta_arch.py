@@ -56,6 +56,7 @@ class ZeroShotSemanticSegmentor(ZeroShotMetaArch, nn.Module):
     """Pixel-level zero-shot semantic segmentation (module docstring)."""
 
     class_kind = "auto"  # use_class_set: the dataset's whole label space (stuff_classes)
+    semantic_on = True  # its only output (demo.py reads the *_on flags: no panoptic_on / instance_on here)
 
     @configurable
     def __init__(self, *, backbone, head, classifier, class_set: ClassSet, pixel_mean, pixel_std,
