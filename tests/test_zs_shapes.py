@@ -89,21 +89,24 @@ def test_deterministic_across_roots(tmp_path):
     assert os.path.basename(a) == os.path.basename(b)
     ha, hb = _tree_hashes(a), _tree_hashes(b)
     d = get_difficulty(PRESET)
-    # 3 PNGs an image of train, val and calib; 2 (panoptic, semantic) an image of the open-vocabulary set
-    assert len([p for p in ha if p.endswith(".png")]) == 3 * (d.num_train + 2 * d.num_val) + 2 * d.num_val
+    # 3 PNGs an image of train, val, calib and unlabelled; 2 (panoptic, semantic) an image of the
+    # open-vocabulary set
+    assert len([p for p in ha if p.endswith(".png")]) == 3 * (d.num_train + 3 * d.num_val) + 2 * d.num_val
     assert ha == hb
 
 
-def test_calib_is_added_to_an_older_cache_without_touching_train_or_val(tmp_path):
-    """A cache written before the calib subset existed gets it in place, byte-identical to a fresh
-    generation; train and val (and the folder name, i.e. the hash) are unchanged."""
+@pytest.mark.parametrize("added", [("calib",), ("unlabelled",), ("calib", "unlabelled")])
+def test_calib_is_added_to_an_older_cache_without_touching_train_or_val(tmp_path, added):
+    """A cache written before the calib (or unlabelled) subset existed gets it in place,
+    byte-identical to a fresh generation; train and val (and the folder name, i.e. the hash) are unchanged."""
     import shutil
 
     base = ensure_generated(PRESET, root=str(tmp_path / "a"))
     fresh = _tree_hashes(base)
-    shutil.rmtree(os.path.join(base, "calib"))
-    for kind in ("instances", "panoptic"):
-        os.remove(os.path.join(base, "annotations", f"{kind}_calib.json"))
+    for subset in added:
+        shutil.rmtree(os.path.join(base, subset))
+        for kind in ("instances", "panoptic"):
+            os.remove(os.path.join(base, "annotations", f"{kind}_{subset}.json"))
     older = _tree_hashes(base)
     assert ensure_generated(PRESET, root=str(tmp_path / "a")) == base
     assert _tree_hashes(base) == fresh
@@ -308,3 +311,22 @@ def test_default_difficulty_is_frozen():
     from zsi_d2.data.zs_shapes.difficulty import difficulty_hash, get_difficulty
 
     assert difficulty_hash(get_difficulty("default"), get_split("zs_shapes")) == "925a594cba"
+
+
+def test_the_unlabelled_pool_is_images_only_drawn_like_val_and_disjoint_from_it(tiny_root):
+    """Transductive self-training reads images, never labels: the registered pool's records carry
+    none, its images show unseen objects (so self-training has something to find) and none is a
+    validation or training image."""
+    records = DatasetCatalog.get("zs_shapes_tiny_unlabelled")
+    assert records and all(set(r) == {"file_name", "image_id", "height", "width"} for r in records)
+    meta = MetadataCatalog.get("zs_shapes_tiny_unlabelled")
+    assert meta.unlabelled and meta.zero_shot_mode == "train" and not meta.get("json_file", None)
+    base = ensure_generated("tiny")
+    hashes = {s: set(_tree_hashes(os.path.join(base, s, "images")).values()) for s in ("train", "val", "unlabelled")}
+    assert len(hashes["unlabelled"]) == len(records)
+    assert not hashes["unlabelled"] & (hashes["val"] | hashes["train"])
+    labels = [_png(os.path.join(base, "unlabelled", "sem_seg", os.path.basename(r["file_name"]))) for r in records]
+    assert any(np.isin(sem, _sem_labels(SPLIT.unseen)).any() for sem in labels)  # drawn like val
+    from zsi_d2.data.audit import audit_dataset
+
+    assert audit_dataset("zs_shapes_tiny_unlabelled").ok

@@ -9,6 +9,9 @@ generator version and the split, so a changed setting never reuses a stale cache
     val/...                      same for the validation images
     calib/...                    held-out images drawn like train (seen classes only), never
                                  trained on: for choosing test-time settings without unseen labels
+    unlabelled/...               a pool drawn like val (unseen objects included), disjoint from it,
+                                 registered as images only: for transductive self-training (its
+                                 label files exist for analysis; no registered dataset reads them)
     val_ov/{panoptic,sem_seg}/   the validation labels with the distractors annotated under their
                                  own names (the open-vocabulary set; its images are val's)
     annotations/instances_{train,val,val_zsi,calib}.json   COCO instances, RLE masks (things only)
@@ -19,8 +22,8 @@ generator version and the split, so a changed setting never reuses a stale cache
 Why these rules:
 - Train (and calib) images are rendered from *seen* classes only (no unseen thing, no unseen stuff
   pixel), validation from all classes: the zero-shot protocol is enforced by construction.
-- calib has as many images as val and its own RNG stream, so it does not change the train and val
-  bytes (nor the dataset hash): a cache made before calib existed gets it added in place.
+- calib and unlabelled have as many images as val and their own RNG streams, so they do not change
+  the train and val bytes (nor the dataset hash): a cache made before them gets them added in place.
 - Distractors (split.ignored) are drawn but never annotated: VOID in panoptic, 255 in semantic.
   Only the open-vocabulary set (val_ov, val_ov_zsi) names them, in files of its own, with category
   ids after the split's classes; it is written beside val without changing a byte of the other
@@ -61,7 +64,9 @@ logger = logging.getLogger(__name__)
 
 SPLIT_NAME = "zs_shapes"
 IGNORE_LABEL = 255
-_SPLIT_CODES = {"train": 0, "val": 1, "calib": 2}  # part of each image's RNG seed
+_SPLIT_CODES = {"train": 0, "val": 1, "calib": 2, "unlabelled": 3}  # part of each image's RNG seed
+# Subsets a cache made before them gets added in place (their own RNG streams leave the rest unchanged).
+_ADDED_SUBSETS = ("calib", "unlabelled")
 _SEEN_ONLY = ("train", "calib")  # subsets rendered from seen classes only
 # subset -> (folder of its images, folder of its panoptic / semantic label PNGs)
 _FOLDERS = {"val_zsi": ("val", "val"), "val_ov": ("val", "val_ov"), "val_ov_zsi": ("val", "val_ov")}
@@ -173,7 +178,7 @@ def _generate_subset(subset, difficulty, split, out_dir, progress):
     # val also gets the open-vocabulary set: the same labels plus the distractors under their names.
     open_vocabulary = _OpenVocabularyWriter(out_dir, split) if subset == "val" else None
     stats = Counter()
-    num = difficulty.num_train if subset == "train" else difficulty.num_val  # val and calib
+    num = difficulty.num_train if subset == "train" else difficulty.num_val  # val, calib and unlabelled
     size = difficulty.image_size
     for index in range(num):
         image_id = index + 1
@@ -352,10 +357,10 @@ def generate_dataset(difficulty: ZsShapesDifficulty, out_dir: str, split: ZeroSh
     """Write a complete dataset into `out_dir` (which should be a fresh folder). Returns stats."""
     check_split(split)
     start = time.perf_counter()
-    total = difficulty.num_train + 2 * difficulty.num_val
+    total = difficulty.num_train + 3 * difficulty.num_val
     summary = {}
     with tqdm(total=total, desc=f"zs_shapes {label}", unit="img", leave=False) as progress:
-        for subset in ("train", "val", "calib"):
+        for subset in ("train", "val", *_ADDED_SUBSETS):
             summary[subset] = _subset_summary(_generate_subset(subset, difficulty, split, out_dir, progress), split)
     meta = {
         "generator_version": GENERATOR_VERSION, "difficulty": difficulty.to_dict(),
@@ -390,9 +395,9 @@ def _is_complete(path):
     return os.path.isfile(os.path.join(path, "meta.json"))
 
 
-def _has_calib(path):
-    # The instances json is the last file the calib subset writes.
-    return os.path.isfile(annotation_paths(path, "calib")["json_file"])
+def _has_subset(path, subset):
+    # The instances json is the last file a subset writes.
+    return os.path.isfile(annotation_paths(path, subset)["json_file"])
 
 
 def _has_open_vocabulary(path):
@@ -424,18 +429,18 @@ def _add_open_vocabulary(final, difficulty, split, label):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _add_calib(final, difficulty, split, label):
-    """Add the calib subset to a dataset cached before it existed (train/val are untouched)."""
+def _add_subset(final, subset, difficulty, split, label):
+    """Add `subset` (one of _ADDED_SUBSETS) to a dataset cached before it existed (the others are untouched)."""
     parent, name = os.path.split(final)
     tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
-    logger.info("zs_shapes: adding the %d held-out 'calib' images to %s", difficulty.num_val, final)
+    logger.info("zs_shapes: adding the %d '%s' images to %s", difficulty.num_val, subset, final)
     try:
-        with tqdm(total=difficulty.num_val, desc=f"zs_shapes {label} calib", unit="img", leave=False) as progress:
-            _generate_subset("calib", difficulty, split, tmp, progress)
-        os.rename(os.path.join(tmp, "calib"), os.path.join(final, "calib"))
-        made, target = annotation_paths(tmp, "calib"), annotation_paths(final, "calib")
-        for key in ("panoptic_json", "json_file"):  # json_file last: it marks calib complete
+        with tqdm(total=difficulty.num_val, desc=f"zs_shapes {label} {subset}", unit="img", leave=False) as progress:
+            _generate_subset(subset, difficulty, split, tmp, progress)
+        os.rename(os.path.join(tmp, subset), os.path.join(final, subset))
+        made, target = annotation_paths(tmp, subset), annotation_paths(final, subset)
+        for key in ("panoptic_json", "json_file"):  # json_file last: it marks the subset complete
             os.replace(made[key], target[key])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -445,7 +450,7 @@ def ensure_generated(preset: Union[str, ZsShapesDifficulty] = "default", root: O
                      split_name: str = SPLIT_NAME) -> str:
     """Return the dataset folder of `preset`, generating it first if it is not cached yet."""
     final = dataset_dir(preset, root, split_name)
-    if _is_complete(final) and _has_calib(final) and _has_open_vocabulary(final):
+    if _is_complete(final) and all(_has_subset(final, s) for s in _ADDED_SUBSETS) and _has_open_vocabulary(final):
         return final
     split = get_split(split_name)
     check_split(split)
@@ -454,8 +459,9 @@ def ensure_generated(preset: Union[str, ZsShapesDifficulty] = "default", root: O
     parent, name = os.path.split(final)
     with _file_lock(os.path.join(parent, f".{name}.lock")):
         if _is_complete(final):  # complete, or another process finished while we waited
-            if not _has_calib(final):
-                _add_calib(final, difficulty, split, label)
+            for subset in _ADDED_SUBSETS:
+                if not _has_subset(final, subset):
+                    _add_subset(final, subset, difficulty, split, label)
             if not _has_open_vocabulary(final):
                 _add_open_vocabulary(final, difficulty, split, label)
             return final

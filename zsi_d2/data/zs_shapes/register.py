@@ -16,6 +16,8 @@ Names, for every preset P (and, for "default", also without the "_P"):
                           the split's classes (its seen and unseen ones)
     zs_shapes_P_val_ov_zsi  open vocabulary, ZSI-style: images with a distractor, distractor
                           instances only; the model scores the open-vocabulary names alone
+    zs_shapes_P_unlabelled  images only (no annotation, no label map): a pool drawn like val (unseen
+                          objects included), disjoint from it, for transductive self-training
 
 Two views of each, as detectron2 registers coco_2017_val and coco_2017_val_panoptic:
     zs_shapes_P_<subset>            instance view (+ semantic): `annotations` whose category_id
@@ -42,13 +44,17 @@ from .generate import (
 )
 from .render import display_colour
 
-__all__ = ["register_all_zs_shapes", "load_zs_shapes", "dataset_names", "zs_shapes_metadata"]
+__all__ = ["register_all_zs_shapes", "load_zs_shapes", "load_zs_shapes_unlabelled", "dataset_names", "zs_shapes_metadata"]
 
 logger = logging.getLogger(__name__)
 
 # subset -> zero_shot_mode; calib holds seen classes only, like train, so it is audited like train.
 _VARIANTS = {"train": "train", "val": "gzsi", "val_zsi": "zsi", "calib": "train",
              "val_ov": "gzsi", "val_ov_zsi": "zsi"}
+# The images-only pool: "train" mode (a model's class set there is its training set; there is no label
+# to audit), one view.
+UNLABELLED = "unlabelled"
+_MODES = {**_VARIANTS, UNLABELLED: "train"}
 
 
 VIEWS = ("instance", "panoptic")
@@ -83,7 +89,7 @@ def zs_shapes_metadata(preset: str, subset: str, root: Optional[str] = None, vie
         stuff_colors=[display_colour(c) for c in classes],
         **zero_shot_groups(split, open_vocabulary),
         zero_shot_split=SPLIT_NAME,
-        zero_shot_mode=_VARIANTS[subset],
+        zero_shot_mode=_MODES[subset],
         evaluator_type="zero_shot",
         zero_shot_tasks=_TASKS[view],
         ignore_label=IGNORE_LABEL,
@@ -158,6 +164,34 @@ def load_zs_shapes(preset: str, subset: str, root: Optional[str] = None, view: s
     return dicts
 
 
+def load_zs_shapes_unlabelled(preset: str, root: Optional[str] = None):
+    """The unlabelled pool's records: file_name, image_id, height, width, and nothing else."""
+    base = ensure_generated(preset, root)
+    with open(annotation_paths(base, UNLABELLED)["json_file"]) as f:
+        images = json.load(f)["images"]
+    image_root = annotation_paths(base, UNLABELLED)["image_root"]
+    dicts = [{"file_name": os.path.join(image_root, im["file_name"]), "image_id": im["id"], "height": im["height"],
+              "width": im["width"]} for im in images]
+    logger.info("Loaded %d unlabelled images of zs_shapes '%s' from %s", len(dicts), preset, base)
+    return dicts
+
+
+def _register_unlabelled(name, preset, root):
+    metadata = zs_shapes_metadata(preset, UNLABELLED, root)
+    for key in ("json_file", "sem_seg_root", "thing_dataset_id_to_contiguous_id"):  # nothing reads its labels
+        metadata.pop(key)
+    metadata["zero_shot_tasks"] = ()  # nothing to evaluate: no labels
+    if name in DatasetCatalog.list():
+        if MetadataCatalog.get(name).get("image_root") == metadata["image_root"]:
+            return
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda p=preset, r=root: load_zs_shapes_unlabelled(p, r))
+    MetadataCatalog.get(name).set(**metadata, unlabelled=True)
+    set_zero_shot_metadata(name, SPLIT_NAME, "train", tasks=())
+
+
 def _register_one(name, preset, subset, root, view):
     metadata = zs_shapes_metadata(preset, subset, root, view)
     if name in DatasetCatalog.list():
@@ -188,3 +222,6 @@ def register_all_zs_shapes(root: Optional[str] = None):
             if preset == "default":
                 for subset, name in dataset_names(preset, short=True, view=view).items():
                     _register_one(name, preset, subset, root, view)
+        _register_unlabelled(f"zs_shapes_{preset}_{UNLABELLED}", preset, root)
+        if preset == "default":
+            _register_unlabelled(f"zs_shapes_{UNLABELLED}", preset, root)
