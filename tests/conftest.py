@@ -149,8 +149,10 @@ def run_in_process(entry, argv):
 
     from detectron2.utils.logger import setup_logger
 
-    loggers = [logging.getLogger(name) for name in (None, "detectron2", "fvcore", "zsi_d2", "d2")]
-    before = {logger: list(logger.handlers) for logger in loggers}
+    def loggers():
+        return [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+
+    before = {logger: list(logger.handlers) for logger in loggers()}
     out, err, status = io.StringIO(), io.StringIO(), 0
     threads = torch.get_num_threads()
     torch.set_num_threads(FRESH_PROCESS_THREADS)
@@ -160,7 +162,8 @@ def run_in_process(entry, argv):
     except SystemExit as e:
         status = 0 if e.code is None else e.code
     finally:
-        for logger, kept in before.items():
+        for logger in loggers():  # including loggers the call created
+            kept = before.get(logger, [])
             for handler in logger.handlers:
                 if handler not in kept:
                     handler.close()

@@ -57,6 +57,20 @@ def own_random_state(seed: int):
         RNGState.restore(saved)
 
 
+@contextlib.contextmanager
+def _applied(model, class_set):
+    """`class_set` applied to `model` within the block, the previous one restored after."""
+    from ..modeling.class_set import apply_class_set
+    from ..utils.model import unwrap
+
+    previous = unwrap(model).class_set
+    apply_class_set(model, class_set)
+    try:
+        yield class_set
+    finally:
+        apply_class_set(model, previous)
+
+
 def bank_cache_key(cfg, weights: str, dataset_names, dicts, class_names, stage2_keys: Sequence[str]) -> str:
     """What a bank depends on: the checkpoint's bytes, the images, the input and model config without
     MODEL.<stage2_keys> (the second stage's settings) and the class set."""
@@ -80,14 +94,18 @@ def bank_cache_key(cfg, weights: str, dataset_names, dicts, class_names, stage2_
 
 
 def load_or_compute_bank(cfg, model, weights: str, compute: Callable[[list], FeatureBank], *, what: str,
-                         folder: str, stage2_keys: Sequence[str]) -> FeatureBank:
+                         folder: str, stage2_keys: Sequence[str], datasets: Sequence[str] = (),
+                         class_set=None) -> FeatureBank:
     """The cached bank for (checkpoint, data, config, class set): `compute(dicts)` (by the first
-    process, with the training set's class set applied and its own random state) when absent."""
-    datasets = list(cfg.DATASETS.TRAIN)
+    process, with the class set applied and its own random state) when absent. `datasets`: the
+    images (default DATASETS.TRAIN); `class_set`: the classes labels index (default the first
+    dataset's: the training set's seen classes)."""
+    datasets = list(datasets or cfg.DATASETS.TRAIN)
     dicts = [d for name in datasets for d in DatasetCatalog.get(name)]  # loaded once: key and bank
-    with use_class_set(model, datasets[0]) as train_set:  # labels are the training (seen) classes
+    chosen = use_class_set(model, datasets[0]) if class_set is None else _applied(model, class_set)
+    with chosen as labels_of:
         folder = folder or os.path.join(cfg.OUTPUT_DIR, "feature_bank")
-        key = bank_cache_key(cfg, weights, datasets, dicts, train_set.names, stage2_keys)
+        key = bank_cache_key(cfg, weights, datasets, dicts, labels_of.names, stage2_keys)
         path = os.path.join(folder, f"{what}_{key}.pt")
         if comm.is_main_process() and not os.path.isfile(path):
             with own_random_state(cfg.SEED if cfg.SEED >= 0 else 0):

@@ -69,12 +69,15 @@ def build_config(args, add_config: AddConfig = None):
 
 
 def main(args, trainer: Type[ZeroShotTrainer] = ZeroShotTrainer,
-         stage2_trainer: Type[GenerativeTrainer] = GenerativeTrainer, add_config: AddConfig = None):
+         stage2_trainer: Type[GenerativeTrainer] = GenerativeTrainer, add_config: AddConfig = None,
+         loggers: Sequence[str] = ()):
     """One process's work: evaluate (--eval-only) or train with `trainer`, or with `stage2_trainer`
-    when the meta-architecture is a generative second stage."""
+    when the meta-architecture is a generative second stage. `loggers`: a project's own logger names,
+    set up beside detectron2's and zsi_d2's."""
     cfg = build_config(args, add_config)
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsi_d2")
+    for name in ("zsi_d2", *loggers):
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
     if args.eval_only:
         model = trainer.build_model(cfg)
         checkpointer = ZeroShotCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, purpose="eval")
@@ -92,11 +95,11 @@ def main(args, trainer: Type[ZeroShotTrainer] = ZeroShotTrainer,
 
 def invoke_main(argv: Optional[Sequence[str]] = None, *, trainer: Type[ZeroShotTrainer] = ZeroShotTrainer,
                 stage2_trainer: Type[GenerativeTrainer] = GenerativeTrainer, add_config: AddConfig = None,
-                epilog: str = EPILOG):
+                loggers: Sequence[str] = (), epilog: str = EPILOG):
     """The command line: parse, check the config (one line and exit 2 on a known mistake), launch."""
     args = default_argument_parser(epilog=epilog).parse_args(argv)
     print("Command Line Args:", args)
     with exit_on_input_error():
         build_config(args, add_config)  # known mistakes surface here, before a config dump or a process spawns
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args, trainer, stage2_trainer, add_config))
+               dist_url=args.dist_url, args=(args, trainer, stage2_trainer, add_config, tuple(loggers)))

@@ -47,6 +47,23 @@ class FeatureBank:
         lookup = torch.tensor([class_set.names.index(n) for n in self.names] + [IGNORE, len(class_set.names)])
         return lookup[self.labels]  # IGNORE (-2) and NO_OBJECT (-1) pick the last two entries
 
+    @classmethod
+    def concat(cls, banks: Sequence["FeatureBank"], names: Sequence[str]) -> "FeatureBank":
+        """The images of `banks`, one after the other, their labels re-indexed into `names` (a superset
+        of every bank's names), rows padded with IGNORE to the longest."""
+        names = tuple(names)
+        longest = max(b.features.shape[1] for b in banks)
+        features, labels = [], []
+        for bank in banks:
+            missing = [n for n in bank.names if n not in names]
+            if missing:
+                raise ValueError(f"feature bank classes {missing} are not in {list(names)}")
+            lookup = torch.tensor([names.index(n) for n in bank.names] + [IGNORE, NO_OBJECT])
+            pad = longest - bank.features.shape[1]
+            features.append(torch.nn.functional.pad(bank.features, (0, 0, 0, pad)))
+            labels.append(torch.nn.functional.pad(lookup[bank.labels], (0, pad), value=IGNORE))
+        return cls(torch.cat(features), torch.cat(labels), names)
+
     def state(self) -> dict:
         return {"features": self.features, "labels": self.labels, "names": list(self.names)}
 

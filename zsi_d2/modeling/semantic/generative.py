@@ -34,7 +34,7 @@ from ..generative import IGNORE, FeatureBank, GenerativeCriterion, build_generat
 from .meta_arch import ZeroShotSemanticSegmentor
 from .pixel_classifier import LinearPixelClassifier, classify_rows
 
-__all__ = ["PixelGenerativeSegmentor", "compute_pixel_bank"]
+__all__ = ["PixelGenerativeSegmentor", "compute_pixel_bank", "sample_pixels"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _at_most_per_class(labels: torch.Tensor, k: int) -> torch.Tensor:
     return order[by_class[rank < k]]
 
 
-def _sample_pixels(features: torch.Tensor, labels: torch.Tensor, per_class: int, ignore_value: int):
+def sample_pixels(features: torch.Tensor, labels: torch.Tensor, per_class: int, ignore_value: int):
     """(D, h, w) features and (h, w) local labels -> `per_class` rows of each labelled class, drawn with
     replacement: (n, D) features, (n,) labels."""
     rows, labs = [], []
@@ -83,7 +83,7 @@ def compute_pixel_bank(model, dicts, mapper, per_class: int, batch_size: int = 8
             targets = model.prepare_targets(batch, images)
             small = F.interpolate(targets[:, None].float(), size=pixel.shape[-2:], mode="nearest")[:, 0].long()
             for f, t in zip(pixel, small):
-                rows, labs = _sample_pixels(f.cpu(), t.cpu(), per_class, model.ignore_value)
+                rows, labs = sample_pixels(f.cpu(), t.cpu(), per_class, model.ignore_value)
                 features.append(rows)
                 labels.append(labs)
             if done % 200 < len(batch) or done == len(dicts):
