@@ -20,7 +20,7 @@ The classifier (MODEL.PADING.CLASSIFIER):
   prototypes stay fixed text vectors): zsi_d2's earlier stage 2, kept as an ablation.
 """
 import logging
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from ...embeddings import build_class_embeddings
 from ...errors import InputValueError
 from ...modeling.class_set import ClassSet, dataset_class_set
-from ...modeling.generative import FeatureDisentangler, GenerativeCriterion, RelationNet, build_generator
+from ...modeling.generative import FeatureDisentangler, GenerativeCriterion, GenerativeStage, RelationNet, build_generator
 from ...modeling.mask_former import ZeroShotMaskFormer
 from ...modeling.mask_former.query_classifier import (
     FreePrototypeQueryClassifier,
@@ -71,10 +71,8 @@ def build_stage2_classifier(cfg, class_set: ClassSet):
 
 
 @META_ARCH_REGISTRY.register()
-class PADing(ZeroShotMaskFormer):
+class PADing(GenerativeStage, ZeroShotMaskFormer):
     """ZeroShotMaskFormer + PADing's stage-2 parts; the segmenter is frozen."""
-
-    generative_stage = True  # train_net.py trains it with zsi_d2.engine.GenerativeTrainer
 
     @configurable
     def __init__(self, *, generative_criterion: GenerativeCriterion, stage2_class_set: ClassSet,
@@ -131,22 +129,7 @@ class PADing(ZeroShotMaskFormer):
         return ret
 
     # ---- what GenerativeTrainer needs ---------------------------------------------------------
-    @classmethod
-    def stage2_solver(cls, cfg) -> Dict:
-        p = cfg.MODEL.PADING
-        return {"classifier_lr": p.CLASSIFIER_LR, "classifier_momentum": p.CLASSIFIER_MOMENTUM,
-                "classifier_weight_decay": p.CLASSIFIER_WEIGHT_DECAY, "images_per_batch": p.IMAGES_PER_BATCH,
-                "images_per_batch_key": "MODEL.PADING.IMAGES_PER_BATCH"}
-
-    def generator_parameters(self) -> List[torch.nn.Parameter]:
-        return [p for p in self.generative_criterion.parameters() if p.requires_grad]
-
-    def classifier_parameters(self) -> List[torch.nn.Parameter]:
-        return [p for p in self.classifier.parameters() if p.requires_grad]
-
-    def optimizer_param_groups(self, cfg):
-        """The optimiser detectron2's trainer builds (and schedules, checkpoints) is the generator's."""
-        return [{"params": self.generator_parameters(), "lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}]
+    stage2_config_node = "PADING"  # its classifier SGD and images per step (GenerativeStage.stage2_solver)
 
     def check_starting_weights(self, cfg):
         """A stage-1 checkpoint of this architecture, class set and classifier kind, or one line."""

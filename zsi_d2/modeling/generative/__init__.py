@@ -9,12 +9,14 @@ from .feature_bank import IGNORE, NO_OBJECT, EpochSampler, FeatureBank
 from .gmmn import GMMNGenerator
 from .mmd import DEFAULT_SIGMAS, class_conditional_mmd, gaussian_kernel_matrix, mmd_loss
 from .primitive_generator import PrimitiveGenerator
+from .stage import GenerativeStage
 
 __all__ = [
     "DEFAULT_SIGMAS",
     "EpochSampler",
     "FeatureBank",
     "GenerativeCriterion",
+    "GenerativeStage",
     "IGNORE",
     "NO_OBJECT",
     "GENERATOR_REGISTRY",

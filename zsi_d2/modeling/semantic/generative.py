@@ -30,11 +30,11 @@ from detectron2.modeling import META_ARCH_REGISTRY
 
 from ...errors import CheckpointMismatchError, InputValueError
 from ..class_set import ClassSet, dataset_class_set, training_class_names
-from ..generative import IGNORE, FeatureBank, GenerativeCriterion, build_generator
+from ..generative import IGNORE, FeatureBank, GenerativeCriterion, GenerativeStage, build_generator
 from .meta_arch import ZeroShotSemanticSegmentor
 from .pixel_classifier import LinearPixelClassifier, classify_rows
 
-__all__ = ["PixelGenerativeSegmentor", "compute_pixel_bank", "sample_pixels"]
+__all__ = ["PixelGenerativeSegmentor", "compute_pixel_bank", "frozen_pixel_batches", "sample_pixels", "stack_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,52 +64,65 @@ def sample_pixels(features: torch.Tensor, labels: torch.Tensor, per_class: int, 
     return torch.cat(rows), torch.cat(labs)
 
 
-@torch.no_grad()
-def compute_pixel_bank(model, dicts, mapper, per_class: int, batch_size: int = 8, num_workers: int = 0) -> FeatureBank:
-    """The frozen model's pixel features of the training images `dicts` (one augmentation draw of
-    `mapper`), `per_class` pixels of each labelled class per image; labels local to the model's class
-    set (the training set's seen classes), images padded with IGNORE rows to the longest."""
+def frozen_pixel_batches(model, dicts, mapper, batch_size: int = 8, num_workers: int = 0, what: str = "pixel"):
+    """Yields (batch, images, pixel features) over `dicts`, in order, `batch_size` images per forward
+    (padded together, as in training), the model in eval mode without gradients (restored after);
+    a progress line every 200 images. Every image or an error: a bank never silently misses one."""
     from ...engine.feature_bank_cache import batches_of
 
     loader = build_detection_test_loader(dicts, mapper=mapper, sampler=SequentialSampler(dicts), num_workers=num_workers)
     was_training = model.training
     model.eval()
-    features, labels, start, done = [], [], time.perf_counter(), 0
+    start, done = time.perf_counter(), 0
     try:
-        for batch in batches_of(loader, batch_size):
-            done += len(batch)
-            images = model.preprocess_image(batch)
-            pixel = model.pixel_features(images.tensor)
-            targets = model.prepare_targets(batch, images)
-            small = F.interpolate(targets[:, None].float(), size=pixel.shape[-2:], mode="nearest")[:, 0].long()
-            for f, t in zip(pixel, small):
-                rows, labs = sample_pixels(f.cpu(), t.cpu(), per_class, model.ignore_value)
-                features.append(rows)
-                labels.append(labs)
-            if done % 200 < len(batch) or done == len(dicts):
-                logger.info(f"Stage-2 pixel bank: {done}/{len(dicts)} images ({time.perf_counter() - start:.0f} s)")
+        with torch.no_grad():
+            for batch in batches_of(loader, batch_size):
+                done += len(batch)
+                images = model.preprocess_image(batch)
+                yield batch, images, model.pixel_features(images.tensor)
+                if done % 200 < len(batch) or done == len(dicts):
+                    logger.info(f"Stage-2 {what} bank: {done}/{len(dicts)} images ({time.perf_counter() - start:.0f} s)")
     finally:
         model.train(was_training)
     if done != len(dicts):
-        raise RuntimeError(f"Stage-2 pixel bank: the loader gave {done} of {len(dicts)} training images")
-    longest = max(len(x) for x in labels)
-    if longest == 0:
-        raise InputValueError("No labelled pixel in the training images of DATASETS.TRAIN: nothing to imitate")
-    dim = features[0].shape[1]
+        raise RuntimeError(f"Stage-2 {what} bank: the loader gave {done} of {len(dicts)} images")
+
+
+def stack_rows(features: List[torch.Tensor], labels: List[torch.Tensor], dim: int):
+    """Per-image (n_i, D) rows and (n_i,) labels -> (N, P, D) features and (N, P) labels, padded with
+    IGNORE to the longest image."""
+    longest = max((len(x) for x in labels), default=0)
     bank_features = torch.zeros((len(features), longest, dim))
     bank_labels = torch.full((len(labels), longest), IGNORE, dtype=torch.long)
     for i, (rows, labs) in enumerate(zip(features, labels)):
         bank_features[i, : len(rows)] = rows
         bank_labels[i, : len(labs)] = labs
+    return bank_features, bank_labels
+
+
+def compute_pixel_bank(model, dicts, mapper, per_class: int, batch_size: int = 8, num_workers: int = 0) -> FeatureBank:
+    """The frozen model's pixel features of the training images `dicts` (one augmentation draw of
+    `mapper`), `per_class` pixels of each labelled class per image; labels local to the model's class
+    set (the training set's seen classes), images padded with IGNORE rows to the longest."""
+    features, labels, dim = [], [], 0
+    for batch, images, pixel in frozen_pixel_batches(model, dicts, mapper, batch_size, num_workers):
+        targets = model.prepare_targets(batch, images)
+        small = F.interpolate(targets[:, None].float(), size=pixel.shape[-2:], mode="nearest")[:, 0].long()
+        dim = pixel.shape[1]
+        for f, t in zip(pixel, small):
+            rows, labs = sample_pixels(f.cpu(), t.cpu(), per_class, model.ignore_value)
+            features.append(rows)
+            labels.append(labs)
+    bank_features, bank_labels = stack_rows(features, labels, dim)
+    if not (bank_labels != IGNORE).any():
+        raise InputValueError("No labelled pixel in the training images of DATASETS.TRAIN: nothing to imitate")
     return FeatureBank(bank_features, bank_labels, model.class_set.names)
 
 
 @META_ARCH_REGISTRY.register()
-class PixelGenerativeSegmentor(ZeroShotSemanticSegmentor):
+class PixelGenerativeSegmentor(GenerativeStage, ZeroShotSemanticSegmentor):
     """ZeroShotSemanticSegmentor whose backbone and head are frozen and whose last layer is re-trained
     over seen + unseen classes on real and generated pixel features (module docstring)."""
-
-    generative_stage = True  # train_net.py trains it with zsi_d2.engine.GenerativeTrainer
 
     @configurable
     def __init__(self, *, generative_criterion: GenerativeCriterion, stage2_class_set: ClassSet,
@@ -164,22 +177,7 @@ class PixelGenerativeSegmentor(ZeroShotSemanticSegmentor):
                                hidden_dim=g.GMMN_HIDDEN_DIM, dropout=g.GMMN_DROPOUT, noise_distribution=g.GMMN_NOISE)
 
     # ---- what GenerativeTrainer needs ---------------------------------------------------------
-    @classmethod
-    def stage2_solver(cls, cfg) -> Dict:
-        g = cfg.MODEL.PIXEL_GENERATIVE
-        return {"classifier_lr": g.CLASSIFIER_LR, "classifier_momentum": g.CLASSIFIER_MOMENTUM,
-                "classifier_weight_decay": g.CLASSIFIER_WEIGHT_DECAY, "images_per_batch": g.IMAGES_PER_BATCH,
-                "images_per_batch_key": "MODEL.PIXEL_GENERATIVE.IMAGES_PER_BATCH"}
-
-    def generator_parameters(self) -> List[torch.nn.Parameter]:
-        return [p for p in self.generative_criterion.parameters() if p.requires_grad]
-
-    def classifier_parameters(self) -> List[torch.nn.Parameter]:
-        return [p for p in self.classifier.parameters() if p.requires_grad]
-
-    def optimizer_param_groups(self, cfg):
-        """The optimiser detectron2's trainer builds (and schedules, checkpoints) is the generator's."""
-        return [{"params": self.generator_parameters(), "lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}]
+    stage2_config_node = "PIXEL_GENERATIVE"  # its classifier SGD and images per step (GenerativeStage.stage2_solver)
 
     def check_starting_weights(self, cfg):
         """A stage-1 checkpoint of this backbone and head, trained on this config's seen classes."""
