@@ -106,3 +106,21 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 def test_unknown_stage_is_refused():
     with pytest.raises(ValueError, match="stage9"):
         EfficientNetLite(weights="", out_features=("stage9",))
+
+
+def test_no_stage_past_the_deepest_output_is_built():
+    """As detectron2's ResNet: a stage feeding no output would hold parameters without gradients,
+    which DistributedDataParallel refuses; the outputs are those of the full network."""
+    from zsi_d2.modeling.backbone.efficientnet_lite import EfficientNetLite
+
+    full = EfficientNetLite(weights="", out_features=("stage2", "stage3", "stage4", "stage5"), freeze_at=0, norm="BN")
+    part = EfficientNetLite(weights="", out_features=("stage2", "stage4"), freeze_at=0, norm="BN")
+    part.load_state_dict({k: v for k, v in full.state_dict().items() if k in part.state_dict()})
+    x = torch.randn(2, 3, 64, 64)
+    full.eval(), part.eval()
+    with torch.no_grad():
+        assert torch.equal(full(x)["stage4"], part(x)["stage4"])
+    assert len(part.body.blocks) < len(full.body.blocks)
+    part.train()
+    sum(v.sum() for v in part(x).values()).backward()
+    assert [n for n, p in part.named_parameters() if p.requires_grad and p.grad is None] == []

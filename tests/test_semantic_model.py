@@ -54,6 +54,8 @@ def test_the_head_is_detectron2s_deeplab_head_and_the_loss_trains():
             optimizer.step()
             losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses  # the same two images: the loss must fall
+    # every trainable parameter got a gradient: DistributedDataParallel (several processes) needs it
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
 def test_training_labels_become_local_and_an_unseen_label_is_refused():

@@ -79,6 +79,11 @@ class EfficientNetLite(Backbone):
                                   f"(MODEL.EFFICIENTNET.OUT_FEATURES): choose from {names}")
         self._out_features = list(out_features)
         self._stage_names = names
+        # As detectron2's ResNet builds no stage past the deepest output: blocks that feed no output
+        # would hold parameters without gradients (DistributedDataParallel refuses them).
+        deepest = max(names.index(f) for f in out_features)
+        last_stage = self.body.feature_info.get_dicts()[deepest]["stage"]
+        self.body.blocks = self.body.blocks[:last_stage]
         self._out_feature_channels = dict(zip(names, channels))
         self._out_feature_strides = dict(zip(names, _STRIDES))
         if norm not in ("FrozenBN", "BN"):
