@@ -153,7 +153,7 @@ def test_gamma_chosen_on_held_out_pixels_matches_ordinary_inference():
 
     calib = "zs_shapes_tiny_calib_panoptic"
     cfg = semantic_cfg("MODEL.ZERO_SHOT.CALIBRATION.DATASETS", f"('{calib}',)",
-                       "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX", "0.2", "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_STEP", "0.1")
+                       "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_MAX", "0.1", "MODEL.ZERO_SHOT.CALIBRATION.SEARCH_STEP", "0.1")
     torch.manual_seed(0)
     model = build_model(cfg)
     result = choose_calibration(cfg, model)
@@ -171,4 +171,4 @@ def test_gamma_chosen_on_held_out_pixels_matches_ordinary_inference():
                 pred = pred[labelled][::PIXEL_STRIDE]
                 wrong, total = wrong + int(unseen[pred].sum()), total + len(pred)
         assert np.isclose(share, wrong / total), (gamma, share, wrong / total)
-    assert result["gamma"] in (0.0, 0.1, 0.2)
+    assert result["gamma"] in (0.0, 0.1) and len(result["shares"]) == 2
