@@ -257,3 +257,46 @@ def pytest_runtest_makereport(item, call):
     if SHARED_DATA in reason:
         report.outcome = "failed"
         report.longrepr = f"CI=true and the shared data is missing, so this test cannot be skipped: {reason}"
+
+
+# The pixel-level models' tiny runs (tests/test_pixel_generative.py, tests/test_zs3net.py): once per session.
+PIXEL_TINY_OPTS = [
+    "DATASETS.TRAIN", "('zs_shapes_tiny_train_panoptic',)", "MODEL.ZERO_SHOT.EMBEDDING.SOURCE", "attributes",
+    "MODEL.EFFICIENTNET.WEIGHTS", "", "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS", "32", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
+    "SOLVER.IMS_PER_BATCH", "2", "MODEL.PIXEL_GENERATIVE.PIXELS_PER_CLASS", "16",
+    "MODEL.PIXEL_GENERATIVE.GENERATED_PER_CLASS", "16", "MODEL.PIXEL_GENERATIVE.IMAGES_PER_BATCH", "4",
+]
+
+
+def _train_net_main():
+    import sys
+
+    sys.path.insert(0, REPO_ROOT)
+    try:
+        import train_net
+    finally:
+        sys.path.pop(0)
+    return train_net.invoke_main
+
+
+@pytest.fixture(scope="session")
+def pixel_stage1(tmp_path_factory):
+    """DeepLab on the seen classes (configs/semantic/zs_shapes/deeplab_seen.yaml), 3 iterations: its checkpoint."""
+    out = tmp_path_factory.mktemp("deeplab_seen")
+    status, log, err = run_in_process(_train_net_main(), [
+        "--config-file", os.path.join(REPO_ROOT, "configs/semantic/zs_shapes/deeplab_seen.yaml"), *PIXEL_TINY_OPTS,
+        "DATASETS.TEST", "('zs_shapes_tiny_calib_panoptic',)", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out)])
+    assert status == 0, (log + err)[-3000:]
+    return out / "model_final.pth"
+
+
+@pytest.fixture(scope="session")
+def pixel_stage2(pixel_stage1, tmp_path_factory):
+    """The pixel second stage (configs/semantic/zs_shapes/gmmn_stage2.yaml) on it, 4 iterations: (folder, log)."""
+    out = tmp_path_factory.mktemp("gmmn_stage2")
+    status, log, err = run_in_process(_train_net_main(), [
+        "--config-file", os.path.join(REPO_ROOT, "configs/semantic/zs_shapes/gmmn_stage2.yaml"), *PIXEL_TINY_OPTS,
+        "MODEL.WEIGHTS", str(pixel_stage1), "SOLVER.MAX_ITER", "4", "OUTPUT_DIR", str(out),
+        "DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)"])
+    assert status == 0, (log + err)[-3000:]
+    return out, log

@@ -8,8 +8,8 @@ import torch
 
 from detectron2.modeling import build_model
 
+from conftest import PIXEL_TINY_OPTS as TINY
 from conftest import REPO_ROOT, run_in_process
-from test_pixel_generative import TINY, stage1  # noqa: F401  (the tiny stage-1 fixture)
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.errors import CheckpointMismatchError, InputError, LeakageError
 from zsi_d2.modeling.generative import IGNORE
@@ -56,11 +56,9 @@ def test_project_configs_build_and_run_forward():
 
 
 @pytest.fixture(scope="module")
-def zs3net(stage1, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("zs3net")
-    status, log = _run(ZS3NET, "MODEL.WEIGHTS", str(stage1), "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out))
-    assert status == 0, log[-3000:]
-    return out / "model_final.pth"
+def zs3net(pixel_stage2):
+    """A trained ZS3Net: the pixel second stage's checkpoint (ZS3Net is that stage with GMMN)."""
+    return pixel_stage2[0] / "model_final.pth"
 
 
 def test_self_training_adds_pseudo_labelled_unlabelled_images(zs3net, tmp_path):
@@ -85,10 +83,10 @@ def test_self_training_adds_pseudo_labelled_unlabelled_images(zs3net, tmp_path):
     assert (tmp_path / "st" / "zero_shot_results.json").is_file()
 
 
-def test_self_training_reads_images_only_and_needs_a_trained_zs3net(stage1, zs3net, tmp_path):  # noqa: F811
+def test_self_training_reads_images_only_and_needs_a_trained_zs3net(pixel_stage1, zs3net, tmp_path):
     status, log = _run(ZS3NET_ST, "MODEL.ZS3NET.SELF_TRAINING.DATASETS", "('zs_shapes_tiny_val_panoptic',)",
                        "MODEL.WEIGHTS", str(zs3net), "OUTPUT_DIR", str(tmp_path / "a"))
     assert status == 2 and "ERROR: Self-training dataset 'zs_shapes_tiny_val_panoptic' carries labels" in log
-    status, log = _run(ZS3NET_ST, *POOL, "MODEL.WEIGHTS", str(stage1), "OUTPUT_DIR", str(tmp_path / "b"))
+    status, log = _run(ZS3NET_ST, *POOL, "MODEL.WEIGHTS", str(pixel_stage1), "OUTPUT_DIR", str(tmp_path / "b"))
     assert status == 2 and "has no classifier over the 22 seen + unseen classes" in log
     assert issubclass(LeakageError, InputError) and issubclass(CheckpointMismatchError, InputError)

@@ -67,6 +67,9 @@ IGNORE_LABEL = 255
 _SPLIT_CODES = {"train": 0, "val": 1, "calib": 2, "unlabelled": 3}  # part of each image's RNG seed
 # Subsets a cache made before them gets added in place (their own RNG streams leave the rest unchanged).
 _ADDED_SUBSETS = ("calib", "unlabelled")
+# Subsets counted in meta.json: not the unlabelled pool, so meta.json (and every file that existed before
+# the pool) stays byte for byte what it was, in a fresh dataset as in a cache the pool is added to.
+_COUNTED = ("train", "val", "calib")
 _SEEN_ONLY = ("train", "calib")  # subsets rendered from seen classes only
 # subset -> (folder of its images, folder of its panoptic / semantic label PNGs)
 _FOLDERS = {"val_zsi": ("val", "val"), "val_ov": ("val", "val_ov"), "val_ov_zsi": ("val", "val_ov")}
@@ -361,7 +364,9 @@ def generate_dataset(difficulty: ZsShapesDifficulty, out_dir: str, split: ZeroSh
     summary = {}
     with tqdm(total=total, desc=f"zs_shapes {label}", unit="img", leave=False) as progress:
         for subset in ("train", "val", *_ADDED_SUBSETS):
-            summary[subset] = _subset_summary(_generate_subset(subset, difficulty, split, out_dir, progress), split)
+            stats = _generate_subset(subset, difficulty, split, out_dir, progress)
+            if subset in _COUNTED:
+                summary[subset] = _subset_summary(stats, split)
     meta = {
         "generator_version": GENERATOR_VERSION, "difficulty": difficulty.to_dict(),
         "difficulty_name": label, "hash": difficulty_hash(difficulty, split), "split": split.name,
