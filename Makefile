@@ -59,7 +59,7 @@ demo: setup
 	@echo ">>> Demo done. Results: $(DEMO_DIR)/zero_shot_results.json, pictures: $(DEMO_DIR)/*.png, $(DEMO_DIR)/open_vocabulary/"
 
 test: setup
-	$(VPY) -m ruff check --select F,E9 --line-length 120 zsi_d2 train_net.py tools tests
+	$(VPY) -m ruff check --select F,E9 --line-length 120 zsi_d2 train_net.py demo.py tools tests projects
 	$(VPY) -m pytest tests -q
 
 clean-venv:

@@ -1,7 +1,5 @@
 """The pixel-level generative second stage (PixelGenerativeSegmentor, ZS3Net's recipe): the pixel
 bank, the frozen stage 1, the classifier re-trained over seen + unseen classes, and its checks."""
-import os
-
 import pytest
 import torch
 
