@@ -310,3 +310,28 @@ def test_free_prototypes_score_names_outside_the_training_config_by_their_embedd
     assert torch.allclose(ours[:, 0], plain[:, 0], atol=1e-6)  # scored by its name embedding
     assert torch.allclose(ours[:, -1], plain[:, -1], atol=1e-6)  # the same no object
     assert not torch.allclose(ours[:, 1], plain[:, 1], atol=1e-3)  # a free prototype
+
+
+def test_a_stage2_class_set_without_unseen_classes_is_one_line():
+    """GenerativeStage.init_generative_stage, shared by PADing and the pixel second stage: nothing to
+    generate is refused before any training."""
+    import torch
+    from torch import nn
+
+    from zsi_d2.errors import InputValueError
+    from zsi_d2.modeling import ClassSet
+    from zsi_d2.modeling.generative import GenerativeStage
+
+    class Stage(GenerativeStage, nn.Module):
+        def __init__(self, class_set):
+            super().__init__()
+            self.backbone = nn.Linear(2, 2)
+            self.init_generative_stage(nn.Linear(2, 2), class_set, torch.zeros(len(class_set.names), 2),
+                                       [self.backbone], "PADing stage 2")
+
+    names = ("red square", "blue circle")
+    with pytest.raises(InputValueError, match=r"PADing stage 2 generates features of unseen classes, but .* has none"):
+        Stage(ClassSet(names, names))
+    stage = Stage(ClassSet(names, names, unseen=("blue circle",)))
+    assert not any(p.requires_grad for p in stage.backbone.parameters())
+    assert stage._unseen.tolist() == [1] and stage.generator_parameters()

@@ -78,18 +78,9 @@ class PADing(GenerativeStage, ZeroShotMaskFormer):
     def __init__(self, *, generative_criterion: GenerativeCriterion, stage2_class_set: ClassSet,
                  class_embeddings: torch.Tensor, **kwargs):
         super().__init__(**kwargs)
-        self.generative_criterion = generative_criterion
-        self.stage2_class_set = stage2_class_set
-        # Unit name embeddings of stage2_class_set.names, the generator's input (any classifier kind).
-        self.register_buffer("class_embeddings", class_embeddings, persistent=False)
-        self.register_buffer("_unseen", stage2_class_set.group_indices[1], persistent=False)
-        for part in (self.backbone, self.pixel_decoder, self.transformer_decoder):
-            part.requires_grad_(False)
-        if not len(stage2_class_set.unseen):
-            raise InputValueError(
-                f"PADing stage 2 generates features of unseen classes, but the class set of "
-                f"{stage2_class_set.names[:3]}... has none: DATASETS.TRAIN[0] must be a zero-shot training set "
-                "whose metadata lists unseen_classes (e.g. zs_shapes_train_panoptic)")
+        # class_embeddings: unit name embeddings of stage2_class_set.names, the generator's input (any classifier kind).
+        self.init_generative_stage(generative_criterion, stage2_class_set, class_embeddings,
+                                   (self.backbone, self.pixel_decoder, self.transformer_decoder), "PADing stage 2")
 
     @classmethod
     def from_config(cls, cfg):

@@ -1,8 +1,11 @@
 """What a generative second stage's meta-architecture tells zsi_d2.engine.GenerativeTrainer about its
 parameters, written once for PADing and the pixel-level methods."""
-from typing import List
+from typing import Iterable, List
 
 import torch
+from torch import nn
+
+from ...errors import InputValueError
 
 __all__ = ["GenerativeStage"]
 
@@ -21,6 +24,23 @@ class GenerativeStage:
         return {"classifier_lr": node.CLASSIFIER_LR, "classifier_momentum": node.CLASSIFIER_MOMENTUM,
                 "classifier_weight_decay": node.CLASSIFIER_WEIGHT_DECAY, "images_per_batch": node.IMAGES_PER_BATCH,
                 "images_per_batch_key": f"MODEL.{cls.stage2_config_node}.IMAGES_PER_BATCH"}
+
+    def init_generative_stage(self, generative_criterion: nn.Module, stage2_class_set, class_embeddings: torch.Tensor,
+                              frozen: Iterable[nn.Module], what: str):
+        """Call in __init__ after the segmenter is built: keeps the generator side, the seen + unseen
+        class set and its unit name embeddings (the generator's input), freezes the segmenter's parts
+        `frozen`, and refuses a class set without unseen classes (`what` names the stage in the message)."""
+        self.generative_criterion = generative_criterion
+        self.stage2_class_set = stage2_class_set
+        self.register_buffer("class_embeddings", class_embeddings, persistent=False)
+        self.register_buffer("_unseen", stage2_class_set.group_indices[1], persistent=False)
+        for part in frozen:
+            part.requires_grad_(False)
+        if not len(stage2_class_set.unseen):
+            raise InputValueError(
+                f"{what} generates features of unseen classes, but the class set of "
+                f"{stage2_class_set.names[:3]}... has none: DATASETS.TRAIN[0] must be a zero-shot training set "
+                "whose metadata lists unseen_classes (e.g. zs_shapes_train_panoptic)")
 
     def generator_parameters(self) -> List[torch.nn.Parameter]:
         return [p for p in self.generative_criterion.parameters() if p.requires_grad]

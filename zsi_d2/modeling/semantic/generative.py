@@ -129,17 +129,8 @@ class PixelGenerativeSegmentor(GenerativeStage, ZeroShotSemanticSegmentor):
                  class_embeddings: torch.Tensor, pixels_per_class: int = 128, **kwargs):
         super().__init__(**kwargs)
         self.pixels_per_class = pixels_per_class
-        self.generative_criterion = generative_criterion
-        self.stage2_class_set = stage2_class_set
-        self.register_buffer("class_embeddings", class_embeddings, persistent=False)
-        self.register_buffer("_unseen", stage2_class_set.group_indices[1], persistent=False)
-        for part in (self.backbone, self.head):
-            part.requires_grad_(False)
-        if not len(stage2_class_set.unseen):
-            raise InputValueError(
-                f"{type(self).__name__} generates features of unseen classes, but the class set of "
-                f"{stage2_class_set.names[:3]}... has none: DATASETS.TRAIN[0] must be a zero-shot training set "
-                "whose metadata lists unseen_classes (e.g. zs_shapes_train_panoptic)")
+        self.init_generative_stage(generative_criterion, stage2_class_set, class_embeddings,
+                                   (self.backbone, self.head), type(self).__name__)
 
     @classmethod
     def stage2_class_set_of(cls, cfg) -> ClassSet:
