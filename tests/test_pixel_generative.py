@@ -12,7 +12,7 @@ from zsi_d2.errors import CheckpointMismatchError, InputValueError
 from zsi_d2.modeling import use_class_set
 from zsi_d2.modeling.generative import IGNORE
 from zsi_d2.modeling.semantic import compute_pixel_bank
-from zsi_d2.modeling.semantic.generative import _at_most_per_class
+from zsi_d2.modeling.semantic.generative import at_most_per_class
 
 STAGE1 = "configs/semantic/zs_shapes/deeplab_seen.yaml"
 STAGE2 = "configs/semantic/zs_shapes/gmmn_stage2.yaml"
@@ -20,9 +20,9 @@ STAGE2 = "configs/semantic/zs_shapes/gmmn_stage2.yaml"
 
 def test_at_most_k_of_each_class():
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 0, 1, 2, 2, 2, 2])
-    kept = _at_most_per_class(labels, 2)
+    kept = at_most_per_class(labels, 2)
     assert sorted(labels[kept].tolist()) == [0, 0, 1, 1, 2, 2] and len(set(kept.tolist())) == 6
-    assert sorted(labels[_at_most_per_class(labels, 10)].tolist()) == sorted(labels.tolist())
+    assert sorted(labels[at_most_per_class(labels, 10)].tolist()) == sorted(labels.tolist())
 
 
 def test_the_bank_samples_each_labelled_class_at_the_feature_resolution():

@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 __all__ = ["apply", "HAS_COMPILED_OPS", "find_free_port", "set_local_process_group", "let_ddp_wrap_cpu_modules",
-           "replace_trainer_data_iterator"]
+           "replace_trainer_data_iterator", "next_trainer_batch"]
 
 HAS_COMPILED_OPS = None  # set by apply(): True when a real detectron2._C is present
 
@@ -208,3 +208,9 @@ def replace_trainer_data_iterator(trainer, iterator) -> None:
     """Make a DefaultTrainer's inner SimpleTrainer draw its next batches from `iterator` (0.6 builds
     `_data_loader_iter` eagerly in `__init__`, before a checkpoint says where the data stream was)."""
     trainer._trainer._data_loader_iter = iterator
+
+
+def next_trainer_batch(trainer):
+    """The next batch of a DefaultTrainer's data stream (its SimpleTrainer's iterator, private in 0.6),
+    for a trainer whose `run_step` is its own (several optimisers per iteration, e.g. CaGNet's)."""
+    return next(trainer._trainer._data_loader_iter)

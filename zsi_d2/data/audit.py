@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog
 
-from ..errors import InputError, LeakageError
+from ..errors import InputError, InputValueError, LeakageError
 from .metadata import DatasetSetupError, registered_metadata, segment_class_name
 from .register_modules import import_register_modules
 
-__all__ = ["Leak", "AuditReport", "audit_dataset", "audit_command", "check_training_sets", "main"]
+__all__ = ["Leak", "AuditReport", "audit_dataset", "audit_command", "check_training_sets", "check_unlabelled_pool", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,34 @@ def check_training_sets(cfg):
                 f"{report.format()}"
             )
         logger.info(report.format())
+
+
+LABEL_KEYS = ("annotations", "sem_seg_file_name", "segments_info", "pan_seg_file_name")
+
+
+def check_unlabelled_pool(names, test_names, key: str):
+    """Refuse a self-training pool (the `key` config entry names it) that is not registered, carries a
+    label the method could read, shares an image with the test sets `test_names`, or fails the
+    leakage audit: self-training (transductive) reads images only, never labels, and never the
+    images it is scored on."""
+    from .catalog import require_registered
+
+    if not names:
+        raise InputValueError(f"{key} is empty: name the unlabelled images to pseudo-label (e.g. 'zs_shapes_unlabelled')")
+    tested = {d["file_name"] for name in test_names for d in DatasetCatalog.get(name)}
+    for name in names:
+        require_registered(name, key)
+        records = DatasetCatalog.get(name)
+        labelled = [k for k in LABEL_KEYS if any(k in r for r in records)]
+        if labelled:
+            raise LeakageError(f"Self-training dataset '{name}' carries labels ({', '.join(labelled)}); self-training "
+                               "reads images only: give an images-only dataset (e.g. 'zs_shapes_unlabelled')")
+        shared = sorted({r["file_name"] for r in records} & tested)
+        if shared:
+            raise LeakageError(f"Self-training dataset '{name}' shares {len(shared)} images with DATASETS.TEST "
+                               f"(e.g. {shared[0]}): pseudo-label images the model is not tested on")
+        if not audit_dataset(name).ok:
+            raise LeakageError(f"Self-training dataset '{name}' fails the leakage audit (python -m zsi_d2.data.audit {name})")
 
 
 def _register_modules(args):

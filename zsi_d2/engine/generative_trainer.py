@@ -43,7 +43,7 @@ from ..modeling.generative import IGNORE, EpochSampler
 from ..utils.model import unwrap
 from .trainer import ZeroShotTrainer
 
-__all__ = ["GenerativeTrainer", "average_gradients"]
+__all__ = ["GenerativeTrainer", "any_process", "average_gradients"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def average_gradients(parameters: List[torch.nn.Parameter]):
         offset += p.numel()
 
 
-def _any_process(flag: bool) -> bool:
+def any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process (all take part)."""
     if comm.get_world_size() == 1:
         return flag
     count = torch.tensor([int(flag)])
@@ -185,6 +186,6 @@ class GenerativeTrainer(ZeroShotTrainer):
         optimizer.zero_grad()
         if losses:
             sum(losses.values()).backward()
-        if _any_process(bool(losses)):
+        if any_process(bool(losses)):
             average_gradients(parameters)
             optimizer.step()

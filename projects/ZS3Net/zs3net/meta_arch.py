@@ -8,13 +8,11 @@ from typing import Dict
 import torch
 
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from zsi_d2.data.audit import audit_dataset
-from zsi_d2.data.catalog import require_registered
+from zsi_d2.data.audit import check_unlabelled_pool
 from zsi_d2.engine.checkpoint import read_checkpoint
-from zsi_d2.errors import CheckpointMismatchError, InputValueError, LeakageError
+from zsi_d2.errors import CheckpointMismatchError, InputValueError
 from zsi_d2.modeling.generative import FeatureBank
 from zsi_d2.modeling.semantic import LinearPixelClassifier, PixelGenerativeSegmentor
 
@@ -63,26 +61,7 @@ class ZS3Net(PixelGenerativeSegmentor):
 
     def check_self_training_datasets(self, cfg):
         """Registered, no label the method could read, and no image of a test set."""
-        if not self.self_training_datasets:
-            raise InputValueError("MODEL.ZS3NET.SELF_TRAINING.DATASETS is empty: name the unlabelled images to "
-                                  "pseudo-label (e.g. 'zs_shapes_unlabelled')")
-        tested = {d["file_name"] for name in cfg.DATASETS.TEST for d in DatasetCatalog.get(name)}
-        for name in self.self_training_datasets:
-            require_registered(name, "MODEL.ZS3NET.SELF_TRAINING.DATASETS")
-            records = DatasetCatalog.get(name)
-            labelled = [k for k in ("annotations", "sem_seg_file_name", "segments_info", "pan_seg_file_name")
-                        if any(k in r for r in records)]
-            if labelled:
-                raise LeakageError(f"Self-training dataset '{name}' carries labels ({', '.join(labelled)}); "
-                                   "self-training reads images only: give an images-only dataset (e.g. "
-                                   "'zs_shapes_unlabelled')")
-            shared = sorted({r["file_name"] for r in records} & tested)
-            if shared:
-                raise LeakageError(f"Self-training dataset '{name}' shares {len(shared)} images with DATASETS.TEST "
-                                   f"(e.g. {shared[0]}): pseudo-label images the model is not tested on")
-            if not audit_dataset(name).ok:
-                raise LeakageError(f"Self-training dataset '{name}' fails the leakage audit "
-                                   f"(python -m zsi_d2.data.audit {name})")
+        check_unlabelled_pool(self.self_training_datasets, cfg.DATASETS.TEST, "MODEL.ZS3NET.SELF_TRAINING.DATASETS")
 
     # ---- the bank: the training images' seen pixels + the pseudo-labelled unseen ones -----------
     def build_feature_bank(self, cfg):

@@ -34,12 +34,12 @@ from ..generative import IGNORE, FeatureBank, GenerativeCriterion, GenerativeSta
 from .meta_arch import ZeroShotSemanticSegmentor
 from .pixel_classifier import LinearPixelClassifier, classify_rows
 
-__all__ = ["PixelGenerativeSegmentor", "compute_pixel_bank", "frozen_pixel_batches", "sample_pixels", "stack_rows"]
+__all__ = ["PixelGenerativeSegmentor", "at_most_per_class", "compute_pixel_bank", "frozen_pixel_batches", "sample_pixels", "stack_rows"]
 
 logger = logging.getLogger(__name__)
 
 
-def _at_most_per_class(labels: torch.Tensor, k: int) -> torch.Tensor:
+def at_most_per_class(labels: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of a random subset of `labels` with at most `k` of each class."""
     order = torch.randperm(len(labels), device=labels.device)
     shuffled = labels[order]
@@ -225,7 +225,7 @@ class PixelGenerativeSegmentor(GenerativeStage, ZeroShotSemanticSegmentor):
     def generator_losses(self, real: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Real pixel features (n, D) of seen classes, `labels` local in the stage-2 class set: at most
         `pixels_per_class` of each class (ZS3Net matches 128 pixels of a class per generator step)."""
-        keep = _at_most_per_class(labels, self.pixels_per_class)
+        keep = at_most_per_class(labels, self.pixels_per_class)
         return self.generative_criterion.generator_losses(real[keep], labels[keep], self.class_embeddings, self._rows,
                                                           self._unseen)
 

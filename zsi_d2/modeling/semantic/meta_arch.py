@@ -30,7 +30,7 @@ from ...errors import InputValueError
 from ..class_set import ClassSet, ZeroShotMetaArch, default_class_set, inference_class_set
 from .pixel_classifier import build_pixel_classifier
 
-__all__ = ["ZeroShotSemanticSegmentor", "build_pixel_feature_head"]
+__all__ = ["ZeroShotSemanticSegmentor", "build_pixel_feature_head", "pixel_feature_dim"]
 
 
 def build_pixel_feature_head(cfg, input_shape) -> DeepLabV3PlusHead:
