@@ -1,5 +1,6 @@
 """projects/CaGNet: the contextual module, the released loss forms, the self-training labels, which
 modules each phase trains, and the phases end to end through its train_net.py on zs_shapes tiny."""
+import glob
 import importlib.util
 import json
 import os
@@ -158,12 +159,18 @@ def test_training_labels_are_checked_against_the_seen_classes():
         model.step1_losses(batch)
 
 
-def test_configs_build_and_run_forward():
-    for config in ("cagnet_train.yaml", "cagnet.yaml", "cagnet_st.yaml", "cagnet_st_finetune.yaml"):
-        model = build_model(_cfg(config)).eval()
-        with torch.no_grad():
-            out = model([{"image": torch.randint(0, 255, (3, 64, 80)).float(), "height": 64, "width": 80}])
-        assert type(model).__name__ == "CaGNet" and out[0]["sem_seg"].shape == (22, 64, 80)
+PROJECT_CONFIGS = sorted(os.path.relpath(p, CONFIGS) for p in glob.glob(os.path.join(PROJECT, "configs", "**", "*.yaml"),
+                                                                      recursive=True))
+
+
+@pytest.mark.parametrize("config", PROJECT_CONFIGS)
+def test_configs_build_and_run_forward(config):
+    """Every shipped config (zs_shapes and the GPU ones, on the tiny preset's classes) builds a CaGNet
+    and runs one forward pass."""
+    model = build_model(_cfg(config, "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu")).eval()
+    with torch.no_grad():
+        out = model([{"image": torch.randint(0, 255, (3, 64, 80)).float(), "height": 64, "width": 80}])
+    assert type(model).__name__ == "CaGNet" and out[0]["sem_seg"].shape == (22, 64, 80)
 
 
 # ---- end to end ---------------------------------------------------------------------------------

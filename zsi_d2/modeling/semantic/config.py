@@ -26,6 +26,12 @@ def add_semantic_config(cfg):
     # The head's own loss type is not used: the zero-shot model computes a cross entropy over the
     # classes of its class set (ignored pixels: SEM_SEG_HEAD.IGNORE_VALUE).
     head.LOSS_TYPE = "cross_entropy"
+    # detectron2's DeepLab ResNet (build_resnet_deeplab_backbone, the GPU configs): res4 dilation,
+    # res5's multi-grid dilations and the stem ("deeplab": three 3x3 convolutions).
+    res = cfg.MODEL.RESNETS
+    res.RES4_DILATION = 1
+    res.RES5_MULTI_GRID = [1, 1, 1]
+    res.STEM_TYPE = "basic"
 
     pc = cfg.MODEL.PIXEL_CLASSIFIER = CN()
     # The last layer, scoring each pixel feature: "embedding" (SPNet: a learned 1x1 projection into

@@ -42,6 +42,10 @@ def build_pixel_feature_head(cfg, input_shape) -> DeepLabV3PlusHead:
                               f"{sorted(input_shape)}")
     args = DeepLabV3PlusHead.from_config(cfg, input_shape)
     args["num_classes"] = None
+    # ASPP's image pooling over the whole feature map at any size (DeepLabV3+'s), not detectron2's
+    # fixed kernel sized by the training crop, which would tie the model to that crop (and to a crop
+    # divisible by the output stride: SPNet's 321, ZS3Net's 312 are not).
+    args["train_size"] = None
     return DeepLabV3PlusHead(**args)
 
 
