@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Prepare the semantic zero-shot benchmarks Pascal VOC 15/5 and ADE20k-Full 572/275 (see datasets/README.md).
+"""Prepare the semantic zero-shot benchmarks Pascal VOC 15/5, Pascal-Context 29/4 and ADE20k-Full 572/275 (see
+datasets/README.md).
 
     python datasets/prepare_semantic_zero_shot.py --split voc_15_5 [--root DIR] [--workers N] [--force]
+    python datasets/prepare_semantic_zero_shot.py --split pascal_context_29_4 [--root DIR] [--workers N]
     python datasets/prepare_semantic_zero_shot.py --split ade20k_full_572_275 [--root DIR] [--workers N]
 
-Reads the benchmark's folder (default: $DETECTRON2_DATASETS/VOCdevkit/VOC2012 or
+Reads the benchmark's folder (default: $DETECTRON2_DATASETS/VOCdevkit/VOC2012, .../VOCdevkit/VOC2010 or
 $DETECTRON2_DATASETS/ADE20K_2021_17_01) and writes `<folder>/zero_shot/<split>/`. Safe to run twice:
 finished outputs are kept (use --force to rebuild), interrupted runs resume.
 """

@@ -71,6 +71,7 @@ SIZES = {
     "coco_65_15": (65, 15, 0),
     "coco_panoptic_119_14": (119, 14, 0),
     "coco_stuff_156_15": (156, 15, 0),
+    "coco_stuff_167_15": (167, 15, 0),
     "voc_15_5": (15, 5, 0),
     "pascal_context_29_4": (29, 4, 0),
     "ade20k_full_572_275": (572, 275, 0),
@@ -161,6 +162,28 @@ def test_coco_stuff_156_15_is_zegformers():
     split = get_split("coco_stuff_156_15")
     assert _sha256(split.seen) == ZEGFORMER_COCO_STUFF_SEEN_SHA256
     assert split.unseen == UNSEEN_COCO_STUFF_15
+
+
+# CaGNet's dataset/cocostuff/labels_refined.txt @249305b (line i: label value i, the same 182 names as SPNet's
+# data/datasets/cocostuff/labels_2.txt): sha256 of the 182 names joined by "\n".
+CAGNET_COCO_STUFF_182_SHA256 = "56bbb9bd51d6ad358221406f214975ca262244e8f215669b91decfaefce76f6a"
+# CaGNet's dataset/cocostuff/split/seen_cls.npy and novel_cls.npy (label values; seen = SPNet's seen + val classes).
+CAGNET_COCO_STUFF_UNSEEN_VALUES = (20, 24, 32, 33, 40, 56, 86, 99, 105, 123, 144, 147, 148, 168, 171)
+
+
+def test_coco_stuff_167_15_is_spnets_and_cagnets():
+    split = get_split("coco_stuff_167_15")
+    assert _sha256(splits.COCO_STUFF_182_CLASSES) == CAGNET_COCO_STUFF_182_SHA256
+    assert splits.COCO_STUFF_182_IDS == tuple(range(1, 183))  # a stuffthingmaps pixel holds id - 1 = position
+    assert tuple(splits.COCO_STUFF_182_CLASSES[v] for v in CAGNET_COCO_STUFF_UNSEEN_VALUES) == split.unseen
+    assert split.unseen == UNSEEN_COCO_STUFF_15 == get_split("coco_stuff_156_15").unseen
+    assert split.seen == tuple(c for c in splits.COCO_STUFF_182_CLASSES if c not in UNSEEN_COCO_STUFF_15)
+    # The 171 annotated classes keep their official ids; the 11 others are the never-annotated COCO things.
+    ids = dict(zip(splits.COCO_STUFF_182_CLASSES, splits.COCO_STUFF_182_IDS))
+    assert all(ids[n] == i for n, i in zip(splits.COCO_STUFF_CLASSES, splits.COCO_STUFF_IDS))
+    extra = [n for n in splits.COCO_STUFF_182_CLASSES if n not in splits.COCO_STUFF_CLASSES]
+    assert [ids[n] for n in extra] == [12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91]
+    assert set(extra) <= set(split.seen) and set(split.stuff) == set(splits.COCO_STUFF_STUFF_CLASSES)
 
 
 def test_pascal_splits():

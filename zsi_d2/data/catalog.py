@@ -12,7 +12,8 @@ from ..errors import InputKeyError
 __all__ = ["require_registered", "REGISTER_FIX"]
 
 REGISTER_FIX = (
-    "the built-in zero-shot datasets are zs_shapes_*, the COCO splits, voc_zss_15_5_* and ade20k_full_zss_572_275_* "
+    "the built-in zero-shot datasets are zs_shapes_*, the COCO splits (COCO-Stuff included), voc_zss_15_5_*, "
+    "pascal_context_zss_29_4_* and ade20k_full_zss_572_275_* "
     "(datasets/README.md); register yours "
     "in a module (detectron2's register_coco_instances / register_coco_panoptic / DatasetCatalog.register, then "
     "zsi_d2.data.make_zero_shot) and name it: DATASETS.REGISTER_MODULES \"['my_datasets.py']\" for train_net.py, "

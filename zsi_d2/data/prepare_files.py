@@ -22,7 +22,8 @@ from .label_maps import pixels_of, remap_labels
 
 __all__ = [
     "PARTIAL_SUFFIX", "tmp_name", "load_json", "write_json", "write_image", "start_folder", "finish_folder",
-    "count_files", "parallel_map", "read_label_image", "remap_label_folder", "label_folder_counts",
+    "count_files", "parallel_map", "read_label_image", "remap_label_folder", "check_label_files",
+    "label_folder_counts",
     "format_summary", "run_preparation",
 ]
 
@@ -101,7 +102,7 @@ def _remap_worker(job, read, lut, legal, flagged, expected):
     source, out = job
     raw = read(source)
     labels = remap_labels(raw, lut, legal, source=source, expected=expected)  # refuses a bad source, also on resume
-    if not os.path.isfile(out):
+    if out is not None and not os.path.isfile(out):
         write_image(out, labels)
     return pixels_of(raw, flagged)
 
@@ -121,6 +122,15 @@ def remap_label_folder(jobs: Sequence[Tuple[str, str]], final: str, read: Callab
                           progress)
     finish_folder(partial, final)
     return counts
+
+
+def check_label_files(sources: Sequence[str], read: Callable, legal: np.ndarray, flagged: np.ndarray,
+                      expected: str, workers: int, progress: bool, desc: str) -> List[int]:
+    """`remap_label_folder` without writing: label maps used where they are (their values already are
+    the prepared ones) are only checked for illegal values; returns the flagged pixels per file."""
+    worker = functools.partial(_remap_worker, read=read, lut=np.zeros(len(legal), dtype=np.uint8), legal=legal,
+                               flagged=flagged, expected=expected)
+    return parallel_map(worker, [(source, None) for source in sources], workers, desc, progress)
 
 
 def label_folder_counts(per_image: Sequence[int], dropped: bool) -> dict:

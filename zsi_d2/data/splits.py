@@ -219,8 +219,9 @@ COCO_STUFF_IDS = COCO_THING_IDS + tuple(
 )
 
 # ---------------------------------------------------------------------------------------------
-# COCO panoptic 119/14 (PADing's ZSP split) and COCO-Stuff 156/15 (SPNet, ZS3Net, CaGNet,
-# ZegFormer). Seen classes keep the dataset order; unseen classes the published order.
+# COCO panoptic 119/14 (PADing's ZSP split), COCO-Stuff 156/15 (ZegFormer: SPNet's 15 unseen
+# classes over the 171 annotated ones) and 167/15 (SPNet, CaGNet: the same 15 over all 182 label
+# values). Seen classes keep the dataset order; unseen classes the published order.
 # ---------------------------------------------------------------------------------------------
 _COCO_PANOPTIC_14 = (
     "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors",
@@ -246,7 +247,29 @@ register_split(
         seen=tuple(c for c in COCO_STUFF_CLASSES if c not in _COCO_STUFF_15),
         unseen=_COCO_STUFF_15,
         stuff=COCO_STUFF_STUFF_CLASSES,
-        description="COCO-Stuff 2017 semantic split of SPNet / ZS3Net / CaGNet / ZegFormer.",
+        description="COCO-Stuff 2017 semantic split of ZegFormer (171 classes).",
+    )
+)
+
+# COCO-Stuff's full label range, 182 classes (cocostuff's labels.txt; SPNet's and CaGNet's
+# labels_refined.txt, whose line i is the class of label value i): COCO's 91 thing ids, the 11
+# never annotated included, then the 91 stuff classes. A stuffthingmaps pixel holds (id - 1), so
+# here the label value IS the position in this list; 255 is unlabelled.
+_COCO_UNANNOTATED_THINGS = {  # official id -> name: COCO ids no COCO annotation uses
+    12: "street sign", 26: "hat", 29: "shoe", 30: "eye glasses", 45: "plate", 66: "mirror", 68: "window",
+    69: "desk", 71: "door", 83: "blender", 91: "hair brush",
+}
+_COCO_THINGS_BY_ID = {**dict(zip(COCO_THING_IDS, COCO_THING_CLASSES)), **_COCO_UNANNOTATED_THINGS}
+COCO_STUFF_182_CLASSES = tuple(_COCO_THINGS_BY_ID[i] for i in sorted(_COCO_THINGS_BY_ID)) + COCO_STUFF_STUFF_CLASSES
+COCO_STUFF_182_IDS = tuple(range(1, len(COCO_STUFF_182_CLASSES) + 1))
+register_split(
+    ZeroShotSplit(
+        name="coco_stuff_167_15",
+        seen=tuple(c for c in COCO_STUFF_182_CLASSES if c not in _COCO_STUFF_15),
+        unseen=_COCO_STUFF_15,
+        stuff=COCO_STUFF_STUFF_CLASSES,
+        description="COCO-Stuff 2017 semantic split of SPNet / CaGNet (182 classes, the 11 unannotated things "
+                    "among the seen).",
     )
 )
 

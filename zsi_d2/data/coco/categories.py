@@ -18,6 +18,7 @@ SOURCE_TABLES = {
     "coco_65_15": (_splits.COCO_THING_CLASSES, _splits.COCO_THING_IDS),
     "coco_panoptic_119_14": (_splits.COCO_PANOPTIC_CLASSES, _splits.COCO_PANOPTIC_IDS),
     "coco_stuff_156_15": (_splits.COCO_STUFF_CLASSES, _splits.COCO_STUFF_IDS),
+    "coco_stuff_167_15": (_splits.COCO_STUFF_182_CLASSES, _splits.COCO_STUFF_182_IDS),
 }
 
 

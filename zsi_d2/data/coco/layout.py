@@ -8,7 +8,7 @@ COCO-Stuff's `stuffthingmaps/` as MaskFormer uses it):
     annotations/instances_{train,val}2014.json      instance splits read these
     annotations/panoptic_{train,val}2017.json       panoptic split reads these ...
     panoptic_{train,val}2017/*.png                  ... and these
-    stuffthingmaps/{train,val}2017/*.png            COCO-Stuff split reads these
+    stuffthingmaps/{train,val}2017/*.png            COCO-Stuff splits read these (167/15's val: in place)
     zero_shot/<split>/...                           written by datasets/prepare_coco_zero_shot.py
 """
 import os
@@ -30,6 +30,10 @@ SUMMARY_FILE = "summary.json"  # written last: its presence means the split is f
 class CocoSplitLayout:
     split: str  # name in zsi_d2.data.splits
     kind: str  # "instance", "panoptic" or "semantic"
+    # Semantic: the validation label maps are read where they are (stuffthingmaps/val2017), because
+    # the split's label order is the file's own (every value kept, position = value); the
+    # preparation only checks them. Training maps are always written (unseen pixels = 255).
+    val_labels_in_place: bool = False
 
 
 COCO_SPLIT_LAYOUTS = {
@@ -37,6 +41,7 @@ COCO_SPLIT_LAYOUTS = {
     "coco_65_15": CocoSplitLayout("coco_65_15", "instance"),
     "coco_panoptic_119_14": CocoSplitLayout("coco_panoptic_119_14", "panoptic"),
     "coco_stuff_156_15": CocoSplitLayout("coco_stuff_156_15", "semantic"),
+    "coco_stuff_167_15": CocoSplitLayout("coco_stuff_167_15", "semantic", val_labels_in_place=True),
 }
 
 
@@ -113,6 +118,8 @@ def prepared_paths(split_name: str, coco_dir: str) -> Dict[str, str]:
             train_sem_seg=j("sem_seg_train2017"),  # uint8 contiguous ids, unseen and unlabelled = 255
             val_sem_seg=j("sem_seg_val2017"),
         )
+        if get_layout(split_name).val_labels_in_place:
+            paths["val_sem_seg"] = source_paths(split_name, coco_dir)["val_labels"]  # checked, not copied
     return paths
 
 

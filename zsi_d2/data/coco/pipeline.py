@@ -17,8 +17,8 @@ from tqdm import tqdm
 from ...errors import InputFileNotFoundError
 from ...utils.panoptic_ids import read_panoptic_png
 from ..prepare_files import (  # noqa: F401  (format_summary: the CLI's, exported here)
-    count_files, finish_folder, format_summary, label_folder_counts, load_json, parallel_map, read_label_image,
-    remap_label_folder, start_folder, write_image, write_json,
+    check_label_files, count_files, finish_folder, format_summary, label_folder_counts, load_json, parallel_map,
+    read_label_image, remap_label_folder, start_folder, write_image, write_json,
 )
 from ..splits import get_split
 from .categories import split_categories
@@ -133,21 +133,37 @@ def _prepare_panoptic(split, src, out, force, workers, progress) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Semantic split (COCO-Stuff 2017)
 # ---------------------------------------------------------------------------------------------
+def _check_in_place(split, lut, legal, label_dir, files, unseen_raw, workers, progress) -> dict:
+    """Validation maps read where they are: legal only if remapping would leave every value as it is."""
+    values = np.flatnonzero(legal)
+    if not (lut[values] == values).all():
+        raise ValueError(f"'{split.name}': the validation label maps cannot be read in place, the split's label "
+                         "order is not the file's (val_labels_in_place in zsi_d2/data/coco/layout.py)")
+    per_image = check_label_files([os.path.join(label_dir, f) for f in files], read_label_image, legal, unseen_raw,
+                                  COCO_STUFF_LABELS, workers, progress, desc=f"{split.name} val (check)")
+    return dict(label_folder_counts(per_image, False), note=f"read in place from {label_dir}")
+
+
 def _prepare_semantic(split, src, out, force, workers, progress) -> dict:
     cats = split_categories(split.name)
     unseen_raw = np.zeros(256, dtype=bool)
     unseen_raw[[c["id"] - 1 for c in cats if c["name"] in split.unseen]] = True
+    in_place = get_layout(split.name).val_labels_in_place
     counts = {}
     for subset, drop_unseen in (("train", True), ("val", False)):
         sem_dir = out[f"{subset}_sem_seg"]
-        if not force and os.path.isdir(sem_dir):
+        label_dir = src[f"{subset}_labels"]
+        read_in_place = in_place and subset == "val"
+        if not force and os.path.isdir(sem_dir) and not read_in_place:
             counts[subset] = {"label_maps": count_files(sem_dir), "note": "kept existing"}
             continue
-        label_dir = src[f"{subset}_labels"]
         files = sorted(f for f in os.listdir(label_dir) if f.endswith(".png"))
         if not files:
             raise InputFileNotFoundError(f"No label maps (*.png) in {label_dir} (from {download_hint(label_dir)})")
         lut, legal = coco_stuff_lut(split, drop_unseen=drop_unseen)
+        if read_in_place:
+            counts[subset] = _check_in_place(split, lut, legal, label_dir, files, unseen_raw, workers, progress)
+            continue
         per_image = remap_label_folder(
             [(os.path.join(label_dir, f), f) for f in files], sem_dir, read_label_image, lut, legal, unseen_raw,
             COCO_STUFF_LABELS, force, workers, progress, desc=f"{split.name} {subset}",

@@ -48,6 +48,9 @@ COCO_ZERO_SHOT_DATASETS = {
     "coco_stuff_zss_156_15_train": ("coco_stuff_156_15", "train", "train"),
     "coco_stuff_zss_156_15_val": ("coco_stuff_156_15", "val", "gzsi"),
     "coco_stuff_zss_156_15_val_zsi": ("coco_stuff_156_15", "val", "zsi"),
+    "coco_stuff_zss_167_15_train": ("coco_stuff_167_15", "train", "train"),
+    "coco_stuff_zss_167_15_val": ("coco_stuff_167_15", "val", "gzsi"),
+    "coco_stuff_zss_167_15_val_zsi": ("coco_stuff_167_15", "val", "zsi"),
 }
 
 # A panoptic split has two views, as detectron2's coco_2017_val / coco_2017_val_panoptic: the instance

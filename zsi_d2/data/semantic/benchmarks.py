@@ -1,10 +1,12 @@
-"""The semantic zero-shot benchmarks prepared from their standard files: Pascal VOC 15/5 and ADE20k-Full 572/275.
+"""The semantic zero-shot benchmarks prepared from their standard files: Pascal VOC 15/5, Pascal-Context 29/4
+and ADE20k-Full 572/275.
 
 One record per benchmark says where its files live under `$DETECTRON2_DATASETS`, what its source
 label values mean and how its files are listed and read (the benchmark's own module: voc.py,
-ade20k_full.py); preparation (pipeline.py) and registration (register.py) are written once for
-both. The class lists and their order come from zsi_d2.data.splits; the label order is the
-dataset's (VOC order; ADE20k-Full's published trainId order), as COCO-Stuff's.
+pascal_context.py, ade20k_full.py); preparation (pipeline.py) and registration (register.py) are
+written once for all. The class lists and their order come from zsi_d2.data.splits; the label
+order is the dataset's (VOC order; Pascal-Context's 33_labels.txt order; ADE20k-Full's published
+trainId order), as COCO-Stuff's.
 """
 import os
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ import numpy as np
 from ...errors import InputKeyError
 from .. import splits as _splits
 from ..zs_shapes import datasets_root
-from . import ade20k_full, voc
+from . import ade20k_full, pascal_context, voc
 
 __all__ = ["SemanticBenchmark", "SEMANTIC_BENCHMARKS", "get_benchmark", "benchmark_root", "prepared_paths",
            "prepare_command", "SUMMARY_FILE"]
@@ -54,6 +56,15 @@ SEMANTIC_BENCHMARKS: Dict[str, SemanticBenchmark] = {
             ignore_label=255, label_dtype=np.uint8, source_labels=voc.SOURCE_LABELS,
             check_sources=voc.check_sources, items=voc.items, read_label=voc.read_label, image_dir=voc.image_dir,
             list_note=voc.list_note,
+        ),
+        SemanticBenchmark(
+            split="pascal_context_29_4", title="Pascal-Context 33 (VOC 2010)", folder=os.path.join("VOCdevkit", "VOC2010"),
+            classes=_splits.PASCAL_CONTEXT_CLASSES, dataset_ids=tuple(range(1, len(_splits.PASCAL_CONTEXT_CLASSES) + 1)),
+            source_values=tuple(range(1, len(_splits.PASCAL_CONTEXT_CLASSES) + 1)),
+            unlabelled=pascal_context.CONTEXT_UNLABELLED, ignore_label=255, label_dtype=np.uint8,
+            source_labels=pascal_context.SOURCE_LABELS, check_sources=pascal_context.check_sources,
+            items=pascal_context.items, read_label=pascal_context.read_label, image_dir=pascal_context.image_dir,
+            list_note=pascal_context.list_note,
         ),
         SemanticBenchmark(
             split="ade20k_full_572_275", title="ADE20k-Full 847", folder="ADE20K_2021_17_01",

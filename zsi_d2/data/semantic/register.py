@@ -1,4 +1,5 @@
-"""Register the semantic zero-shot benchmarks (Pascal VOC 15/5, ADE20k-Full 572/275) in detectron2's catalogs.
+"""Register the semantic zero-shot benchmarks (Pascal VOC 15/5, Pascal-Context 29/4, ADE20k-Full 572/275) in
+detectron2's catalogs.
 
 Lazy and file-free, as the COCO catalog: metadata comes from the split tables, so names resolve
 before the data is prepared, and loading a dataset whose files are missing names the path and the
@@ -26,6 +27,9 @@ SEMANTIC_ZERO_SHOT_DATASETS = {
     "voc_zss_15_5_train": ("voc_15_5", "train", "train"),
     "voc_zss_15_5_val": ("voc_15_5", "val", "gzsi"),
     "voc_zss_15_5_val_zsi": ("voc_15_5", "val", "zsi"),
+    "pascal_context_zss_29_4_train": ("pascal_context_29_4", "train", "train"),
+    "pascal_context_zss_29_4_val": ("pascal_context_29_4", "val", "gzsi"),
+    "pascal_context_zss_29_4_val_zsi": ("pascal_context_29_4", "val", "zsi"),
     "ade20k_full_zss_572_275_train": ("ade20k_full_572_275", "train", "train"),
     "ade20k_full_zss_572_275_val": ("ade20k_full_572_275", "val", "gzsi"),
     "ade20k_full_zss_572_275_val_zsi": ("ade20k_full_572_275", "val", "zsi"),
@@ -41,7 +45,7 @@ def semantic_zero_shot_metadata(dataset_name: str, root: Optional[str] = None) -
     """Metadata of one registered dataset (before make_zero_shot adds the split's groups).
 
     `stuff_classes` is the dataset's label order (a prepared label is a position in it; ADE20k-Full:
-    the published trainId order), `ignore_label` 255 (VOC) or 65535 (ADE20k-Full's 16-bit labels).
+    the published trainId order), `ignore_label` 255 (VOC, Pascal-Context) or 65535 (ADE20k-Full's 16-bit labels).
     """
     split_name, subset, mode = SEMANTIC_ZERO_SHOT_DATASETS[dataset_name]
     benchmark = get_benchmark(split_name)
