@@ -19,6 +19,7 @@ from zsi_d2.data.semantic import (
     SEMANTIC_ZERO_SHOT_DATASETS, prepare_semantic_split, prepared_paths, register_all_semantic_zero_shot,
 )
 from zsi_d2.data.semantic.ade20k_full import resized_size
+from zsi_d2.data.semantic.register import UNLABELLED
 from zsi_d2.data.splits import VOC_CLASSES, get_split
 from zsi_d2.evaluation import ZeroShotSemanticEvaluator
 
@@ -196,15 +197,20 @@ def test_registered_names_metadata_and_dicts(base):
             continue  # Pascal-Context: tests/test_semantic_benchmarks_context_stuff.py
         meta = MetadataCatalog.get(name)
         split = get_split(split_name)
-        assert (meta.zero_shot_mode, meta.evaluator_type, meta.zero_shot_split) == (mode, "zero_shot", split_name)
-        assert meta.zero_shot_tasks == ("semantic",) and meta.sem_seg_root.startswith(base["dir"])
+        unlabelled = mode == UNLABELLED  # the training images without their labels (a self-training pool)
+        assert (meta.zero_shot_mode, meta.evaluator_type, meta.zero_shot_split) == (
+            "train" if unlabelled else mode, "zero_shot", split_name)
+        assert meta.zero_shot_tasks == (() if unlabelled else ("semantic",)) and meta.sem_seg_root.startswith(base["dir"])
         assert set(meta.stuff_classes) == set(split.classes) and len(meta.stuff_classes) == len(split.classes)
         assert (tuple(meta.seen_classes), tuple(meta.unseen_classes)) == (split.seen, split.unseen)
         design = {"train": fx.VOC_TRAIN, "val": fx.VOC_VAL} if split_name == "voc_15_5" else \
             {"train": fx.ADE_TRAIN, "val": fx.ADE_VAL}
         dicts = DatasetCatalog.get(name)
         assert sorted(os.path.basename(d["file_name"]) for d in dicts) == sorted(s + ".jpg" for s in design[subset])
-        assert all(os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"]) for d in dicts)
+        assert all(os.path.isfile(d["file_name"]) for d in dicts)
+        assert all(("sem_seg_file_name" in d) != unlabelled and set(d) <= {"file_name", "sem_seg_file_name"} for d in dicts)
+        if unlabelled:  # what a self-training pool must be: images only, no image of the val views
+            audit.check_unlabelled_pool([name], [name.replace("_train_images", "_val")], "pool")
     voc, ade = MetadataCatalog.get("voc_zss_15_5_val"), MetadataCatalog.get("ade20k_full_zss_572_275_train")
     assert (voc.stuff_classes, voc.ignore_label) == (list(VOC_CLASSES), 255)
     assert ade.ignore_label == 65535 and ade.stuff_classes[166] == "catwalk" and len(ade.stuff_classes) == 847
