@@ -149,6 +149,12 @@ def test_each_loss_reaches_only_its_side(phase):
     assert _reached(step2["discriminator"]["loss_d_transfer_class"], model) == {"classifier"}
 
 
+def test_a_plain_trainer_is_refused():
+    model = build_model(_cfg()).train()
+    with pytest.raises(InputValueError, match="CaGNet trains with three optimisers: run projects/CaGNet/train_net.py"):
+        model(_batch(_cfg(), 1))
+
+
 def test_training_labels_are_checked_against_the_seen_classes():
     cfg = _cfg()
     model = build_model(cfg).train()
@@ -214,4 +220,9 @@ def test_phases_end_to_end(tmp_path, pixel_stage1):
     assert status == 2 and "ERROR: Self-training dataset 'zs_shapes_tiny_val_panoptic' carries labels" in log
     status, log = _run("cagnet.yaml", tmp_path / "bad2", "MODEL.WEIGHTS", str(pixel_stage1))
     assert status == 2 and "is not a CaGNet checkpoint (no contextual, generator, real_fake, classifier.trunk)" in log
-    assert "Traceback" not in log
+    status, log2 = _run("cagnet.yaml", tmp_path / "bad3", "MODEL.WEIGHTS", "")
+    assert status == 2 and ("ERROR: CaGNet's 'finetune' phase continues a trained CaGNet: MODEL.WEIGHTS is empty; set "
+                            "MODEL.WEIGHTS to the model_final.pth of a CaGNet run with MODEL.CAGNET.PHASE 'train'") in log2
+    status, log3 = _run("cagnet_train.yaml", tmp_path / "bad4", "MODEL.CAGNET.PHASE", "mixed")
+    assert status == 2 and "ERROR: MODEL.CAGNET.PHASE 'mixed' is not one of ['train', 'finetune', 'self_training']" in log3
+    assert "Traceback" not in log + log2 + log3
