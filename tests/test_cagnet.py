@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -226,3 +227,17 @@ def test_phases_end_to_end(tmp_path, pixel_stage1):
     status, log3 = _run("cagnet_train.yaml", tmp_path / "bad4", "MODEL.CAGNET.PHASE", "mixed")
     assert status == 2 and "ERROR: MODEL.CAGNET.PHASE 'mixed' is not one of ['train', 'finetune', 'self_training']" in log3
     assert "Traceback" not in log + log2 + log3
+
+
+def test_train_phase_under_two_processes(tmp_path):
+    """projects/CaGNet/train_net.py --num-gpus 2 (detectron2's launch, gloo): each side's gradients are
+    averaged over the processes before its step, so both end with the same weights (checked by the
+    trainer, which would stop with an error otherwise)."""
+    command = [sys.executable, os.path.join(PROJECT, "train_net.py"), "--num-gpus", "2", "--config-file",
+               os.path.join(CONFIGS, "cagnet_train.yaml"), *TINY, "DATASETS.TEST", "()", *SMALL,
+               "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path)]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=420)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "World size: 2" in (tmp_path / "log.txt.rank1").read_text()
+    assert "CaGNet: the 2 processes hold identical weights" in log

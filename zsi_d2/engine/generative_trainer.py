@@ -43,7 +43,7 @@ from ..modeling.generative import IGNORE, EpochSampler
 from ..utils.model import unwrap
 from .trainer import ZeroShotTrainer
 
-__all__ = ["GenerativeTrainer", "any_process", "average_gradients"]
+__all__ = ["GenerativeTrainer", "any_process", "average_gradients", "check_processes_agree"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,18 @@ def average_gradients(parameters: List[torch.nn.Parameter]):
     for p in parameters:
         p.grad.copy_(flat[offset: offset + p.numel()].view_as(p.grad))
         offset += p.numel()
+
+
+def check_processes_agree(parameters: List[torch.nn.Parameter], what: str):
+    """Every process must end with the same trained weights (gradients are averaged before each
+    step); a difference means they trained apart, and is an error rather than a silent result."""
+    if comm.get_world_size() == 1:
+        return
+    weights = torch.cat([p.detach().reshape(-1).cpu() for p in parameters])
+    digests = comm.all_gather(hashlib.sha1(weights.numpy().tobytes()).hexdigest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"{what}: the {len(digests)} processes ended with different weights")
+    logger.info(f"{what}: the {len(digests)} processes hold identical weights")
 
 
 def any_process(flag: bool) -> bool:
@@ -171,15 +183,7 @@ class GenerativeTrainer(ZeroShotTrainer):
         super().after_train()
 
     def check_processes_agree(self):
-        """Every process must end with the same trained weights (gradients are averaged before each
-        step); a difference means they trained apart, and is an error rather than a silent result."""
-        if comm.get_world_size() == 1:
-            return
-        weights = torch.cat([p.detach().reshape(-1).cpu() for p in self.generator_side + self.classifier_side])
-        digests = comm.all_gather(hashlib.sha1(weights.numpy().tobytes()).hexdigest())
-        if len(set(digests)) > 1:
-            raise RuntimeError(f"GenerativeTrainer: the {len(digests)} processes ended with different weights")
-        logger.info(f"Generative stage 2: the {len(digests)} processes hold identical weights")
+        check_processes_agree(self.generator_side + self.classifier_side, "Generative stage 2")
 
     @staticmethod
     def _step(optimizer, parameters, losses):

@@ -22,7 +22,7 @@ from zsi_d2.data.audit import check_training_sets, check_unlabelled_pool
 from zsi_d2.data.mappers import NameUnreadableFiles, build_dataset_mapper
 from zsi_d2.engine import ZeroShotTrainer
 from zsi_d2.engine.checkpoint import read_checkpoint
-from zsi_d2.engine.generative_trainer import any_process, average_gradients
+from zsi_d2.engine.generative_trainer import any_process, average_gradients, check_processes_agree
 from zsi_d2.engine.resume import build_resumable_train_loader
 from zsi_d2.errors import CheckpointMismatchError, InputValueError
 from zsi_d2.utils.model import unwrap
@@ -106,6 +106,10 @@ class CaGNetTrainer(ZeroShotTrainer):
         if missing:
             raise CheckpointMismatchError(f"MODEL.WEIGHTS='{cfg.MODEL.WEIGHTS}' is not a CaGNet checkpoint (no "
                                           f"{', '.join(missing)}); {fix}")
+
+    def after_train(self):
+        check_processes_agree([p for params in self.sides.values() for p in params], "CaGNet")
+        super().after_train()
 
     # ---- the iteration ------------------------------------------------------------------------
     def run_step(self):
