@@ -8,9 +8,10 @@ written once for all. The class lists and their order come from zsi_d2.data.spli
 order is the dataset's (VOC order; Pascal-Context's 33_labels.txt order; ADE20k-Full's published
 trainId order), as COCO-Stuff's.
 """
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -43,7 +44,8 @@ class SemanticBenchmark:
     read_label: Callable[[str], np.ndarray]  # module-level: worker processes receive it
     image_dir: Callable[[str, str], str]  # (root, subset) -> folder of <stem>.jpg
     prepare_sources: Optional[Callable] = None  # (root, workers, progress, force): write derived sources first
-    list_note: Optional[Callable[[str, list], str]] = None  # (subset, stems) -> "the published list?" note
+    published_lists: Optional[Dict[str, Tuple[int, str]]] = None  # subset -> (size, sha256 of the sorted stems)
+    published_by: str = ""  # whose lists they are (SPNet's, CaGNet's)
     image_ext: str = ".jpg"
 
 
@@ -55,7 +57,7 @@ SEMANTIC_BENCHMARKS: Dict[str, SemanticBenchmark] = {
             source_values=tuple(range(1, len(_splits.VOC_CLASSES) + 1)), unlabelled=voc.VOC_UNLABELLED,
             ignore_label=255, label_dtype=np.uint8, source_labels=voc.SOURCE_LABELS,
             check_sources=voc.check_sources, items=voc.items, read_label=voc.read_label, image_dir=voc.image_dir,
-            list_note=voc.list_note,
+            published_lists=voc.PUBLISHED_LISTS, published_by="SPNet",
         ),
         SemanticBenchmark(
             split="pascal_context_29_4", title="Pascal-Context 33 (VOC 2010)", folder=os.path.join("VOCdevkit", "VOC2010"),
@@ -64,7 +66,7 @@ SEMANTIC_BENCHMARKS: Dict[str, SemanticBenchmark] = {
             unlabelled=pascal_context.CONTEXT_UNLABELLED, ignore_label=255, label_dtype=np.uint8,
             source_labels=pascal_context.SOURCE_LABELS, check_sources=pascal_context.check_sources,
             items=pascal_context.items, read_label=pascal_context.read_label, image_dir=pascal_context.image_dir,
-            list_note=pascal_context.list_note,
+            published_lists=pascal_context.PUBLISHED_LISTS, published_by="CaGNet",
         ),
         SemanticBenchmark(
             split="ade20k_full_572_275", title="ADE20k-Full 847", folder="ADE20K_2021_17_01",
@@ -104,3 +106,12 @@ def prepared_paths(split_name: str, root: str) -> Dict[str, str]:
         "train_sem_seg": os.path.join(base, "sem_seg_train"),  # labels in `classes` order; unseen = ignore
         "val_sem_seg": os.path.join(base, "sem_seg_val"),  # labels in `classes` order, every class
     }
+
+
+def list_note(benchmark: SemanticBenchmark, subset: str, stems: List[str]) -> str:
+    """Whether the subset's images are exactly the published list the benchmark's numbers are on."""
+    size, digest = benchmark.published_lists[subset]
+    if hashlib.sha256("\n".join(sorted(stems)).encode()).hexdigest() == digest:
+        return f"the published list ({size} images)"
+    return (f"NOT the published list: {len(stems)} images where {benchmark.published_by}'s list has {size} "
+            "(incomplete or extra label files?); numbers will not be comparable")

@@ -16,7 +16,6 @@ the sizes CaGNet reports (4998 / 5105); the digests below are those of CaGNet's 
 (dataset/context/split/{train,test}_list.npy, sorted stems), so the preparation says whether the
 user's files give exactly the published images.
 """
-import hashlib
 import os
 from typing import Dict, List, Tuple
 
@@ -25,7 +24,7 @@ import numpy as np
 from ...errors import InputFileNotFoundError
 from ..prepare_files import read_label_image
 
-__all__ = ["source_paths", "check_sources", "items", "read_label", "image_dir", "list_note", "SOURCE_LABELS",
+__all__ = ["source_paths", "check_sources", "items", "read_label", "image_dir", "SOURCE_LABELS",
            "CONTEXT_UNLABELLED", "DOWNLOADS"]
 
 SOURCE_LABELS = "Pascal-Context 33-class label map (0 = unlabelled, 1..33 = the classes in 33_labels.txt order)"
@@ -112,11 +111,3 @@ def image_dir(root: str, subset: str) -> str:
     src = source_paths(root)
     return src[f"cagnet_images_{subset}"] if _cagnet_copy(root) else src["images"]
 
-
-def list_note(subset: str, stems: List[str]) -> str:
-    """Whether the subset's images are exactly CaGNet's published list."""
-    size, digest = PUBLISHED_LISTS[subset]
-    if hashlib.sha256("\n".join(sorted(stems)).encode()).hexdigest() == digest:
-        return f"the published list ({size} images)"
-    return (f"NOT the published list: {len(stems)} images where CaGNet's list has {size} "
-            "(incomplete or extra label files?); numbers will not be comparable")

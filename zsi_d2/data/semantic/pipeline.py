@@ -19,7 +19,7 @@ from ..prepare_files import (  # noqa: F401  (format_summary: the CLI's, exporte
     count_files, format_summary, label_folder_counts, remap_label_folder, write_json,
 )
 from ..splits import get_split
-from .benchmarks import benchmark_root, get_benchmark, prepared_paths
+from .benchmarks import benchmark_root, get_benchmark, list_note, prepared_paths
 
 __all__ = ["prepare_semantic_split", "format_summary", "check_images"]
 
@@ -56,8 +56,8 @@ def _prepare_subset(benchmark, split, root, out_dir, subset, force, workers, pro
         unseen_values, benchmark.source_labels, force, workers, progress, desc=f"{benchmark.split} {subset}",
     )
     counts = label_folder_counts(per_image, drop_unseen)
-    if benchmark.list_note is not None:
-        counts["images"] = benchmark.list_note(subset, [stem for stem, _ in items])
+    if benchmark.published_lists is not None:
+        counts["images"] = list_note(benchmark, subset, [stem for stem, _ in items])
         if "NOT" in counts["images"]:
             logger.warning("'%s' %s: %s", benchmark.split, subset, counts["images"])
     return counts

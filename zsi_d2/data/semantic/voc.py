@@ -15,7 +15,6 @@ does. Training images are every labelled image not in val.txt: 10,582, SPNet's t
 CaGNet and ZegFormer use; the digests below are those of SPNet's lists (sorted stems), so the
 preparation says whether the user's files give exactly the published images.
 """
-import hashlib
 import os
 from typing import Dict, List, Tuple
 
@@ -24,7 +23,7 @@ import numpy as np
 from ...errors import InputFileNotFoundError, InputValueError
 from ..prepare_files import read_label_image
 
-__all__ = ["source_paths", "check_sources", "items", "read_label", "image_dir", "list_note", "SOURCE_LABELS",
+__all__ = ["source_paths", "check_sources", "items", "read_label", "image_dir", "SOURCE_LABELS",
            "DOWNLOADS"]
 
 # What a legal source map is (for the error on any other value).
@@ -124,11 +123,3 @@ def read_label(path: str) -> np.ndarray:
 def image_dir(root: str, subset: str) -> str:
     return source_paths(root)["images"]
 
-
-def list_note(subset: str, stems: List[str]) -> str:
-    """Whether the subset's images are exactly SPNet's published list."""
-    size, digest = PUBLISHED_LISTS[subset]
-    if hashlib.sha256("\n".join(sorted(stems)).encode()).hexdigest() == digest:
-        return f"the published list ({size} images)"
-    return (f"NOT the published list: {len(stems)} images where SPNet's list has {size} "
-            "(incomplete or extra label files?); numbers will not be comparable")
