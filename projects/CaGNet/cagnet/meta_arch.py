@@ -49,6 +49,13 @@ def _rows(maps: torch.Tensor) -> torch.Tensor:
     return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
 
 
+def _weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights=None) -> torch.Tensor:
+    """The mean cross entropy, or sum(w * CE) / sum(w) with per-pixel weights (SIGN's)."""
+    if weights is None:
+        return F.cross_entropy(logits, labels)
+    return (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-6)
+
+
 @contextlib.contextmanager
 def _in_eval(*modules: nn.Module):
     """The modules in eval mode (and no gradients) within the block, their modes restored after.
@@ -96,8 +103,14 @@ class CaGNet(ZeroShotSemanticSegmentor):
             raise InputValueError(
                 f"CaGNet generates features of unseen classes, but the class set of {names[:3]}... has none: "
                 "DATASETS.TRAIN[0] must be a zero-shot training set whose metadata lists unseen_classes")
-        # finetune: the segmenter (backbone, head) and the contextual module are frozen, as released.
-        self.frozen = (self.backbone, self.head, self.contextual) if phase == "finetune" else ()
+        self.freeze_segmenter()
+
+    @property
+    def frozen(self):
+        """finetune: the segmenter side (backbone, head, contextual module) is frozen, as released."""
+        return self.segmenter_parts() if self.phase == "finetune" else ()
+
+    def freeze_segmenter(self):
         for part in self.frozen:
             part.requires_grad_(False)
 
@@ -136,9 +149,14 @@ class CaGNet(ZeroShotSemanticSegmentor):
                                     c.DISCRIMINATOR_DROPOUT, cfg.MODEL.ZERO_SHOT.CALIBRATION.GAMMA)
 
     # ---- what CaGNetTrainer needs -----------------------------------------------------------
+    def segmenter_parts(self):
+        """The segmenter side: backbone and head first (their batch norm is frozen with them), then the
+        modules between the head and the classifier (trained at CONTEXTUAL_LR_FACTOR x the rate)."""
+        return (self.backbone, self.head, self.contextual)
+
     def side_parameters(self) -> Dict[str, List[nn.Parameter]]:
         """The trainable parameters of each side, each with its own optimiser."""
-        parts = {"segmenter": (self.backbone, self.head, self.contextual),
+        parts = {"segmenter": self.segmenter_parts(),
                  "discriminator": (self.classifier, self.real_fake), "generator": (self.generator,)}
         return {side: [p for m in modules for p in m.parameters() if p.requires_grad] for side, modules in parts.items()}
 
@@ -147,8 +165,9 @@ class CaGNet(ZeroShotSemanticSegmentor):
         CONTEXTUAL_LR_FACTOR times the base rate, as released (5x). Empty when it is frozen."""
         base, factor = cfg.SOLVER.BASE_LR, cfg.MODEL.CAGNET.CONTEXTUAL_LR_FACTOR
         trainable = lambda module: [p for p in module.parameters() if p.requires_grad]  # noqa: E731
+        context = [p for m in self.segmenter_parts()[2:] for p in trainable(m)]
         return [{"params": trainable(self.backbone) + trainable(self.head), "lr": base},
-                {"params": trainable(self.contextual), "lr": base * factor}]
+                {"params": context, "lr": base * factor}]
 
     def step_kind(self, iteration: int) -> str:
         """"step1" or "step2" at `iteration`: finetune alternates STEP1_ITERS and STEP2_ITERS."""
@@ -168,9 +187,17 @@ class CaGNet(ZeroShotSemanticSegmentor):
                                   "(CaGNetTrainer), not a plain detectron2 trainer")
         return super().forward(batched_inputs)
 
+    def context_input(self, h: torch.Tensor) -> torch.Tensor:
+        """What the contextual module reads: the head's features (SIGN adds its spatial branch's)."""
+        return h
+
+    def contextual_features(self, images: torch.Tensor):
+        """(N, 3, H, W) -> (refined features, z, mu, logvar) of the contextual module."""
+        return self.contextual(self.context_input(self.head(self.backbone(images))))
+
     def pixel_features(self, images: torch.Tensor) -> torch.Tensor:
         """The refined features sigmoid(h + h * sigmoid(z)) (z = mu at test)."""
-        return self.contextual(self.head(self.backbone(images)))[0]
+        return self.contextual_features(images)[0]
 
     def prepare_targets(self, batched_inputs, images):
         """(N, H_pad, W_pad) labels local to the seen + unseen class set. They are converted with the
@@ -197,9 +224,10 @@ class CaGNet(ZeroShotSemanticSegmentor):
     def _small_targets(self, targets: torch.Tensor, size) -> torch.Tensor:
         return F.interpolate(targets[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
-    def pseudo_label(self, images, targets_small: torch.Tensor) -> torch.Tensor:
-        """Self-training: the current model (eval mode, z = mu) labels the unlabelled pixels."""
-        with _in_eval(self.backbone, self.head, self.contextual, self.classifier):
+    def pseudo_label(self, images, targets_small: torch.Tensor):
+        """Self-training: the current model (eval mode, z = mu) labels the unlabelled pixels ->
+        (labels (N, h, w), per-pixel loss weights or None: CaGNet weighs every pixel alike)."""
+        with _in_eval(*self.segmenter_parts(), self.classifier):
             logits = self.classifier(self.pixel_features(images.tensor))
         stride = images.tensor.shape[-1] / logits.shape[-1]
         inside = torch.zeros_like(targets_small, dtype=torch.bool)
@@ -209,32 +237,39 @@ class CaGNet(ZeroShotSemanticSegmentor):
         unlabelled = (targets_small == self.ignore_value) & inside
         share = float((labels[unlabelled] != self.ignore_value).float().mean()) if unlabelled.any() else 0.0
         get_event_storage().put_scalar("cagnet/pseudo_labelled", share)  # of the unlabelled pixels
-        return labels
+        return labels, self.pseudo_label_weights(logits, labels, labels != targets_small)
+
+    def pseudo_label_weights(self, logits, labels, pseudo):
+        """Per-pixel weights of the classification losses under self-training (None: all 1)."""
+        return None
 
     def step1_losses(self, batched_inputs) -> Dict[str, Dict[str, torch.Tensor]]:
         """Real images -> {side: {loss name: loss}} (module docstring); a side with no term is empty."""
         w = self.loss_weights
         images = self.preprocess_image(batched_inputs)
         targets = self.prepare_targets(batched_inputs, images)
-        refined, z, mu, logvar = self.contextual(self.head(self.backbone(images.tensor)))
+        refined, z, mu, logvar = self.contextual_features(images.tensor)
         small = self._small_targets(targets, refined.shape[-2:])
+        weights = None
         if self.phase == "self_training":
-            small = self.pseudo_label(images, small)
+            small, weights = self.pseudo_label(images, small)
         valid = small != self.ignore_value
         losses = {side: {} for side in SIDES}
         if not valid.any():
             return losses
         flat = valid.flatten()
         real, labels, latent = _rows(refined)[flat], small[valid], _rows(z)[flat].detach()
+        weights = None if weights is None else weights[valid]
+        ce = lambda logits: _weighted_cross_entropy(logits, labels, weights)  # noqa: E731
         seen = ~torch.isin(labels, self._unseen)  # self-training's unseen pseudo-labels are not generated
         real_logits, real_prob = self._discriminate(real.detach())
         d = losses["discriminator"]
-        d["loss_d_real_class"] = w["REAL_CLASS_WEIGHT"] * F.cross_entropy(real_logits, labels)
+        d["loss_d_real_class"] = w["REAL_CLASS_WEIGHT"] * ce(real_logits)
         d["loss_d_real"] = gan_l1_loss(real_prob, True)
         if not self.frozen:
             seg_logits, _ = self._discriminate(real)
             losses["segmenter"] = {"loss_kl": w["KL_WEIGHT"] * masked_kl(mu, logvar, valid),
-                                   "loss_segmenter_class": w["SEGMENTER_CLASS_WEIGHT"] * F.cross_entropy(seg_logits, labels)}
+                                   "loss_segmenter_class": w["SEGMENTER_CLASS_WEIGHT"] * ce(seg_logits)}
         if seen.any():
             fake_labels = labels[seen]
             fake = self.generator(self.class_embeddings[fake_labels], latent[seen])

@@ -40,11 +40,12 @@ def _conv(in_channels: int, out_channels: int, kernel: int, dilation: int = 1, r
 class ContextualModule(nn.Module):
     """(N, D, h, w) features -> (refined features, latent z, mu, log-variance), all (N, D, h, w).
 
-    `in_dim` (default D) is the width of what the dilated stack reads: SIGN feeds it the features
+    `in_dim` (default D) is the width of what the dilated stack reads; without `latent_heads` the
+    module only aggregates the scales (`aggregate`): SIGN's spatial branch, reading the features
     concatenated with a positional encoding."""
 
     def __init__(self, dim: int, hidden: int = 256, dilations: Sequence[int] = (1, 2, 5), selector: str = "sigmoid",
-                 in_dim: Optional[int] = None):
+                 in_dim: Optional[int] = None, latent_heads: bool = True):
         super().__init__()
         if selector not in SELECTORS:
             raise InputValueError(f"MODEL.CAGNET.SELECTOR '{selector}' is not one of {list(SELECTORS)}")
@@ -53,22 +54,27 @@ class ContextualModule(nn.Module):
         self.selector_kind = selector
         self.selector = _conv(hidden * len(dilations), len(dilations), 3, relu=selector == "sigmoid")
         self.pool = _conv(hidden * len(dilations), dim, 1)
-        self.mu = _conv(dim, dim, 3, relu=False)
-        self.logvar = _conv(dim, dim, 3)  # a ReLU, as released: the log-variance is never negative
+        if latent_heads:
+            self.mu = _conv(dim, dim, 3, relu=False)
+            self.logvar = _conv(dim, dim, 3)  # a ReLU, as released: the log-variance is never negative
 
     def scale_weights(self, scales: Sequence[torch.Tensor]) -> torch.Tensor:
         """(N, len(scales), h, w): the selector's weight of each scale at each pixel."""
         logits = self.selector(torch.cat(list(scales), dim=1))
         return torch.sigmoid(logits) if self.selector_kind == "sigmoid" else logits.softmax(dim=1)
 
-    def latent(self, x: torch.Tensor):
-        """What the dilated stack reads (N, in_dim, h, w) -> (z, mu, logvar); z = mu at test."""
+    def aggregate(self, x: torch.Tensor) -> torch.Tensor:
+        """What the dilated stack reads (N, in_dim, h, w) -> the selected scales pooled to (N, D, h, w)."""
         scales = []
         for layer in self.context:
             x = layer(x)
             scales.append(x)
         weights = self.scale_weights(scales)
-        pooled = self.pool(torch.cat([s * weights[:, i: i + 1] for i, s in enumerate(scales)], dim=1))
+        return self.pool(torch.cat([s * weights[:, i: i + 1] for i, s in enumerate(scales)], dim=1))
+
+    def latent(self, x: torch.Tensor):
+        """What the dilated stack reads (N, in_dim, h, w) -> (z, mu, logvar); z = mu at test."""
+        pooled = self.aggregate(x)
         mu, logvar = self.mu(pooled), self.logvar(pooled)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
         return z, mu, logvar
