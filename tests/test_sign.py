@@ -106,3 +106,28 @@ def test_phases_end_to_end(tmp_path):
                        "SOLVER.MAX_ITER", "2", "MODEL.CAGNET.SELF_TRAINING.DATASETS", "('zs_shapes_tiny_unlabelled',)")
     assert status == 0, log[-3000:]
     assert "Self-training (transductive)" in log and (tmp_path / "st" / "zero_shot_results.json").is_file()
+
+
+def test_self_training_labels_every_unlabelled_pixel_with_annealed_weights():
+    """SIGN's self-training (phase self_training): every unlabelled pixel inside the image takes its
+    highest unseen class; labelled pixels keep their label and weigh 1, pseudo-labelled ones at most 1."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.utils.events import EventStorage
+
+    from zsi_d2.data.mappers import build_dataset_mapper
+
+    cfg = _cfg("sign_st.yaml", "MODEL.CAGNET.SELF_TRAINING.DATASETS", "('zs_shapes_tiny_unlabelled',)")
+    model = build_model(cfg).train()
+    mapper = build_dataset_mapper(cfg, is_train=True)
+    batch = [mapper(d) for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])[:1]]
+    batch.append(mapper(DatasetCatalog.get("zs_shapes_tiny_unlabelled")[0]))  # no label map: all unlabelled
+    images = model.preprocess_image(batch)
+    targets = model.prepare_targets(batch, images)
+    small = model._small_targets(targets, (images.tensor.shape[-2] // 4, images.tensor.shape[-1] // 4))
+    with EventStorage():
+        labels, weights = model.pseudo_label(images, small)
+    unseen = set(model._unseen.tolist())
+    assert (labels[1] != 255).all() and set(labels[1].unique().tolist()) <= unseen  # the pool image: all pseudo
+    labelled = small != 255
+    assert torch.equal(labels[labelled], small[labelled]) and (weights[labelled] == 1).all()
+    assert (weights[1] <= 1).all() and weights[1].max() == 1 and weights[1].min() < 1
