@@ -25,7 +25,7 @@ from zsi_d2.data.coco import prepare_coco_split, register_all_coco_zero_shot
 from zsi_d2.data.coco import prepared_paths as coco_prepared_paths
 from zsi_d2.data.semantic import prepare_semantic_split, prepared_paths, register_all_semantic_zero_shot
 from zsi_d2.data.splits import COCO_STUFF_182_CLASSES, PASCAL_CONTEXT_CLASSES, get_split
-from zsi_d2.errors import InputError
+from zsi_d2.errors import InputError, LeakageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 16, 20
@@ -311,3 +311,18 @@ def test_detectron2_sem_seg_evaluator_scores_the_val_view(base, name):
     res = evaluator.evaluate()["sem_seg"]
     assert res["mIoU"] == pytest.approx(100) and res["pACC"] == pytest.approx(100)
     assert all(res[f"IoU-{meta.stuff_classes[c]}"] == pytest.approx(100) for c in present)
+
+
+@pytest.mark.parametrize("pool,train,val", [
+    ("pascal_context_zss_29_4_train_images", "pascal_context_zss_29_4_train", "pascal_context_zss_29_4_val"),
+    ("coco_stuff_zss_167_15_train_images", "coco_stuff_zss_167_15_train", "coco_stuff_zss_167_15_val")])
+def test_training_images_without_labels_are_a_self_training_pool(base, pool, train, val):
+    """The `_train_images` view: the training view's images, no label file, nothing to evaluate; it passes
+    the check a self-training pool must pass (images only, no image of the test sets)."""
+    dicts = DatasetCatalog.get(pool)
+    assert [d["file_name"] for d in dicts] == [d["file_name"] for d in DatasetCatalog.get(train)]
+    assert all(set(d) == {"file_name"} for d in dicts)
+    assert MetadataCatalog.get(pool).zero_shot_tasks == () and MetadataCatalog.get(pool).unlabelled
+    audit.check_unlabelled_pool([pool], [val], "MODEL.CAGNET.SELF_TRAINING.DATASETS")
+    with pytest.raises(LeakageError, match="carries labels"):
+        audit.check_unlabelled_pool([train], [val], "MODEL.CAGNET.SELF_TRAINING.DATASETS")

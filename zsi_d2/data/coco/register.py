@@ -51,7 +51,11 @@ COCO_ZERO_SHOT_DATASETS = {
     "coco_stuff_zss_167_15_train": ("coco_stuff_167_15", "train", "train"),
     "coco_stuff_zss_167_15_val": ("coco_stuff_167_15", "val", "gzsi"),
     "coco_stuff_zss_167_15_val_zsi": ("coco_stuff_167_15", "val", "zsi"),
+    "coco_stuff_zss_167_15_train_images": ("coco_stuff_167_15", "train", "train"),
 }
+# Images-only views: the training images without any label file (a self-training pool: transductive
+# methods read images that show unseen objects, never their labels); nothing to evaluate.
+_UNLABELLED = {"coco_stuff_zss_167_15_train_images"}
 
 # A panoptic split has two views, as detectron2's coco_2017_val / coco_2017_val_panoptic: the instance
 # view (annotations, thing ids 0..N-1 among the things; what the R-CNN family reads) and the
@@ -122,9 +126,11 @@ def coco_zero_shot_metadata(dataset_name: str, root: Optional[str] = None) -> di
             stuff_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(cats)},
             ignore_label=IGNORE_LABEL,
         )
+    if dataset_name in _UNLABELLED:
+        meta["unlabelled"] = True
     meta.update(
         zero_shot_mode=mode,
-        zero_shot_tasks=_TASKS[view],
+        zero_shot_tasks=() if dataset_name in _UNLABELLED else _TASKS[view],
         coco_root=coco_dir,
         prepare_command=prepare_command(split_name, coco_dir),
         **_paths(split_name, subset, coco_dir, view),
@@ -245,7 +251,10 @@ def load_coco_zero_shot(dataset_name: str) -> list:
     """detectron2 dataset dicts of a registered COCO zero-shot dataset (paths from its metadata)."""
     meta = MetadataCatalog.get(dataset_name)
     split_name = COCO_ZERO_SHOT_DATASETS[dataset_name][0]
-    return _LOADERS[get_layout(split_name).kind](dataset_name, meta)
+    dicts = _LOADERS[get_layout(split_name).kind](dataset_name, meta)
+    if dataset_name in _UNLABELLED:
+        return [{"file_name": d["file_name"]} for d in dicts]
+    return dicts
 
 
 # ---------------------------------------------------------------------------------------------
