@@ -148,6 +148,21 @@ class CaGNet(ZeroShotSemanticSegmentor):
         return TrunkPixelClassifier(feature_dim, cls.all_classes(cfg).names, c.DISCRIMINATOR_HIDDEN,
                                     c.DISCRIMINATOR_DROPOUT, cfg.MODEL.ZERO_SHOT.CALIBRATION.GAMMA)
 
+    def adapt_starting_checkpoint(self, checkpoint: dict):
+        """Called before a starting checkpoint loads (not when resuming or evaluating). A stage-1
+        DeepLab (the train phase's start, as the reference starts from a trained DeepLab) gives the
+        backbone and head; its closed seen-class classifier is left out (the discriminator's class
+        path starts from random filters)."""
+        state = checkpoint["model"]
+        if any(k.split("module.", 1)[-1].startswith("contextual.") for k in state):
+            return  # a CaGNet checkpoint: everything loads
+        dropped = [k for k in state if k.split("module.", 1)[-1].startswith("classifier.")]
+        for k in dropped:
+            del state[k]
+        if dropped:
+            logger.info(f"CaGNet starts from a segmenter checkpoint: backbone and head loaded; its classifier "
+                        f"({', '.join(dropped)}) is not: the discriminator's class path starts from random filters")
+
     # ---- what CaGNetTrainer needs -----------------------------------------------------------
     def segmenter_parts(self):
         """The segmenter side: backbone and head first (their batch norm is frozen with them), then the
