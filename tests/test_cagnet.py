@@ -192,8 +192,9 @@ def _weights(path):
 
 
 def test_phases_end_to_end(tmp_path, pixel_stage1):
-    status, log = _run("cagnet_train.yaml", tmp_path / "train", "SOLVER.MAX_ITER", "3")
+    status, log = _run("cagnet_train.yaml", tmp_path / "train", "SOLVER.MAX_ITER", "3", "MODEL.WEIGHTS", str(pixel_stage1))
     assert status == 0, log[-3000:]
+    assert "CaGNet starts from a segmenter checkpoint: backbone and head loaded" in log  # stage 1's classifier left out
     trained = tmp_path / "train" / "model_final.pth"
     status, log = _run("cagnet.yaml", tmp_path / "ft", "MODEL.WEIGHTS", str(trained), "SOLVER.MAX_ITER", "4",
                        "MODEL.CAGNET.STEP1_ITERS", "2", "MODEL.CAGNET.STEP2_ITERS", "2")
@@ -224,7 +225,7 @@ def test_phases_end_to_end(tmp_path, pixel_stage1):
     status, log2 = _run("cagnet.yaml", tmp_path / "bad3", "MODEL.WEIGHTS", "")
     assert status == 2 and ("ERROR: CaGNet's 'finetune' phase continues a trained CaGNet: MODEL.WEIGHTS is empty; set "
                             "MODEL.WEIGHTS to the model_final.pth of a CaGNet run with MODEL.CAGNET.PHASE 'train'") in log2
-    status, log3 = _run("cagnet_train.yaml", tmp_path / "bad4", "MODEL.CAGNET.PHASE", "mixed")
+    status, log3 = _run("cagnet_train.yaml", tmp_path / "bad4", "MODEL.CAGNET.PHASE", "mixed", "MODEL.WEIGHTS", "")
     assert status == 2 and "ERROR: MODEL.CAGNET.PHASE 'mixed' is not one of ['train', 'finetune', 'self_training']" in log3
     assert "Traceback" not in log + log2 + log3
 
@@ -235,7 +236,7 @@ def test_train_phase_under_two_processes(tmp_path):
     trainer, which would stop with an error otherwise)."""
     command = [sys.executable, os.path.join(PROJECT, "train_net.py"), "--num-gpus", "2", "--config-file",
                os.path.join(CONFIGS, "cagnet_train.yaml"), *TINY, "DATASETS.TEST", "()", *SMALL,
-               "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path)]
+               "SOLVER.MAX_ITER", "2", "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=420)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

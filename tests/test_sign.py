@@ -96,8 +96,8 @@ def _run(config, out, *opts):
     return status, log + err
 
 
-def test_phases_end_to_end(tmp_path):
-    status, log = _run("sign_train.yaml", tmp_path / "train", "SOLVER.MAX_ITER", "2")
+def test_phases_end_to_end(tmp_path, pixel_stage1):
+    status, log = _run("sign_train.yaml", tmp_path / "train", "SOLVER.MAX_ITER", "2", "MODEL.WEIGHTS", str(pixel_stage1))
     assert status == 0, log[-3000:]
     status, log = _run("sign.yaml", tmp_path / "ft", "MODEL.WEIGHTS", str(tmp_path / "train" / "model_final.pth"),
                        "SOLVER.MAX_ITER", "4", "MODEL.CAGNET.STEP1_ITERS", "2", "MODEL.CAGNET.STEP2_ITERS", "2")
