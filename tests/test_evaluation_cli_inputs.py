@@ -297,8 +297,8 @@ def test_semantic_label_space_errors(zs_shapes_val, tmp_path, capsys):
     assert "--register my_datasets.py for the audit and evaluation CLIs" in line
     assert main(["semantic", "--gt", root, "--predictions", root, "--unseen", "red circle"]) == 2
     assert "pass --categories FILE" in error_line(capsys, "semantic")
-    assert main(["semantic", "--gt", root, "--predictions", root, "--split", "pascal_context_29_4"]) == 2
-    assert "No registered dataset of split 'pascal_context_29_4' has a semantic label space" in error_line(capsys, "semantic")
+    assert main(["semantic", "--gt", root, "--predictions", root, "--split", "coco_48_17"]) == 2
+    assert "No registered dataset of split 'coco_48_17' has a semantic label space" in error_line(capsys, "semantic")
     assert main(["semantic", "--gt", root, "--predictions", root, "--dataset", "zs_shapes_tiny_train"]) == 2
     line = error_line(capsys, "semantic")
     assert "zero_shot_mode='train'" in line and "pass --mode gzsi or --mode zsi" in line
