@@ -300,3 +300,19 @@ def pixel_stage2(pixel_stage1, tmp_path_factory):
         "DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)"])
     assert status == 0, (log + err)[-3000:]
     return out, log
+
+# CaGNet's and SIGN's networks at test size (tests/test_cagnet.py, tests/test_sign.py).
+CAGNET_TINY_OPTS = ["MODEL.CAGNET.CONTEXT_HIDDEN", "8", "MODEL.CAGNET.GENERATOR_HIDDEN", "[16]",
+                    "MODEL.CAGNET.GENERATOR_DROPOUT", "[0.1]", "MODEL.CAGNET.DISCRIMINATOR_HIDDEN", "16"]
+
+
+def project_train_net(project: str):
+    """projects/<project>/train_net.py as a module of its own name (each project's file is called
+    train_net.py: importing two of them by that name would return the first)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{project.lower()}_train_net",
+                                                  os.path.join(REPO_ROOT, "projects", project, "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

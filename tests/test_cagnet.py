@@ -1,7 +1,6 @@
 """projects/CaGNet: the contextual module, the released loss forms, the self-training labels, which
 modules each phase trains, and the phases end to end through its train_net.py on zs_shapes tiny."""
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
 from conftest import PIXEL_TINY_OPTS as TINY
-from conftest import REPO_ROOT, run_in_process
+from conftest import CAGNET_TINY_OPTS, REPO_ROOT, project_train_net, run_in_process
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.errors import InputValueError
@@ -26,14 +25,11 @@ from cagnet.modules import ContextualGenerator, ContextualModule, gan_l1_loss, m
 from cagnet.trainer import decay_factor  # noqa: E402
 
 sys.path.remove(PROJECT)
-_spec = importlib.util.spec_from_file_location("cagnet_train_net", os.path.join(PROJECT, "train_net.py"))
-cagnet_train_net = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cagnet_train_net)
+cagnet_train_net = project_train_net("CaGNet")
 
 CONFIGS = os.path.join(PROJECT, "configs", "zs_shapes")
 TEST = ["DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)"]
-SMALL = ["MODEL.CAGNET.CONTEXT_HIDDEN", "8", "MODEL.CAGNET.GENERATOR_HIDDEN", "[16]", "MODEL.CAGNET.GENERATOR_DROPOUT",
-         "[0.1]", "MODEL.CAGNET.DISCRIMINATOR_HIDDEN", "16"]
+SMALL = CAGNET_TINY_OPTS
 
 
 def _cfg(config="cagnet_train.yaml", *opts):

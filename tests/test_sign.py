@@ -2,7 +2,6 @@
 sizes), the annealed self-training weights by hand, the spatial branch in CaGNet's phases, and the
 phases end to end through its train_net.py on zs_shapes tiny."""
 import glob
-import importlib.util
 import math
 import os
 import sys
@@ -13,7 +12,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import PIXEL_TINY_OPTS as TINY
-from conftest import REPO_ROOT, run_in_process
+from conftest import CAGNET_TINY_OPTS, REPO_ROOT, project_train_net, run_in_process
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.errors import InputValueError
 
@@ -22,14 +21,11 @@ sys.path.insert(0, PROJECT)
 from sign import add_sign_config, annealed_weights, positional_encoding_2d  # noqa: E402
 
 sys.path.remove(PROJECT)
-_spec = importlib.util.spec_from_file_location("sign_train_net", os.path.join(PROJECT, "train_net.py"))
-sign_train_net = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sign_train_net)
+sign_train_net = project_train_net("SIGN")
 
 CONFIGS = os.path.join(PROJECT, "configs", "zs_shapes")
 TEST = ["DATASETS.TEST", "('zs_shapes_tiny_val_panoptic',)"]
-SMALL = ["MODEL.CAGNET.CONTEXT_HIDDEN", "8", "MODEL.CAGNET.GENERATOR_HIDDEN", "[16]", "MODEL.CAGNET.GENERATOR_DROPOUT",
-         "[0.1]", "MODEL.CAGNET.DISCRIMINATOR_HIDDEN", "16"]
+SMALL = CAGNET_TINY_OPTS
 
 
 def _cfg(config="sign_train.yaml", *opts):

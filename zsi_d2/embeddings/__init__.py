@@ -19,7 +19,9 @@ from .base import (
     register_source,
     split_synonyms,
 )
-from .build import build_background_embedding, build_class_embeddings, get_class_embeddings, resolve_split
+from .build import (
+    build_background_embedding, build_class_embeddings, get_class_embeddings, resolve_split, unit_class_embeddings,
+)
 from .cache import resolve_cache_dir
 from .prompts import get_prompt_ensemble, list_prompt_ensembles, register_prompt_ensemble
 
@@ -32,6 +34,7 @@ __all__ = [
     "attribute_vocabulary",
     "build_background_embedding",
     "build_class_embeddings",
+    "unit_class_embeddings",
     "get_class_embeddings",
     "get_prompt_ensemble",
     "list_prompt_ensembles",

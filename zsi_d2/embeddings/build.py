@@ -17,7 +17,8 @@ from .cache import CACHE_FORMAT_VERSION, EmbeddingCache, resolve_cache_dir
 from .prompts import resolve_prompt_templates
 from .word_vectors import BACKGROUND, plain_file_dim
 
-__all__ = ["build_background_embedding", "build_class_embeddings", "get_class_embeddings", "resolve_split"]
+__all__ = ["build_background_embedding", "build_class_embeddings", "get_class_embeddings", "resolve_split",
+           "unit_class_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,3 +208,9 @@ def build_background_embedding(cfg, class_names: Optional[Sequence[str]] = None)
         "embedding starts as a random unit vector and is learned. Add a 'background' line to the file to fix it."
     )
     return F.normalize(torch.randn(dim), dim=0)
+
+
+def unit_class_embeddings(cfg, class_names: Sequence[str]) -> torch.Tensor:
+    """(C, D) float32 embeddings of `class_names`, each of unit length: what the feature generators of
+    PADing, ZS3Net and CaGNet are conditioned on."""
+    return F.normalize(build_class_embeddings(cfg, class_names).float(), dim=1)

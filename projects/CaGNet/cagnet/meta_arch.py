@@ -116,12 +116,12 @@ class CaGNet(ZeroShotSemanticSegmentor):
 
     @classmethod
     def from_config(cls, cfg):
-        from zsi_d2.embeddings import build_class_embeddings
+        from zsi_d2.embeddings import unit_class_embeddings
 
         ret = super().from_config(cfg)
         c = cfg.MODEL.CAGNET
         everything = cls.all_classes(cfg)
-        embeddings = F.normalize(build_class_embeddings(cfg, everything.names).float(), dim=1)
+        embeddings = unit_class_embeddings(cfg, everything.names)
         dim = pixel_feature_dim(cfg)
         ret.update(
             contextual=ContextualModule(dim, c.CONTEXT_HIDDEN, c.CONTEXT_DILATIONS, c.SELECTOR),

@@ -23,12 +23,11 @@ import logging
 from typing import Dict
 
 import torch
-import torch.nn.functional as F
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from ...embeddings import build_class_embeddings
+from ...embeddings import unit_class_embeddings
 from ...errors import InputValueError
 from ...modeling.class_set import ClassSet, dataset_class_set
 from ...modeling.generative import FeatureDisentangler, GenerativeCriterion, GenerativeStage, RelationNet, build_generator
@@ -87,7 +86,7 @@ class PADing(GenerativeStage, ZeroShotMaskFormer):
         ret = super().from_config(cfg)
         p = cfg.MODEL.PADING
         stage2 = dataset_class_set(cfg.DATASETS.TRAIN[0], cls.class_kind, mode="gzsi")
-        embeddings = F.normalize(build_class_embeddings(cfg, stage2.names).float(), dim=1)
+        embeddings = unit_class_embeddings(cfg, stage2.names)
         embed_dim, feature_dim = embeddings.shape[1], cfg.MODEL.MASK_FORMER.HIDDEN_DIM
         if p.GENERATOR == "primitive":
             generator = build_generator(

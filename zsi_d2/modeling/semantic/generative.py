@@ -138,12 +138,12 @@ class PixelGenerativeSegmentor(GenerativeStage, ZeroShotSemanticSegmentor):
 
     @classmethod
     def from_config(cls, cfg):
-        from ...embeddings import build_class_embeddings
+        from ...embeddings import unit_class_embeddings
 
         ret = super().from_config(cfg)
         g = cfg.MODEL.PIXEL_GENERATIVE
         stage2 = cls.stage2_class_set_of(cfg)
-        embeddings = F.normalize(build_class_embeddings(cfg, stage2.names).float(), dim=1)
+        embeddings = unit_class_embeddings(cfg, stage2.names)
         criterion = GenerativeCriterion(
             cls.build_generator(cfg, embeddings.shape[1], ret["classifier"].conv.in_channels),
             loss_weights={"mmd": g.MMD_WEIGHT, "generator_class": g.GENERATOR_CLASS_WEIGHT},
