@@ -146,6 +146,20 @@ def test_each_loss_reaches_only_its_side(phase):
     assert _reached(step2["discriminator"]["loss_d_transfer_class"], model) == {"classifier"}
 
 
+def test_the_released_untrained_selector_is_in_no_optimiser():
+    """MODEL.CAGNET.TRAIN_SELECTOR False: the selector keeps its starting weights (the released code);
+    True (the paper's): it trains with the contextual module, at its rate."""
+    for train_selector in (True, False):
+        cfg = _cfg("cagnet_train.yaml", "MODEL.CAGNET.TRAIN_SELECTOR", str(train_selector))
+        model = build_model(cfg).train()
+        selector = {id(p) for p in model.contextual.selector.parameters()}
+        trained = {id(p) for params in model.side_parameters().values() for p in params}
+        in_groups = {id(p) for group in model.optimizer_param_groups(cfg) for p in group["params"]}
+        assert (selector <= trained) == (selector <= in_groups) == train_selector, train_selector
+        assert selector & trained == (selector if train_selector else set())
+        assert {id(p) for p in model.contextual.mu.parameters()} <= trained  # the rest of the module trains
+
+
 def test_a_plain_trainer_is_refused():
     model = build_model(_cfg()).train()
     with pytest.raises(InputValueError, match="CaGNet trains with three optimisers: run projects/CaGNet/train_net.py"):

@@ -15,6 +15,7 @@ from conftest import PIXEL_TINY_OPTS as TINY
 from conftest import CAGNET_TINY_OPTS, REPO_ROOT, project_train_net, run_in_process
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.errors import InputValueError
+from zsi_d2.modeling.semantic import labels_at
 
 PROJECT = os.path.join(REPO_ROOT, "projects", "SIGN")
 sys.path.insert(0, PROJECT)
@@ -119,7 +120,7 @@ def test_self_training_labels_every_unlabelled_pixel_with_annealed_weights():
     batch.append(mapper(DatasetCatalog.get("zs_shapes_tiny_unlabelled")[0]))  # no label map: all unlabelled
     images = model.preprocess_image(batch)
     targets = model.prepare_targets(batch, images)
-    small = model._small_targets(targets, (images.tensor.shape[-2] // 4, images.tensor.shape[-1] // 4))
+    small = labels_at(targets, (images.tensor.shape[-2] // 4, images.tensor.shape[-1] // 4))
     with EventStorage():
         labels, weights = model.pseudo_label(images, small)
     unseen = set(model._unseen.tolist())

@@ -23,6 +23,10 @@ def add_cagnet_config(cfg):
     c.CONTEXT_HIDDEN = 256
     c.CONTEXT_DILATIONS = [1, 2, 5]
     c.SELECTOR = "sigmoid"
+    # Whether the selector trains with the contextual module, as the paper describes (and SIGN's code
+    # does); False: it keeps its starting weights, as in the released CaGNet code (its convolution is
+    # in no optimiser group).
+    c.TRAIN_SELECTOR = True
     # Generator ([class embedding ; latent] -> pixel feature, per pixel) and discriminator trunk widths.
     c.GENERATOR_HIDDEN = [1024, 960, 864, 784, 720]
     c.GENERATOR_DROPOUT = [0.1, 0.1, 0.3, 0.5, 0.5]

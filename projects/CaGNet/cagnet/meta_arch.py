@@ -31,7 +31,7 @@ from detectron2.utils.events import get_event_storage
 from zsi_d2.errors import InputValueError
 from zsi_d2.modeling.class_set import ClassSet, dataset_class_set
 from zsi_d2.modeling.generative import class_conditional_mmd
-from zsi_d2.modeling.semantic import ZeroShotSemanticSegmentor, at_most_per_class, pixel_feature_dim
+from zsi_d2.modeling.semantic import ZeroShotSemanticSegmentor, at_most_per_class, labels_at, pixel_feature_dim
 
 from .modules import ContextualGenerator, ContextualModule, TrunkPixelClassifier, gan_l1_loss, masked_kl
 from .pseudo_labels import top_p_pseudo_labels
@@ -79,7 +79,7 @@ class CaGNet(ZeroShotSemanticSegmentor):
     def __init__(self, *, contextual: ContextualModule, generator: ContextualGenerator, real_fake: nn.Module,
                  seen_class_set: ClassSet, class_embeddings: torch.Tensor, phase: str, loss_weights: Dict[str, float],
                  mmd_sigmas, mmd_pixels_per_class: int, step_iters=(100, 100), unseen_rate: float = 9.0,
-                 top_p: int = 1, **kwargs):
+                 top_p: int = 1, train_selector: bool = True, **kwargs):
         super().__init__(**kwargs)
         if phase not in PHASES:
             raise InputValueError(f"MODEL.CAGNET.PHASE '{phase}' is not one of {list(PHASES)}")
@@ -103,6 +103,8 @@ class CaGNet(ZeroShotSemanticSegmentor):
             raise InputValueError(
                 f"CaGNet generates features of unseen classes, but the class set of {names[:3]}... has none: "
                 "DATASETS.TRAIN[0] must be a zero-shot training set whose metadata lists unseen_classes")
+        if not train_selector:  # the released code's selector: its starting weights, never trained
+            self.contextual.selector.requires_grad_(False)
         self.freeze_segmenter()
 
     @property
@@ -134,7 +136,8 @@ class CaGNet(ZeroShotSemanticSegmentor):
                                             "FAKE_CLASS_WEIGHT", "TRANSFER_CLASS_WEIGHT", "MMD_WEIGHT", "GAN_WEIGHT",
                                             "GENERATOR_CLASS_WEIGHT", "GENERATOR_TRANSFER_CLASS_WEIGHT")},
             mmd_sigmas=c.MMD_SIGMAS, mmd_pixels_per_class=c.MMD_PIXELS_PER_CLASS,
-            step_iters=(c.STEP1_ITERS, c.STEP2_ITERS), unseen_rate=c.UNSEEN_RATE, top_p=c.SELF_TRAINING.TOP_P)
+            step_iters=(c.STEP1_ITERS, c.STEP2_ITERS), unseen_rate=c.UNSEEN_RATE, top_p=c.SELF_TRAINING.TOP_P,
+            train_selector=c.TRAIN_SELECTOR)
         return ret
 
     @classmethod
@@ -236,9 +239,6 @@ class CaGNet(ZeroShotSemanticSegmentor):
         trunk = self.classifier.trunk(rows[:, :, None, None])
         return self.classifier.score_trunk(trunk)[:, :, 0, 0], torch.sigmoid(self.real_fake(trunk))[:, 0, 0, 0]
 
-    def _small_targets(self, targets: torch.Tensor, size) -> torch.Tensor:
-        return F.interpolate(targets[:, None].float(), size=size, mode="nearest")[:, 0].long()
-
     def pseudo_label(self, images, targets_small: torch.Tensor):
         """Self-training: the current model (eval mode, z = mu) labels the unlabelled pixels ->
         (labels (N, h, w), per-pixel loss weights or None: CaGNet weighs every pixel alike)."""
@@ -264,7 +264,7 @@ class CaGNet(ZeroShotSemanticSegmentor):
         images = self.preprocess_image(batched_inputs)
         targets = self.prepare_targets(batched_inputs, images)
         refined, z, mu, logvar = self.contextual_features(images.tensor)
-        small = self._small_targets(targets, refined.shape[-2:])
+        small = labels_at(targets, refined.shape[-2:])
         weights = None
         if self.phase == "self_training":
             small, weights = self.pseudo_label(images, small)

@@ -19,7 +19,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from cagnet import CaGNet
 from cagnet.modules import ContextualModule
 
-from .positional import annealed_weights, positional_encoding_2d
+from .positional import annealed_weights, cached_positional_encoding
 
 __all__ = ["SIGN"]
 
@@ -56,7 +56,7 @@ class SIGN(CaGNet):
 
     def context_input(self, h: torch.Tensor) -> torch.Tensor:
         """h + the spatial branch over [sigmoid(h) ; positional encoding]."""
-        code = positional_encoding_2d(h.shape[1], h.shape[2], h.shape[3], self.position_length).to(h)
+        code = cached_positional_encoding(h.shape[1], h.shape[2], h.shape[3], self.position_length).to(h)
         return h + self.spatial.aggregate(torch.cat([torch.sigmoid(h), code.expand(len(h), -1, -1, -1)], dim=1))
 
     def pseudo_label_weights(self, logits, labels, pseudo):

@@ -5,13 +5,14 @@ Why a fixed length: positions are spread over [0, length - 1] whatever the featu
 the same relative place in a small and a large map gets the same code (the model is not tied to a
 training crop's size).
 """
+import functools
 import math
 
 import torch
 
 from zsi_d2.errors import InputValueError
 
-__all__ = ["positional_encoding_2d", "annealed_weights"]
+__all__ = ["positional_encoding_2d", "cached_positional_encoding", "annealed_weights"]
 
 
 def positional_encoding_2d(channels: int, height: int, width: int, length: int = 512) -> torch.Tensor:
@@ -31,6 +32,12 @@ def positional_encoding_2d(channels: int, height: int, width: int, length: int =
     code[half::2] = torch.sin(pos_h).t()[:, :, None].expand(-1, -1, width)
     code[half + 1::2] = torch.cos(pos_h).t()[:, :, None].expand(-1, -1, width)
     return code
+
+
+@functools.lru_cache(maxsize=8)
+def cached_positional_encoding(channels: int, height: int, width: int, length: int = 512) -> torch.Tensor:
+    """positional_encoding_2d computed once per map size (a model reads it, never writes it)."""
+    return positional_encoding_2d(channels, height, width, length)
 
 
 def annealed_weights(confidence: torch.Tensor, pseudo: torch.Tensor, labelled: torch.Tensor,

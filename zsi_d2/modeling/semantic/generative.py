@@ -49,6 +49,11 @@ def at_most_per_class(labels: torch.Tensor, k: int) -> torch.Tensor:
     return order[by_class[rank < k]]
 
 
+def labels_at(targets: torch.Tensor, size) -> torch.Tensor:
+    """(N, H, W) label maps -> (N, h, w) at a feature map's size (nearest: a label is never blended)."""
+    return F.interpolate(targets[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
 def sample_pixels(features: torch.Tensor, labels: torch.Tensor, per_class: int, ignore_value: int):
     """(D, h, w) features and (h, w) local labels -> `per_class` rows of each labelled class, drawn with
     replacement: (n, D) features, (n,) labels."""
@@ -107,7 +112,7 @@ def compute_pixel_bank(model, dicts, mapper, per_class: int, batch_size: int = 8
     features, labels, dim = [], [], 0
     for batch, images, pixel in frozen_pixel_batches(model, dicts, mapper, batch_size, num_workers):
         targets = model.prepare_targets(batch, images)
-        small = F.interpolate(targets[:, None].float(), size=pixel.shape[-2:], mode="nearest")[:, 0].long()
+        small = labels_at(targets, pixel.shape[-2:])
         dim = pixel.shape[1]
         for f, t in zip(pixel, small):
             rows, labs = sample_pixels(f.cpu(), t.cpu(), per_class, model.ignore_value)
