@@ -307,12 +307,7 @@ CAGNET_TINY_OPTS = ["MODEL.CAGNET.CONTEXT_HIDDEN", "8", "MODEL.CAGNET.GENERATOR_
 
 
 def project_train_net(project: str):
-    """projects/<project>/train_net.py as a module of its own name (each project's file is called
-    train_net.py: importing two of them by that name would return the first)."""
-    import importlib.util
+    """projects/<project>/train_net.py as a module of its own name."""
+    from zsi_d2.engine.train_command import load_project_train_net
 
-    spec = importlib.util.spec_from_file_location(f"{project.lower()}_train_net",
-                                                  os.path.join(REPO_ROOT, "projects", project, "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_project_train_net(os.path.join(REPO_ROOT, "projects", project))

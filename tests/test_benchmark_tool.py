@@ -36,9 +36,9 @@ def run(tmp_path_factory):
     bench = _bench()
     calls, real_step = [], bench.step
 
-    def recording_step(model, optimizer, batch):
+    def recording_step(model, train_step, batch):
         calls.append((type(model).__name__, len(batch)))
-        return real_step(model, optimizer, batch)
+        return real_step(model, train_step, batch)
 
     out = tmp_path_factory.mktemp("benchmark") / "out.json"
     mp = pytest.MonkeyPatch()

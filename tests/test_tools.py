@@ -280,7 +280,7 @@ def test_benchmark_step_times_vanilla_and_zsi_on_the_same_batches(monkeypatch):
     opts = [*TINY_OPTS, "MODEL.EFFICIENTNET.WEIGHTS", ""]
     zsi = os.path.join(REPO_ROOT, "configs/zsi/zs_shapes/zsi_mask_rcnn.yaml")
     entries, base = bench.parse_entries(["vanilla", f"zsi={zsi}"], opts)
-    (label, vanilla), (zsi_label, zsi_cfg) = entries
+    (label, vanilla, _), (zsi_label, zsi_cfg, _) = entries
     assert (label, zsi_label) == ("vanilla", "zsi")
     model = build_model(vanilla)
     assert type(model) is GeneralizedRCNN and type(model.roi_heads) is StandardROIHeads
@@ -290,9 +290,9 @@ def test_benchmark_step_times_vanilla_and_zsi_on_the_same_batches(monkeypatch):
     seen = {}
     real_step = bench.step
 
-    def recording_step(model, optimizer, batch):
+    def recording_step(model, train_step, batch):
         seen.setdefault(type(model).__name__, []).append(id(batch))
-        return real_step(model, optimizer, batch)
+        return real_step(model, train_step, batch)
 
     monkeypatch.setattr(bench, "step", recording_step)
     rows = bench.benchmark(entries, base, iters=2, warmup=1)
@@ -300,6 +300,36 @@ def test_benchmark_step_times_vanilla_and_zsi_on_the_same_batches(monkeypatch):
     assert [r["model"] for r in rows] == ["vanilla", "zsi"] and rows[0]["ratio_to_first"] == 1.0
     assert all(r["median_s"] > 0 for r in rows)
     assert "x first" in bench.format_rows(rows, 1, 2)
+
+
+def test_benchmark_step_steps_a_project_model_with_its_trainer(monkeypatch):
+    """A config under projects/ is built with the project's keys and stepped by its Trainer: CaGNet
+    beside the SPNet-style projection, each of its three sides (segmenter, discriminator, generator)
+    moves in one timed step."""
+    import torch
+
+    from conftest import PIXEL_TINY_OPTS
+
+    bench = import_tool("benchmark_step")
+    spnet = os.path.join(REPO_ROOT, "configs/semantic/zs_shapes/spnet.yaml")
+    cagnet = os.path.join(REPO_ROOT, "projects/CaGNet/configs/zs_shapes/cagnet_train.yaml")
+    entries, base = bench.parse_entries([f"spnet={spnet}", f"cagnet={cagnet}"],
+                                        [*PIXEL_TINY_OPTS, "MODEL.WEIGHTS", ""])
+    assert entries[1][1].MODEL.CAGNET.PHASE == "train" and "CAGNET" not in entries[0][1].MODEL
+    built = {}
+    real_build = bench.build_trainable
+
+    def recording_build(cfg, seed, path=bench.VANILLA):
+        model, train_step = real_build(cfg, seed, path)
+        built[type(model).__name__] = (model, {k: v.clone() for k, v in model.state_dict().items()})
+        return model, train_step
+
+    monkeypatch.setattr(bench, "build_trainable", recording_build)
+    rows = bench.benchmark(entries, base, iters=2, warmup=0)
+    assert [r["model"] for r in rows] == ["spnet", "cagnet"] and all(r["median_s"] > 0 for r in rows)
+    model, before = built["CaGNet"]
+    moved = {k.split(".")[0] for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert {"backbone", "contextual", "classifier", "real_fake", "generator"} <= moved, moved
 
 
 def test_benchmark_step_feeds_mask_formers_their_mapper():

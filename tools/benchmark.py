@@ -54,7 +54,7 @@ from detectron2.utils.logger import setup_logger
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
-from zsi_d2.engine import build_optimizer
+from zsi_d2.engine import ZeroShotTrainer
 from zsi_d2.modeling.class_set import use_class_set
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,7 @@ class Side:
     label: str
     cfg: object
     model: torch.nn.Module = None
-    optimizer: object = None
+    train_step: object = None  # one iteration on a batch (ZeroShotTrainer.build_train_step)
     train_batches: list = field(default_factory=list)
     test_inputs: list = field(default_factory=list)
     test_name: Optional[str] = None
@@ -150,7 +150,7 @@ def prepare(side, data, steps, images, seed):
     torch.manual_seed(seed)
     side.model = build_model(cfg)
     side.model.train()
-    side.optimizer = build_optimizer(cfg, side.model)
+    side.train_step = ZeroShotTrainer.build_train_step(cfg, side.model)
     side.test_name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
     if data == "random":
         gen = torch.Generator().manual_seed(seed)
@@ -172,7 +172,7 @@ def alternate(sides, i):
 def time_train(sides, iters, warmup):
     for i in range(warmup + iters):
         for side in alternate(sides, i):
-            seconds = step(side.model, side.optimizer, side.train_batches[i])
+            seconds = step(side.model, side.train_step, side.train_batches[i])
             if i >= warmup:
                 side.train_s.append(seconds)
         if i >= warmup and (i - warmup + 1) % 5 == 0:

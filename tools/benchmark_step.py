@@ -4,10 +4,15 @@
     python tools/benchmark_step.py vanilla configs/zsi/zs_shapes/zsi_mask_rcnn.yaml \
         --iters 40 --threads 2 [--opts KEY VALUE ...]
 
+    python tools/benchmark_step.py spnet=configs/semantic/zs_shapes/spnet.yaml \
+        cagnet=projects/CaGNet/configs/zs_shapes/cagnet_train.yaml --iters 30 --threads 1
+
 Each entry is a config file (optionally `label=path`) or `vanilla`: detectron2's own Mask R-CNN
 (GeneralizedRCNN + StandardROIHeads, one class channel per training class) on the first config's
-backbone, data, batch and schedule. Every model gets the same pre-drawn batches; each iteration
-times one full step (forward, backward, optimizer step) of every model, in an order that rotates
+backbone, data, batch and schedule. A config under projects/<Name>/ is built with that project's keys
+and stepped by its Trainer's `build_train_step` (CaGNet's three optimisers), as its train_net.py
+would. Every model gets the same pre-drawn batches; each iteration
+times one full step (forward, backward, every optimizer's step) of every model, in an order that rotates
 every iteration, so machine load and cache effects fall on all of them alike. Reported: median
 and inter-quartile range of the step time, and each model's median per-iteration ratio to the
 first entry. Absolute times depend on the machine (project machines differ by up to 4x): compare
@@ -29,15 +34,25 @@ from detectron2.utils.events import EventStorage
 
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
-from zsi_d2.engine import build_optimizer
+from zsi_d2.engine import ZeroShotTrainer
+from zsi_d2.engine.train_command import load_project_train_net, project_of
 
 logger = logging.getLogger("zsi_d2.benchmark")
 
 VANILLA = "vanilla"
 
 
+def trainer_for(path):
+    """The Trainer class of the config's project (projects/<Name>/train_net.py), else zsi_d2's."""
+    project = None if path == VANILLA else project_of(path)
+    return load_project_train_net(project) if project else None
+
+
 def load_cfg(path, opts):
     cfg = get_zsi_d2_cfg()
+    project = trainer_for(path)
+    if project is not None:
+        project.add_config(cfg)
     cfg.merge_from_file(path)
     cfg.merge_from_list(opts)
     return cfg
@@ -66,7 +81,8 @@ def parse_entries(entries, opts):
     if not configs:
         raise SystemExit("benchmark_step: give at least one config file (vanilla borrows its backbone and data)")
     base = load_cfg(configs[0], opts)
-    return [(label, vanilla_cfg(base) if path == VANILLA else load_cfg(path, opts)) for label, path in parsed], base
+    return [(label, vanilla_cfg(base) if path == VANILLA else load_cfg(path, opts), path)
+            for label, path in parsed], base
 
 
 def draw_batches(cfg, count):
@@ -76,21 +92,20 @@ def draw_batches(cfg, count):
     return [next(loader) for _ in range(count)]
 
 
-def build_trainable(cfg, seed):
+def build_trainable(cfg, seed, path=VANILLA):
+    """(model, its one-iteration step on a batch), built as the config's trainer would."""
     torch.manual_seed(seed)
     model = build_model(cfg)
     model.train()
-    return model, build_optimizer(cfg, model)
+    project = trainer_for(path)
+    trainer = project.Trainer if project is not None else ZeroShotTrainer
+    return model, trainer.build_train_step(cfg, model)
 
 
-def step(model, optimizer, batch):
+def step(model, train_step, batch):
     start = time.perf_counter()
     with EventStorage():
-        losses = model(batch)
-    total = sum(losses.values())
-    optimizer.zero_grad()
-    total.backward()
-    optimizer.step()
+        train_step(batch)
     return time.perf_counter() - start
 
 
@@ -100,13 +115,13 @@ def quartiles(values):
 
 
 def benchmark(entries, base, iters, warmup, seed=0):
-    models = [(label, *build_trainable(cfg, seed)) for label, cfg in entries]
+    models = [(label, *build_trainable(cfg, seed, path)) for label, cfg, path in entries]
     batches = draw_batches(base, warmup + iters)
     times = {label: [] for label, _, _ in models}
     for i, batch in enumerate(batches):
         order = models[i % len(models):] + models[:i % len(models)]
-        for label, model, optimizer in order:
-            seconds = step(model, optimizer, batch)
+        for label, model, train_step in order:
+            seconds = step(model, train_step, batch)
             if i >= warmup:
                 times[label].append(seconds)
         if i >= warmup and (i - warmup + 1) % 10 == 0:
@@ -142,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs for every config")
     args = parser.parse_args(argv)
+    if args.iters < 2:
+        parser.error("--iters must be at least 2 (the spread is an inter-quartile range)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     entries, base = parse_entries(args.entries, args.opts)

@@ -17,6 +17,8 @@ from zsi_d2.engine import train_command  # noqa: E402
 from cagnet import CaGNetTrainer, add_cagnet_config  # noqa: E402
 
 
+add_config = add_cagnet_config  # this project's keys, for tools that build its configs (tools/benchmark_step.py)
+
 class Trainer(CaGNetTrainer):
     """Every CaGNet phase (train, finetune, self_training) trains with three optimisers per iteration."""
 

@@ -18,6 +18,8 @@ from sign import add_sign_config  # noqa: E402  (adds projects/CaGNet to the pat
 from cagnet import CaGNetTrainer  # noqa: E402
 
 
+add_config = add_sign_config  # this project's keys, for tools that build its configs (tools/benchmark_step.py)
+
 class Trainer(CaGNetTrainer):
     """SIGN's phases are CaGNet's (train, finetune, self_training), three optimisers per iteration."""
 

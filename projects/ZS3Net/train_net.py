@@ -17,6 +17,8 @@ from zsi_d2.engine import GenerativeTrainer, ZeroShotTrainer, train_command  # n
 from zs3net import add_zs3net_config  # noqa: E402
 
 
+add_config = add_zs3net_config  # this project's keys, for tools that build its configs (tools/benchmark_step.py)
+
 class Trainer(ZeroShotTrainer):
     """zsi_d2's trainer (stage 1: configs/semantic/zs_shapes/deeplab_seen.yaml)."""
 

@@ -26,7 +26,7 @@ from .launch import launch
 from .trainer import ZeroShotTrainer, trainer_class_for
 from .weights import check_weights
 
-__all__ = ["EPILOG", "build_config", "main", "invoke_main"]
+__all__ = ["EPILOG", "build_config", "main", "invoke_main", "project_of", "load_project_train_net"]
 
 EPILOG = """
 Zero-shot datasets: DATASETS.TRAIN holds seen classes only; each DATASETS.TEST entry is evaluated
@@ -45,6 +45,32 @@ gamma on held-out seen-only images before testing (or set CALIBRATION.GAMMA your
 """
 
 AddConfig = Optional[Callable]
+
+
+def project_of(config_path: str) -> Optional[str]:
+    """The project folder (projects/<Name>, holding a train_net.py) a config file lies in, or None."""
+    parts = os.path.abspath(config_path).split(os.sep)
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i - 1] == "projects":
+            folder = os.sep.join(parts[: i + 1])
+            return folder if os.path.isfile(os.path.join(folder, "train_net.py")) else None
+    return None
+
+
+def load_project_train_net(folder: str):
+    """A project's train_net.py as a module named after the project (every project's file is called
+    train_net.py: importing two by that name would return the first). It exposes `Trainer` and
+    `add_config` (the project's keys)."""
+    import importlib.util
+    import sys
+
+    name = f"{os.path.basename(os.path.normpath(folder)).lower()}_train_net"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(folder, "train_net.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def build_config(args, add_config: AddConfig = None):

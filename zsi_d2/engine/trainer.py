@@ -58,6 +58,21 @@ class ZeroShotTrainer(DefaultTrainer):
         return build_optimizer(cfg, model)  # detectron2's, plus CLIP_TYPE "full_model" and AdamW
 
     @classmethod
+    def build_train_step(cls, cfg, model):
+        """One training iteration on a given batch (forward, backward, every optimiser's step), without
+        the trainer's loader and hooks: what tools/benchmark_step.py times. A trainer whose run_step
+        is not detectron2's (CaGNet's three optimisers) returns its own."""
+        optimizer = cls.build_optimizer(cfg, model)
+
+        def train_step(batch):
+            losses = model(batch)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+
+        return train_step
+
+    @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_lr_scheduler(cfg, optimizer)  # detectron2's, plus "WarmupPolyLR"
 

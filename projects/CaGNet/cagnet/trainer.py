@@ -27,7 +27,7 @@ from zsi_d2.engine.resume import build_resumable_train_loader
 from zsi_d2.errors import CheckpointMismatchError, InputValueError
 from zsi_d2.utils.model import unwrap
 
-__all__ = ["CaGNetTrainer", "decay_factor"]
+__all__ = ["CaGNetTrainer", "decay_factor", "step_sides"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class CaGNetTrainer(ZeroShotTrainer):
             self._step2_pixels = self._pixels_of(model, data)
         data_time = time.perf_counter() - start
         losses = model.step1_losses(data) if kind == "step1" else model.step2_losses(self._step2_pixels)
-        self._step_sides(losses)
+        step_sides(self.sides, self.side_optimizers, losses)
         for scheduler in self.side_schedulers.values():
             scheduler.step()
         flat = {name: value for side in losses.values() for name, value in side.items()}
@@ -141,22 +141,36 @@ class CaGNetTrainer(ZeroShotTrainer):
         stride = model.head.common_stride
         return len(data) * (-(-images.tensor.shape[-2] // stride)) * (-(-images.tensor.shape[-1] // stride))
 
-    def _step_sides(self, losses: Dict[str, Dict[str, torch.Tensor]]):
-        """Each side's gradients from its own losses, then every side with a loss (on any process) steps."""
-        grads = {}
-        for side, params in self.sides.items():
-            terms = losses.get(side) or {}
-            if terms and params:
-                grads[side] = torch.autograd.grad(sum(terms.values()), params, retain_graph=True, allow_unused=True)
-        for side, params in self.sides.items():
-            optimizer = self.side_optimizers[side]
-            optimizer.zero_grad()
-            if not params:  # the frozen segmenter: a no-op step keeps detectron2's scheduler hook in order
-                optimizer.step()
-                continue
-            if not any_process(side in grads):
-                continue
-            for p, g in zip(params, grads.get(side, [None] * len(params))):
-                p.grad = torch.zeros_like(p) if g is None else g
-            average_gradients(params)
+    @classmethod
+    def build_train_step(cls, cfg, model):
+        """Step 1 (real images, every side of the phase steps: the costly step) on a given batch."""
+        sides = model.side_parameters()
+        optimizers = {**cls.build_side_optimizers(cfg, model), "segmenter": cls.build_optimizer(cfg, model)}
+
+        def train_step(batch):
+            step_sides(sides, optimizers, model.step1_losses(batch))
+
+        return train_step
+
+
+def step_sides(sides: Dict[str, list], optimizers: Dict[str, torch.optim.Optimizer],
+               losses: Dict[str, Dict[str, torch.Tensor]]):
+    """Each side's gradients from its own losses, then every side with a loss (on any process) steps,
+    its gradients averaged over the processes."""
+    grads = {}
+    for side, params in sides.items():
+        terms = losses.get(side) or {}
+        if terms and params:
+            grads[side] = torch.autograd.grad(sum(terms.values()), params, retain_graph=True, allow_unused=True)
+    for side, params in sides.items():
+        optimizer = optimizers[side]
+        optimizer.zero_grad()
+        if not params:  # the frozen segmenter: a no-op step keeps detectron2's scheduler hook in order
             optimizer.step()
+            continue
+        if not any_process(side in grads):
+            continue
+        for p, g in zip(params, grads.get(side, [None] * len(params))):
+            p.grad = torch.zeros_like(p) if g is None else g
+        average_gradients(params)
+        optimizer.step()
