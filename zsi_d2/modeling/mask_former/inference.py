@@ -90,6 +90,11 @@ def _as_is_thing(is_thing, num_classes: int, device) -> torch.Tensor:
     return is_thing
 
 
+def _count(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """torch.bincount(ids, minlength=size) for ids < size, as a scatter-add (ONNX has no bincount)."""
+    return torch.zeros(size, dtype=torch.int32, device=ids.device).scatter_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
+
+
 def panoptic_inference_tensors(
     mask_cls: torch.Tensor,
     mask_pred: torch.Tensor,
@@ -138,8 +143,8 @@ def panoptic_inference_tensors(
     own_at_winner = own.gather(0, row_winner.unsqueeze(0))[0]
     own_rows = own.sum(1, dtype=torch.int32)  # int32: a default bool sum copies every mask to int64 first
     own_area = own_rows.new_zeros(num_queries + 1).scatter(0, row_query, own_rows)[:num_queries]
-    won_area = torch.bincount(winner, minlength=num_queries + 1)[:num_queries]
-    drawn_area = torch.bincount(torch.where(own_at_winner, winner, nobody), minlength=num_queries + 1)[:num_queries]
+    won_area = _count(winner, num_queries + 1)[:num_queries]
+    drawn_area = _count(torch.where(own_at_winner, winner, nobody), num_queries + 1)[:num_queries]
     ratio_ok = won_area.double() / own_area.double().clamp(min=1) >= overlap_threshold  # float64: Python's int / int
     valid = keep & (won_area > 0) & (own_area > 0) & (drawn_area > 0) & ratio_ok
 
