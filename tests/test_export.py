@@ -214,3 +214,26 @@ def test_export_cli(name, fmt, tmp_path, capsys):
     assert "max |eager - exported|" in capsys.readouterr().out
     meta = load_exported(out).meta
     assert meta["dataset"] == dataset and json.dumps(meta)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_zegformer_with_its_clip_image_branch_exports_whole(tiny_clip, fmt, tmp_path):
+    """ZegFormer's CLIP image branch (masked crops of the image re-scored by CLIP, fused with the
+    segment classifier) is inside the same graph: the file equals eager on another image."""
+    from test_clip_image_branch import tiny_opts
+
+    torch.manual_seed(SEED)
+    cfg = _cfg("configs/zegformer/zs_shapes/zegformer.yaml", *TINY_MASK_FORMER_OPTS, *MASK_FORMER_OPTS,
+               *tiny_opts(tiny_clip))
+    model = build_model(cfg).eval()
+    mapper = DatasetMapper(cfg, is_train=False)
+    dicts = DatasetCatalog.get(VAL)
+    images = [mapper(dicts[i])["image"] for i in (22, 11)]
+    with use_class_set(model, VAL), torch.no_grad():
+        eager = [model([{"image": im}])[0] for im in images]
+        export_model(model, images[0], fmt, str(tmp_path / "zegformer_clip"))
+    assert _differ(*eager)
+    exported = load_exported(str(tmp_path / "zegformer_clip"), threads=1)
+    for image, expected in zip(images, eager):
+        result = compare_outputs(exported(image), expected)
+        assert result["discrete_equal"] and result["max_abs_diff"] <= 1e-4, result

@@ -7,6 +7,7 @@ test set, a dataset's, or any vocabulary set with zsi_d2.set_vocabulary), frozen
 classifier; the file's metadata names it. ONNX uses PyTorch's TorchScript-based exporter
 (`dynamo=False`, opset 17), which is what a detectron2 `TracingAdapter` is written for.
 """
+import contextlib
 import json
 import logging
 import warnings
@@ -54,7 +55,7 @@ def export_model(model, image: torch.Tensor, fmt: str, path: str, meta: Optional
     meta = dict(meta or {})
     meta.update({"family": family.name, "format": fmt, "input_size": list(image.shape[-2:]),
                  "input_dtype": str(image.dtype).replace("torch.", ""), **_class_metadata(model)})
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath(False):
         # TracerWarnings here are shapes and the class set turned into constants: what a fixed-size
         # export means. Whether the trace generalises is checked on another image.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -71,6 +72,18 @@ def export_model(model, image: torch.Tensor, fmt: str, path: str, meta: Optional
     meta["outputs_schema"] = schema_to_json(adapter.outputs_schema)
     _write_onnx_metadata(path, meta)
     return OnnxModel(path)
+
+
+@contextlib.contextmanager
+def _mha_fastpath(enabled: bool):
+    """nn.MultiheadAttention's eval fast path (CLIP's transformer) is one fused op that ONNX lacks:
+    traced without it, the graph has the plain attention, with the same values."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def _write_onnx_metadata(path: str, meta: Dict):
