@@ -130,14 +130,12 @@ class OnnxModel(ExportedModel):
 
 
 def load_exported(path: str, threads: Optional[int] = None, optimization: str = "extended") -> ExportedModel:
-    """An exported file, ONNX (run by onnxruntime at `optimization`) or TorchScript, by its contents."""
+    """An exported file, ONNX (run by onnxruntime at `optimization`, `threads` intra-op threads) or
+    TorchScript (run with torch's own thread setting), by its contents."""
     if not os.path.isfile(path):
         raise InputFileNotFoundError(f"exported model '{path}' not found: write it with tools/export_model.py")
     with open(path, "rb") as f:
         zip_file = f.read(4) == b"PK\x03\x04"  # TorchScript files are zip archives; ONNX is a protobuf
     if zip_file:
-        model = TorchScriptModel.load(path)
-        if threads:
-            torch.set_num_threads(threads)
-        return model
+        return TorchScriptModel.load(path)
     return OnnxModel(path, threads, optimization)
