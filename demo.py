@@ -145,9 +145,10 @@ class Demo:
         else:
             self.predictor = model = ExportedPredictor(args.exported, threads=args.threads)
             if self.predictor.format != args.backend.replace("onnxruntime", "onnx"):
-                raise InputValueError(f"--backend {args.backend}: '{args.exported}' is a {self.predictor.format} "
-                                      f"export; use --backend "
-                                      f"{self.predictor.format.replace('onnx', 'onnxruntime')}")
+                kind, backend = {"onnx": ("an ONNX", "onnxruntime"),
+                                 "torchscript": ("a TorchScript", "torchscript")}[self.predictor.format]
+                raise InputValueError(f"--backend {args.backend}: '{args.exported}' is {kind} export; use --backend "
+                                      f"{backend}")
         self.metadata = self.predictor.metadata
         self.task = choose_task(model, args.task)
         self.threshold = args.confidence_threshold

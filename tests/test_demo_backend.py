@@ -116,7 +116,7 @@ def _demo_args(exported, tmp_path, *args):
     ("vocabulary", "--vocabulary with --backend onnxruntime: an exported file scores the classes chosen at export"),
     ("extra vocabulary", "--extra-vocabulary with --backend onnxruntime: an exported file scores the classes"),
     ("weights", "--weights with --backend onnxruntime: the exported file holds the model"),
-    ("torchscript backend", "--backend torchscript: '{file}' is a onnx export; use --backend onnxruntime"),
+    ("torchscript backend", "--backend torchscript: '{file}' is an ONNX export; use --backend onnxruntime"),
     ("pytorch without a config", "--backend pytorch needs --config-file and --weights"),
 ])
 def test_each_backend_mistake_is_one_line(case, expected, exports, tmp_path):
