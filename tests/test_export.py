@@ -213,7 +213,7 @@ def test_export_cli(name, fmt, tmp_path, capsys):
     assert result["discrete_equal"] and result["max_abs_diff"] <= 1e-4, result
     assert "max |eager - exported|" in capsys.readouterr().out
     meta = load_exported(out).meta
-    assert meta["dataset"] == dataset and json.dumps(meta)
+    assert meta["dataset"] == dataset and meta["input_format"] == cfg.INPUT.FORMAT and json.dumps(meta)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -42,7 +42,9 @@ def _class_metadata(model) -> Dict:
 def export_model(model, image: torch.Tensor, fmt: str, path: str, meta: Optional[Dict] = None):
     """Trace `model` (eval mode, its current class set) on one (3, H, W) image into `path` as `fmt`
     ("onnx" or "torchscript"); returns the loaded export (an ExportedModel; ONNX needs onnx and
-    onnxruntime). Whether the graph generalises is the caller's check: compare with eager mode on
+    onnxruntime). `meta` joins the file's metadata; its "input_format" (the config's INPUT.FORMAT,
+    the channel order the image is in) defaults to the model's `input_format` where it has one
+    (R-CNN); tools/export_model.py passes the config's. Whether the graph generalises is the caller's check: compare with eager mode on
     another image (tools/export_model.py does)."""
     if fmt not in FORMATS:
         raise InputValueError(f"export format {fmt!r} is not one of {list(FORMATS)}")
@@ -53,6 +55,8 @@ def export_model(model, image: torch.Tensor, fmt: str, path: str, meta: Optional
     # afterwards, which would put the model back in training mode.
     adapter = TracingAdapter(model, [{"image": image}], family.inference).eval()
     meta = dict(meta or {})
+    if "input_format" not in meta and getattr(model, "input_format", None):
+        meta["input_format"] = model.input_format  # GeneralizedRCNN keeps cfg.INPUT.FORMAT; others: pass it in meta
     meta.update({"family": family.name, "format": fmt, "input_size": list(image.shape[-2:]),
                  "input_dtype": str(image.dtype).replace("torch.", ""), **_class_metadata(model)})
     with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath(False):
