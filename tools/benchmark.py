@@ -137,6 +137,12 @@ class Backend:
     comparisons: list = field(default_factory=list)  # compare_outputs(this, eager) per timed image
 
 
+def config_label(path):
+    """The config file's name; for a run's dumped config.yaml, its folder's."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) if name == "config" else name
+
+
 def load_cfg(path, opts, batch):
     cfg = get_zsi_d2_cfg()
     cfg.merge_from_file(path)
@@ -511,9 +517,8 @@ def main(argv=None):
     setup_logger(name="zsi_d2")
     torch.set_num_threads(args.threads)
     steps, images = args.warmup + args.iters, (args.warmup + args.inference_images if args.inference_images else 0)
-    sides = [Side("yardstick", os.path.splitext(os.path.basename(args.yardstick))[0],
-                  load_cfg(args.yardstick, args.yardstick_opts, args.batch)),
-             Side("config", os.path.splitext(os.path.basename(args.config_file))[0],
+    sides = [Side("yardstick", config_label(args.yardstick), load_cfg(args.yardstick, args.yardstick_opts, args.batch)),
+             Side("config", config_label(args.config_file),
                   load_cfg(args.config_file, args.opts, args.batch))]
     if args.mask2former:
         sides.append(reference_side(args.mask2former, sides[1].cfg))

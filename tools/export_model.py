@@ -109,7 +109,8 @@ def main(argv=None):
             names = list(args.vocabulary or model.class_set.names) + list(args.extra_vocabulary)
             set_vocabulary(model, names, cfg, stuff=args.stuff)
         export_model(model, example, args.format, args.output,
-                     meta={"dataset": args.dataset, "weights": args.weights, "config": args.config_file})
+                     meta={"dataset": args.dataset, "weights": args.weights, "config": args.config_file,
+                           "input_format": cfg.INPUT.FORMAT})
         with torch.no_grad():
             eager = model([{"image": check}])[0]
     exported = load_exported(args.output, threads=torch.get_num_threads())
