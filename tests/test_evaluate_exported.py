@@ -72,3 +72,18 @@ def test_images_of_another_size_are_refused_in_one_line(core):
     exported.class_names = exported.class_names[::-1]  # as after set_vocabulary: other classes
     with pytest.raises(InputError, match=f"label space is not {DATASET}'s classes"):
         tool.check_classes(exported, DATASET)
+
+
+def test_eager_flag_evaluates_the_checkpoint_alike(core):
+    """--eager: the config + weights scored by the same evaluators through the trainer's test loader."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    tool, paths, eager, tmp = core
+    cfg, model, _, _ = _build("core")  # the same seed: the weights the files were traced from
+    (tmp / "config.yaml").write_text(cfg.dump())
+    DetectionCheckpointer(model, save_dir=str(tmp)).save("model")
+    results = tool.main(["--exported", paths["onnx"], "--dataset", DATASET, "--eager",
+                         "--config-file", str(tmp / "config.yaml"), "--weights", str(tmp / "model.pth")])
+    assert tool.flatten(results["eager"]).keys() == _flat(eager).keys()
+    assert results["exported_minus_eager"] and all(abs(d) <= 1e-6 for d in results["exported_minus_eager"].values()
+                                                   if d == d)

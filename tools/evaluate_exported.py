@@ -2,7 +2,8 @@
 """Evaluate an exported zsi_d2 model (ONNX or TorchScript, zsi_d2.export) on a registered dataset.
 
     python tools/evaluate_exported.py --exported model.onnx --dataset zs_shapes_val_panoptic \
-        [--output DIR] [--threads N] [--optimization extended|all|...] [--input-format RGB|BGR] [--limit N]
+        [--output DIR] [--threads N] [--optimization extended|all|...] [--input-format RGB|BGR] [--limit N] \
+        [--eager [--config-file CONFIG --weights MODEL.pth]]
 
 The file runs over the dataset through detectron2's `inference_on_dataset`, scored by the evaluators
 zsi_d2's trainer builds for it (`ZeroShotTrainer.build_evaluator` -> build_zero_shot_evaluator: the
@@ -12,6 +13,11 @@ semantic mIoU, each as seen / unseen / HM in the dataset's mode). The numbers ar
 one input size, so the images must already be that size (no test-time resize is applied; zs_shapes
 images are 128x128): another size is refused in one line. The file's classes must be the dataset's
 (an export traced under that dataset's class set, as tools/export_model.py --dataset does).
+
+--eager also evaluates the eager model the file was exported from (its metadata's config and weights,
+as tools/export_model.py records them, or --config-file / --weights) with the same evaluators, through
+the trainer's own test loader (ZeroShotTrainer.build_test_loader) under the dataset's class set, and
+prints the differences.
 """
 import argparse
 import json
@@ -49,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--optimization", default="extended", help="onnxruntime graph optimisation level")
     p.add_argument("--input-format", help="channel order the file expects (default: its metadata's, else RGB)")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N images only (0: all)")
+    p.add_argument("--eager", action="store_true", help="also evaluate the eager model (config + weights)")
+    p.add_argument("--config-file", help="--eager: the config (default: the file's metadata)")
+    p.add_argument("--weights", help="--eager: the weights (default: the file's metadata)")
     return p.parse_args(argv)
 
 
@@ -128,12 +137,61 @@ def main(argv=None):
     results = inference_on_dataset(ExportedAsModel(exported), loader, evaluator)
     print(f"{args.exported} ({exported.format}{', ' + exported.meta['quantization'] if 'quantization' in exported.meta else ''}) "
           f"on {args.dataset}, {len(dicts)} images:\n{format_zero_shot_table(results)}")
+    everything = {args.dataset: results}
+    if args.eager:
+        eager = evaluate_eager(args, exported, dicts, cfg)
+        everything[f"{args.dataset} (eager)"] = eager
+        flat, flat_eager = flatten(results), flatten(eager)
+        diffs = {k: flat[k] - flat_eager[k] for k in flat if isinstance(flat.get(k), float)
+                 and isinstance(flat_eager.get(k), float)}
+        worst = max(diffs, key=lambda k: abs(diffs[k]) if diffs[k] == diffs[k] else -1, default=None)
+        print(f"eager on the same images:\n{format_zero_shot_table(eager)}\nexported - eager: largest "
+              f"|difference| {abs(diffs[worst]) if worst else 0:.4g} ({worst}) over {len(diffs)} metrics")
+        results = {"exported": results, "eager": eager, "exported_minus_eager": diffs}
     if args.output:
         os.makedirs(args.output, exist_ok=True)
         from zsi_d2.evaluation.files import write_results_json
 
-        write_results_json({args.dataset: results}, os.path.join(args.output, "metrics.json"))
+        write_results_json(everything, os.path.join(args.output, "metrics.json"))
     return results
+
+
+def flatten(results, prefix=""):
+    out = {}
+    for k, v in results.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def evaluate_eager(args, exported, dicts, eval_cfg):
+    """The eager model of the file's config and weights, evaluated as train_net's test does."""
+    from detectron2.modeling import build_model
+
+    from zsi_d2.config import command_config
+    from zsi_d2.engine import ZeroShotCheckpointer, ZeroShotTrainer
+    from zsi_d2.modeling import use_class_set
+
+    config = args.config_file or exported.meta.get("config")
+    weights = args.weights or exported.meta.get("weights")
+    if not config or not weights:
+        raise InputValueError("--eager: the file names no config / weights (export it with tools/export_model.py, "
+                              "or give --config-file and --weights)")
+    cfg = command_config(config, [], weights)
+    model = build_model(cfg)
+    ZeroShotCheckpointer.from_config(cfg, model, purpose="eval").load(weights)
+    model.eval()
+    evaluator = build_zero_shot_evaluator(eval_cfg, args.dataset,
+                                          os.path.join(args.output, "eager") if args.output else None)
+    loader = ZeroShotTrainer.build_test_loader(cfg, args.dataset)
+    if args.limit:
+        from detectron2.data import DatasetMapper as _Mapper
+
+        loader = build_detection_test_loader(dicts, mapper=_Mapper(cfg, False), num_workers=0)
+    with use_class_set(model, args.dataset), torch.no_grad():
+        return inference_on_dataset(model, loader, evaluator)
 
 
 if __name__ == "__main__":
