@@ -116,8 +116,8 @@ class Side:
     train_batches: list = field(default_factory=list)
     test_inputs: list = field(default_factory=list)
     test_name: Optional[str] = None
-    has_class_set: bool = True
-    loaded_state: Optional[dict] = None  # --weights: restored before inference  # zsi_d2 models switch to the test set's classes; the reference cannot
+    has_class_set: bool = True  # zsi_d2 models switch to the test set's classes; the reference cannot
+    loaded_state: Optional[dict] = None  # --weights: restored before inference
     train_s: List[float] = field(default_factory=list)
     inference_s: List[float] = field(default_factory=list)
 

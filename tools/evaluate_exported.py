@@ -135,7 +135,8 @@ def main(argv=None):
     mapper = DatasetMapper(is_train=False, augmentations=[], image_format=fmt)
     loader = build_detection_test_loader(dicts, mapper=mapper, num_workers=0)
     results = inference_on_dataset(ExportedAsModel(exported), loader, evaluator)
-    print(f"{args.exported} ({exported.format}{', ' + exported.meta['quantization'] if 'quantization' in exported.meta else ''}) "
+    quantised = f", {exported.meta['quantization']}" if "quantization" in exported.meta else ""
+    print(f"{args.exported} ({exported.format}{quantised}) "
           f"on {args.dataset}, {len(dicts)} images:\n{format_zero_shot_table(results)}")
     everything = {args.dataset: results}
     if args.eager:
