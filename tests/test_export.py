@@ -4,7 +4,7 @@ tools/export_model.py).
 A trace records one execution; a value read into Python (`.item()`, a branch) stays the example's
 forever. So every family is traced on image A and compared with eager mode on A and on a
 *different* image B, whose outputs differ from A's in what a trace could freeze (counts of kept
-queries / detections, classes): discrete outputs equal, float outputs within 1e-4, instance mask
+queries / detections, classes): discrete outputs equal, float outputs within 1e-4 (relative where eager's exceed 1), instance mask
 pixels equal but for at most 1 in 100,000 (a probability at 0.5 to within 1e-7: compare.py). The panoptic rule
 alone (against Mask2Former's loop, traced and not) is tested in test_mask_former_inference.py.
 """
@@ -102,7 +102,7 @@ def test_every_family_exports_and_equals_eager_on_another_image(family, fmt, tmp
     for image, expected in zip(images, eager):
         result = compare_outputs(exported(image), expected)
         assert result["discrete_equal"], (name, fmt, result["first_difference"])
-        assert result["max_abs_diff"] <= 1e-4, (name, fmt, result["max_abs_diff"])
+        assert result["max_scaled_diff"] <= 1e-4, (name, fmt, result["max_abs_diff"])
         assert result["mask_pixels_differing"] <= 1e-5 * result["mask_pixels"], (name, fmt, result)
 
 
@@ -137,7 +137,7 @@ def test_a_vocabulary_chosen_at_export_is_the_one_the_file_scores(tmp_path):
     out = exported(images[1])
     assert out["sem_seg"].shape[0] == len(names)
     result = compare_outputs(out, eager)
-    assert result["discrete_equal"] and result["max_abs_diff"] <= 1e-4, result
+    assert result["discrete_equal"] and result["max_scaled_diff"] <= 1e-4, result
 
 
 def test_files_without_zsi_d2_metadata_name_the_file(tmp_path):
@@ -210,7 +210,7 @@ def test_export_cli(name, fmt, tmp_path, capsys):
     opts = ["--opts", *PIXEL_TINY_OPTS, *CAGNET_TINY_OPTS] if name == "cagnet" else []
     result = export.main(["--config-file", config, "--weights", str(tmp_path / "model.pth"), "--dataset", dataset,
                           "--format", fmt, "--output", out, *opts])
-    assert result["discrete_equal"] and result["max_abs_diff"] <= 1e-4, result
+    assert result["discrete_equal"] and result["max_scaled_diff"] <= 1e-4, result
     assert "max |eager - exported|" in capsys.readouterr().out
     meta = load_exported(out).meta
     assert meta["dataset"] == dataset and meta["input_format"] == cfg.INPUT.FORMAT and json.dumps(meta)
@@ -236,4 +236,4 @@ def test_zegformer_with_its_clip_image_branch_exports_whole(tiny_clip, fmt, tmp_
     exported = load_exported(str(tmp_path / "zegformer_clip"), threads=1)
     for image, expected in zip(images, eager):
         result = compare_outputs(exported(image), expected)
-        assert result["discrete_equal"] and result["max_abs_diff"] <= 1e-4, result
+        assert result["discrete_equal"] and result["max_scaled_diff"] <= 1e-4, result

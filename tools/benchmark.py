@@ -34,8 +34,8 @@ inference, as the train steps move them), under the test set's class set. Each e
 image in the same interleaved loop as the eager models (same images, the order rotating every image),
 as `load_exported(path, threads=--threads)(image)`: the whole output, the in-graph inference plus
 what the family finishes outside the graph (R-CNN: detector_postprocess), against `model([{"image":
-image}])`. onnxruntime backends take an optimisation level after a colon (`onnxruntime:all`,
-`onnxruntime-int8:all`; default extended). Each backend is reported in s/image, as per-pair ratios to
+image}])`. onnxruntime backends take an optimisation level after a colon (`onnxruntime:extended`,
+`onnxruntime-int8:extended`; default: all, zsi_d2.export.exported.DEFAULT_OPTIMIZATION). Each backend is reported in s/image, as per-pair ratios to
 the config's eager inference and, with --mask2former, to the reference's; its outputs on the timed
 images are compared with eager's (zsi_d2.export.compare_outputs), outside the timing.
 """
@@ -68,6 +68,7 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.engine import ZeroShotTrainer
+from zsi_d2.export.exported import DEFAULT_OPTIMIZATION, OPTIMIZATION_LEVELS
 from zsi_d2.modeling.class_set import use_class_set
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -79,11 +80,12 @@ logger = logging.getLogger("zsi_d2.benchmark")
 DEFAULT_YARDSTICK = "configs/zs_shapes/projection_mask_rcnn.yaml"
 SIDES = ("yardstick", "config", "reference")
 BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
-ORT_LEVELS = ("disable", "basic", "extended", "all")  # zsi_d2.export.exported.OPTIMIZATION_LEVELS
+ORT_LEVELS = tuple(OPTIMIZATION_LEVELS)
 
 
 def parse_backends(text):
-    """'eager,onnxruntime,onnxruntime:all' -> [("eager", None), ("onnxruntime", "extended"), ...];
+    """'eager,onnxruntime,onnxruntime:extended' -> [("eager", None), ("onnxruntime", "all"), ...] (the
+    default level: DEFAULT_OPTIMIZATION);
     ValueError (one line) for a name that is not a backend."""
     backends = []
     for item in (t.strip() for t in text.split(",")):
@@ -94,14 +96,14 @@ def parse_backends(text):
         if level and (not name.startswith("onnxruntime") or level not in ORT_LEVELS):
             raise ValueError(f"--backends: {item!r}: only onnxruntime backends take a level, one of "
                              f"{', '.join(ORT_LEVELS)}")
-        entry = (name, (level or "extended") if name.startswith("onnxruntime") else None)
+        entry = (name, (level or DEFAULT_OPTIMIZATION) if name.startswith("onnxruntime") else None)
         if entry not in backends:
             backends.append(entry)
     return backends
 
 
 def backend_key(name, level):
-    return name if level in (None, "extended") else f"{name}:{level}"
+    return name if level in (None, DEFAULT_OPTIMIZATION) else f"{name}:{level}"
 
 
 @dataclass
@@ -266,7 +268,7 @@ def export_backends(side, backends, folder, threads):
                 quantize_onnx(files["onnx"], files["int8"])
             path = files["int8"]
         key = backend_key(name, level)
-        exported = load_exported(path, threads=threads, optimization=level or "extended")
+        exported = load_exported(path, threads=threads, optimization=level or DEFAULT_OPTIMIZATION)
         out.append(Backend(key, name, level, exported, path, time.perf_counter() - start,
                            os.path.getsize(path) / 2 ** 20))
         logger.info("backend %s: %s (%.1f MiB), exported and loaded in %.1f s", key, os.path.basename(path),
@@ -322,6 +324,7 @@ def backend_records(backends, exports, config, reference=None):
             rec = {"format": b.exported.format, "file": os.path.basename(b.path), "file_mib": b.file_mib,
                    "export_and_load_s": b.export_s,
                    "max_abs_diff": max((c["max_abs_diff"] for c in comparisons), default=None),
+                   "max_scaled_diff": max((c["max_scaled_diff"] for c in comparisons), default=None),
                    "images_discrete_equal": sum(c["discrete_equal"] for c in comparisons),
                    "images_compared": len(comparisons),
                    "mask_pixels_differing": sum(c["mask_pixels_differing"] for c in comparisons),

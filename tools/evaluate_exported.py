@@ -37,6 +37,7 @@ from zsi_d2.data.catalog import require_registered
 from zsi_d2.errors import InputValueError, exit_on_input_error
 from zsi_d2.evaluation import build_zero_shot_evaluator, format_zero_shot_table
 from zsi_d2.export import load_exported
+from zsi_d2.export.exported import DEFAULT_OPTIMIZATION, OPTIMIZATION_LEVELS
 
 logger = logging.getLogger("zsi_d2.evaluate_exported")
 
@@ -51,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", required=True, help="registered zero-shot dataset, images at the export size")
     p.add_argument("--output", help="folder for the evaluators' files and metrics.json")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op / torch threads")
-    p.add_argument("--optimization", default="extended", help="onnxruntime graph optimisation level")
+    p.add_argument("--optimization", default=DEFAULT_OPTIMIZATION, choices=tuple(OPTIMIZATION_LEVELS),
+                   help="onnxruntime graph optimisation level")
     p.add_argument("--input-format", help="channel order the file expects (default: its metadata's, else RGB)")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N images only (0: all)")
     p.add_argument("--eager", action="store_true", help="also evaluate the eager model (config + weights)")

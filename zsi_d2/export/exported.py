@@ -19,7 +19,7 @@ from .families import family_named
 from .schema import schema_from_json
 
 __all__ = ["ExportedModel", "TorchScriptModel", "OnnxModel", "load_exported", "METADATA_KEY", "FORMATS",
-           "OPTIMIZATION_LEVELS", "require_onnxruntime"]
+           "OPTIMIZATION_LEVELS", "DEFAULT_OPTIMIZATION", "require_onnxruntime"]
 
 METADATA_KEY = "zsi_d2_export"  # TorchScript extra file name / ONNX metadata_props key
 FORMATS = ("onnx", "torchscript")
@@ -89,9 +89,11 @@ class TorchScriptModel(ExportedModel):
         return cls(module, json.loads(extra[METADATA_KEY]), path)
 
 
-# onnxruntime's graph optimisation levels. "extended" is the default: "all" adds layout changes
-# (NCHWc convolutions) that moved ZegFormer's semantic sums by 1.2e-4 against eager (extended: 2.8e-5)
-# and were no faster on the tiny test model; tools/benchmark.py measures them on the real one.
+# onnxruntime's graph optimisation levels. "all" (the default) adds layout changes (NCHWc convolutions)
+# to "extended": measured on the trained zs_shapes core and projection R-CNN at 1 thread, 0.86x and
+# 0.83x of "extended"'s time per image, with eager's discrete outputs and accuracy (docs/deployment.md);
+# its floats stray a little further (ZegFormer's semantic sums, up to 3.4: 1.2e-4 against 2.8e-5).
+DEFAULT_OPTIMIZATION = "all"
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                        "all": "ORT_ENABLE_ALL"}
 
@@ -102,7 +104,7 @@ class OnnxModel(ExportedModel):
 
     format = "onnx"
 
-    def __init__(self, path: str, threads: Optional[int] = None, optimization: str = "extended"):
+    def __init__(self, path: str, threads: Optional[int] = None, optimization: str = DEFAULT_OPTIMIZATION):
         ort = require_onnxruntime()
         if optimization not in OPTIMIZATION_LEVELS:
             raise InputValueError(f"onnxruntime optimisation level {optimization!r} is not one of "
@@ -129,7 +131,7 @@ class OnnxModel(ExportedModel):
         return [torch.from_numpy(x) for x in self.session.run(None, {self._input.name: array})]
 
 
-def load_exported(path: str, threads: Optional[int] = None, optimization: str = "extended") -> ExportedModel:
+def load_exported(path: str, threads: Optional[int] = None, optimization: str = DEFAULT_OPTIMIZATION) -> ExportedModel:
     """An exported file, ONNX (run by onnxruntime at `optimization`, `threads` intra-op threads) or
     TorchScript (run with torch's own thread setting), by its contents."""
     if not os.path.isfile(path):
