@@ -4,6 +4,7 @@
     python demo.py --config-file CONFIG --weights model_final.pth --input IMAGE_OR_GLOB_OR_FOLDER ... \
         --vocabulary "red circle" "orange hexagon" "tv, television" --output DIR [--task panoptic] \
         [--opts KEY VALUE ...]
+    python demo.py --backend onnxruntime --exported model.onnx --input ... --output DIR [--threads N]
 
 --vocabulary: one class per argument; inside an argument, commas separate spellings of ONE class
 ("tv, television"). Without it the model scores its config's test set (seen + unseen classes);
@@ -12,6 +13,9 @@ Names that are training classes keep their identity (drawn blue); every other na
 magenta and tagged [unseen]. Writes DIR/<image>.png (or DIR/<video>.mp4) and COCO-format JSON:
 DIR/coco_images.json (images, categories) and DIR/coco_results.json (the predictions), read by
 pycocotools as COCO("DIR/coco_images.json").loadRes("DIR/coco_results.json").
+--backend onnxruntime|torchscript runs a file written by tools/export_model.py (its weights, classes
+and input size are fixed at export: no --config-file, --weights or --vocabulary); each image is
+resized to the file's size and the outputs back to the image's (zsi_d2/export/predictor.py).
 A known input mistake ends in one line on stderr and exit status 2.
 """
 import argparse
@@ -33,6 +37,7 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import command_config
 from zsi_d2.engine import ZeroShotPredictor
 from zsi_d2.errors import InputFileNotFoundError, InputValueError, exit_on_input_error
+from zsi_d2.export import ExportedPredictor
 from zsi_d2.modeling.vocabulary import vocabulary_entries
 from zsi_d2.utils.coco_predictions import prediction_to_coco, write_coco_predictions
 from zsi_d2.utils.model import unwrap
@@ -42,14 +47,19 @@ logger = logging.getLogger("zsi_d2.demo")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TASKS = tuple(OUTPUT_KEYS)
+BACKENDS = ("pytorch", "onnxruntime", "torchscript")
 
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.strip().splitlines()[5:]))
-    p.add_argument("--config-file", required=True, metavar="FILE", help="a zsi_d2 config (configs/...)")
-    p.add_argument("--weights", required=True, help="the trained model (.pth written by train_net.py)")
+                                epilog="\n".join(__doc__.strip().splitlines()[1:]))
+    p.add_argument("--backend", choices=BACKENDS, default="pytorch",
+                   help="pytorch: the config and weights; onnxruntime / torchscript: an --exported file")
+    p.add_argument("--exported", metavar="FILE", help="a file written by tools/export_model.py (export backends)")
+    p.add_argument("--threads", type=int, help="CPU threads (onnxruntime's intra-op threads; torch's otherwise)")
+    p.add_argument("--config-file", metavar="FILE", help="a zsi_d2 config (configs/...); --backend pytorch")
+    p.add_argument("--weights", help="the trained model (.pth written by train_net.py); --backend pytorch")
     p.add_argument("--input", nargs="+", help="image files, glob patterns (quoted) or folders of images")
     p.add_argument("--video-input", help="a video file, predicted frame by frame")
     p.add_argument("--output", required=True, help="folder for the pictures and the COCO JSON")
@@ -93,17 +103,20 @@ def expand_inputs(patterns):
 
 def choose_task(model, task):
     """The task to draw: `task` (switched on in a mask-classification model that has it off), else
-    the first the model produces. A model that cannot produce `task` is an input error."""
-    model = unwrap(model)
-    flags = {t: getattr(model, f"{t}_on") for t in TASKS if hasattr(model, f"{t}_on")}
-    produced = [t for t, on in flags.items() if on] if flags else ["instance"]
+    the first the model produces. A model that cannot produce `task` is an input error. `model` may
+    be an ExportedPredictor: its tasks were fixed at export."""
+    if isinstance(model, ExportedPredictor):
+        flags, produced, name = {}, list(model.tasks), f"the exported {model.exported.family.name} model"
+    else:
+        model = unwrap(model)
+        flags = {t: getattr(model, f"{t}_on") for t in TASKS if hasattr(model, f"{t}_on")}
+        produced, name = [t for t, on in flags.items() if on] if flags else ["instance"], type(model).__name__
     if task is None:
         return sorted(produced, key=("panoptic", "instance", "semantic").index)[0]
     if task in flags:
         setattr(model, f"{task}_on", True)
     elif task not in produced:
-        raise InputValueError(f"--task {task}: {type(model).__name__} predicts {', '.join(produced)} only; "
-                              f"use --task {produced[0]}")
+        raise InputValueError(f"--task {task}: {name} predicts {', '.join(produced)} only; use --task {produced[0]}")
     return task
 
 
@@ -124,11 +137,20 @@ def with_legend(drawing, names, metadata):
 class Demo:
     """Predicts, draws and collects COCO results, image after image."""
 
-    def __init__(self, cfg, args):
-        self.predictor = ZeroShotPredictor(cfg, args.vocabulary, stuff=args.stuff or (),
-                                           extra_vocabulary=args.extra_vocabulary)
+    def __init__(self, args, cfg=None):
+        if args.backend == "pytorch":
+            self.predictor = ZeroShotPredictor(cfg, args.vocabulary, stuff=args.stuff or (),
+                                               extra_vocabulary=args.extra_vocabulary)
+            model = self.predictor.model
+        else:
+            self.predictor = model = ExportedPredictor(args.exported, threads=args.threads)
+            if self.predictor.format != args.backend.replace("onnxruntime", "onnx"):
+                kind, backend = {"onnx": ("an ONNX", "onnxruntime"),
+                                 "torchscript": ("a TorchScript", "torchscript")}[self.predictor.format]
+                raise InputValueError(f"--backend {args.backend}: '{args.exported}' is {kind} export; use --backend "
+                                      f"{backend}")
         self.metadata = self.predictor.metadata
-        self.task = choose_task(self.predictor.model, args.task)
+        self.task = choose_task(model, args.task)
         self.threshold = args.confidence_threshold
         self.images, self.results = [], []
 
@@ -186,9 +208,35 @@ def run_video(demo, path, output_dir):
     return [out_path]
 
 
+def check_backend(args):
+    """The arguments a backend needs and those it cannot use, before anything is read."""
+    if args.backend == "pytorch":
+        if args.exported:
+            raise InputValueError("--exported is run by --backend onnxruntime or torchscript; with --backend "
+                                  "pytorch give --config-file and --weights")
+        if not (args.config_file and args.weights):
+            raise InputValueError("--backend pytorch needs --config-file and --weights (or run an exported file: "
+                                  "--backend onnxruntime --exported FILE)")
+        return
+    if not args.exported:
+        raise InputValueError(f"--backend {args.backend} needs --exported FILE (written by tools/export_model.py)")
+    vocabulary = [f for f, v in (("--vocabulary", args.vocabulary is not None),
+                                 ("--extra-vocabulary", args.extra_vocabulary), ("--stuff", args.stuff)) if v]
+    if vocabulary:
+        raise InputValueError(f"{vocabulary[0]} with --backend {args.backend}: an exported file scores the classes "
+                              "chosen at export (tools/export_model.py --vocabulary ...); name classes here with "
+                              "--backend pytorch")
+    model = [f for f, v in (("--config-file", args.config_file), ("--weights", args.weights),
+                            ("--opts", args.opts)) if v]
+    if model:
+        raise InputValueError(f"{model[0]} with --backend {args.backend}: the exported file holds the model "
+                              "(config and weights are fixed at export); drop it or use --backend pytorch")
+
+
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="zsi_d2")
+    check_backend(args)
     if bool(args.input) == bool(args.video_input):
         raise InputValueError("Give either --input (images, globs or folders) or --video-input (a video file)")
     if args.video_input and not os.path.isfile(args.video_input):
@@ -196,9 +244,11 @@ def main(argv=None):
     for given in (args.vocabulary, args.extra_vocabulary or None):
         if given is not None:
             vocabulary_entries(given)  # an empty one: before any model is built
-    cfg = command_config(args.config_file, args.opts, args.weights)
+    if args.threads and args.backend != "onnxruntime":
+        torch.set_num_threads(args.threads)
+    cfg = command_config(args.config_file, args.opts, args.weights) if args.backend == "pytorch" else None
     paths = expand_inputs(args.input) if args.input else []
-    demo = Demo(cfg, args)
+    demo = Demo(args, cfg)
     os.makedirs(args.output, exist_ok=True)
     with torch.no_grad():
         written = run_video(demo, args.video_input, args.output) if args.video_input else \

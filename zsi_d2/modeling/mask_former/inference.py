@@ -32,6 +32,7 @@ __all__ = [
     "instance_inference",
     "instance_inference_tensors",
     "masks_to_boxes",
+    "to_dataset_channels",
 ]
 
 
@@ -79,6 +80,18 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
     return torch.einsum("qc,qhw->chw", probs.to(mask_pred.dtype), mask_pred.sigmoid())
 
 
+def to_dataset_channels(local: torch.Tensor, dataset_ids: torch.Tensor, num_dataset_classes: int) -> torch.Tensor:
+    """(K, H, W) scores of the local classes -> (num_dataset_classes, H, W), channel `dataset_ids[k]`
+    holding local channel k, zeros elsewhere. A gather through the inverse map rather than a scatter
+    (`index_copy_`): the same values, but exported to ONNX a scatter is ScatterElements with an index
+    per element, 7.6 ms of a 128x128 image's 22 channels in onnxruntime against a fraction for Gather."""
+    dataset_ids = dataset_ids.to(local.device)
+    inverse = torch.full((num_dataset_classes,), local.shape[0], dtype=torch.long, device=local.device)
+    inverse[dataset_ids] = torch.arange(local.shape[0], device=local.device)  # traced on constants: folded
+    padded = torch.cat([local, local.new_zeros((1,) + tuple(local.shape[1:]))])  # row K: the zero channel
+    return padded.index_select(0, inverse)
+
+
 def _as_is_thing(is_thing, num_classes: int, device) -> torch.Tensor:
     """(K,) bool tensor on `device`; refuses a length that does not match the class logits."""
     is_thing = torch.as_tensor(is_thing, dtype=torch.bool, device=device)
@@ -88,6 +101,11 @@ def _as_is_thing(is_thing, num_classes: int, device) -> torch.Tensor:
             f"columns, 'no object' last); got shape {tuple(is_thing.shape)}"
         )
     return is_thing
+
+
+def _count(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """torch.bincount(ids, minlength=size) for ids < size, as a scatter-add (ONNX has no bincount)."""
+    return torch.zeros(size, dtype=torch.int32, device=ids.device).scatter_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
 
 
 def panoptic_inference_tensors(
@@ -138,8 +156,8 @@ def panoptic_inference_tensors(
     own_at_winner = own.gather(0, row_winner.unsqueeze(0))[0]
     own_rows = own.sum(1, dtype=torch.int32)  # int32: a default bool sum copies every mask to int64 first
     own_area = own_rows.new_zeros(num_queries + 1).scatter(0, row_query, own_rows)[:num_queries]
-    won_area = torch.bincount(winner, minlength=num_queries + 1)[:num_queries]
-    drawn_area = torch.bincount(torch.where(own_at_winner, winner, nobody), minlength=num_queries + 1)[:num_queries]
+    won_area = _count(winner, num_queries + 1)[:num_queries]
+    drawn_area = _count(torch.where(own_at_winner, winner, nobody), num_queries + 1)[:num_queries]
     ratio_ok = won_area.double() / own_area.double().clamp(min=1) >= overlap_threshold  # float64: Python's int / int
     valid = keep & (won_area > 0) & (own_area > 0) & (drawn_area > 0) & ratio_ok
 
@@ -197,11 +215,15 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     pixel + 1), but vectorised (no Python loop, so it traces) and on the masks' device.
     """
     masks = masks.bool()
-    n, h, w = masks.shape
-    cols = masks.any(dim=1)  # (n, W)
-    rows = masks.any(dim=2)  # (n, H)
-    xs = torch.arange(w, device=masks.device).expand(n, w)
-    ys = torch.arange(h, device=masks.device).expand(n, h)
+    return _boxes_from_projections(masks.any(dim=1), masks.any(dim=2))
+
+
+def _boxes_from_projections(cols: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """masks_to_boxes from the masks' projections: `cols` (n, W) and `rows` (n, H), whether any pixel
+    of that column / row is in the mask."""
+    (n, w), h = cols.shape, rows.shape[1]
+    xs = torch.arange(w, device=cols.device).expand(n, w)
+    ys = torch.arange(h, device=cols.device).expand(n, h)
     x1 = torch.where(cols, xs, w).min(dim=1).values
     x2 = torch.where(cols, xs, -1).max(dim=1).values + 1
     y1 = torch.where(rows, ys, h).min(dim=1).values
@@ -235,11 +257,17 @@ def instance_inference_tensors(
     query_idx = torch.div(flat_idx, num_classes, rounding_mode="floor")
     keep = is_thing[classes]
     class_scores, classes, query_idx = class_scores[keep], classes[keep], query_idx[keep]
-    logits = mask_pred[query_idx]
-    binary = logits > 0
-    flat = binary.flatten(1).to(logits.dtype)
-    mask_scores = (logits.sigmoid().flatten(1) * flat).sum(1) / (flat.sum(1) + 1e-6)
-    return binary, masks_to_boxes(binary), class_scores * mask_scores, classes
+    # Mask scores and boxes are per query, computed once per query and then picked for each
+    # detection (a query can give several): the same values as computing them on the picked masks,
+    # on Q masks instead of top_k. Boxes are masks_to_boxes(logits > 0), their projections taken as
+    # max logit > 0 (a pixel > 0 in that column / row): a float ReduceMax in ONNX, where a bool
+    # `any` is a cast to int64 and an int64 ReduceSum (17 ms of onnxruntime's 60 ms post-processing
+    # on 95 masks of 128x128).
+    positive = (mask_pred > 0).flatten(1).to(mask_pred.dtype)
+    query_mask_scores = (mask_pred.sigmoid().flatten(1) * positive).sum(1) / (positive.sum(1) + 1e-6)
+    query_boxes = _boxes_from_projections(mask_pred.amax(dim=1) > 0, mask_pred.amax(dim=2) > 0)
+    binary = mask_pred[query_idx] > 0
+    return binary, query_boxes[query_idx], class_scores * query_mask_scores[query_idx], classes
 
 
 def instance_inference(

@@ -27,7 +27,7 @@ from .full_mask_criterion import FullMaskSetCriterion
 from ...errors import InputKeyError, InputValueError
 from .inference import (
     crop_and_resize, instance_inference, panoptic_inference_tensors, panoptic_segments_info, semantic_inference,
-    upsample_to_padded,
+    to_dataset_channels, upsample_to_padded,
 )
 from .pixel_decoder import build_pixel_decoder
 from .query_classifier import build_query_classifier
@@ -211,8 +211,8 @@ class ZeroShotMaskFormer(ZeroShotMetaArch, nn.Module):
                 local = semantic_inference(mask_cls, mask_pred, class_probs)
                 if not resize_masks_first:
                     local = crop_and_resize(local, image_size, size)
-                sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
-                result["sem_seg"] = sem.index_copy_(0, self.class_set.dataset_ids.to(sem.device), local)
+                result["sem_seg"] = to_dataset_channels(local, self.class_set.dataset_ids,
+                                                        len(self.class_set.dataset_classes))
             if self.panoptic_on:
                 result["panoptic_seg"] = self._panoptic(mask_cls, mask_pred, panoptic_as_tensors)
             if self.instance_on:

@@ -139,7 +139,7 @@ class ZeroShotSemanticSegmentor(ZeroShotMetaArch, nn.Module):
         scores = F.interpolate(scores, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
         probs = scores.softmax(dim=1)
         # SPNet's calibration: gamma off the seen classes' probabilities (0: unchanged).
-        probs = self.classifier.calibrate(probs.movedim(1, -1)).movedim(-1, 1)
+        probs = self.classifier.calibrate(probs.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # classes last and back
         results = []
         for prob, x, image_size in zip(probs, batched_inputs, images.image_sizes):
             size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
