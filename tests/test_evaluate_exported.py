@@ -18,14 +18,8 @@ from zsi_d2.modeling import use_class_set
 DATASET = "zs_shapes_tiny_val_panoptic"
 
 
-def _flat(results, prefix=""):
-    out = {}
-    for k, v in results.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _flat(results):
+    return import_tool("evaluate_exported").flatten(results)
 
 
 @pytest.fixture(scope="module")
