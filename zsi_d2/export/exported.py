@@ -6,6 +6,7 @@ outputs outside the graph), the flat outputs' schema, the input size it was trac
 names it scores and the label spaces its ids index. `load_exported(path)` picks the format by the
 file's contents; onnxruntime is needed for ONNX files only (`pip install onnxruntime`).
 """
+import abc
 import json
 import os
 import warnings
@@ -35,7 +36,7 @@ def require_onnxruntime():
     return onnxruntime
 
 
-class ExportedModel:
+class ExportedModel(abc.ABC):
     """`exported(image)`: image a (3, H, W) tensor as a model's "image" input (uint8 or float, the
     config's INPUT.FORMAT), H x W = `input_size`; returns the eager model's output for it."""
 
@@ -48,9 +49,9 @@ class ExportedModel:
         self.input_size = tuple(meta["input_size"])
         self.class_names = list(meta["class_names"])
 
+    @abc.abstractmethod
     def run(self, image: torch.Tensor):
-        """The graph's flat outputs for one image."""
-        raise NotImplementedError
+        """The graph's flat outputs for one image (TorchScriptModel: the module; OnnxModel: onnxruntime)."""
 
     def __call__(self, image: torch.Tensor) -> Dict:
         if tuple(image.shape[-2:]) != self.input_size:
