@@ -28,6 +28,7 @@ from detectron2.structures import ImageList
 
 from ...errors import InputValueError
 from ..class_set import ClassSet, ZeroShotMetaArch, default_class_set, inference_class_set
+from ..mask_former.inference import to_dataset_channels
 from .pixel_classifier import build_pixel_classifier
 
 __all__ = ["ZeroShotSemanticSegmentor", "build_pixel_feature_head", "pixel_feature_dim"]
@@ -144,6 +145,6 @@ class ZeroShotSemanticSegmentor(ZeroShotMetaArch, nn.Module):
         for prob, x, image_size in zip(probs, batched_inputs, images.image_sizes):
             size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             local = sem_seg_postprocess(prob, image_size, *size)
-            sem = local.new_zeros((len(self.class_set.dataset_classes),) + tuple(size))
-            results.append({"sem_seg": sem.index_copy_(0, self.class_set.dataset_ids.to(sem.device), local)})
+            results.append({"sem_seg": to_dataset_channels(local, self.class_set.dataset_ids,
+                                                           len(self.class_set.dataset_classes))})
         return results
