@@ -260,11 +260,13 @@ def test_module_attention_weights_sum_to_one_over_levels_and_points(monkeypatch)
 
     seen = []
 
-    def recording(value, shapes, locations, weights):
-        seen.append(weights)
-        return ms_deform_attn(value, shapes, locations, weights)
+    sample = module._sample
 
-    monkeypatch.setattr(module, "ms_deform_attn", recording)
+    def recording(canvas, grid, weights):
+        seen.append(weights)
+        return sample(canvas, grid, weights)
+
+    monkeypatch.setattr(module, "_sample", recording)
     attn, q, ref, x, shapes, _ = _random_module_inputs()
     attn(q, ref, x, shapes, None)
     (weights,) = seen
