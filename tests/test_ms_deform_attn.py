@@ -273,3 +273,50 @@ def test_module_attention_weights_sum_to_one_over_levels_and_points(monkeypatch)
     assert weights.shape == (2, 7, 2, 3, 3)  # (N, Lq, heads, levels, points)
     torch.testing.assert_close(weights.sum((-2, -1)), torch.ones(2, 7, 2, dtype=torch.float64))
     assert (weights.sum(-1) - 1).abs().max() > 0.1
+
+
+def test_exported_module_has_no_scattered_writes_or_selects(tmp_path):
+    """The ONNX graph of the module keeps the form onnxruntime runs fast (docs/deployment.md): the
+    canvas by pads and a concatenation (no ScatterND), the band by a clamp (no Where), and no op on
+    the (N, Lq, M, L, P, 2) sampling tensors broadcasting over an inner dimension."""
+    onnx = pytest.importorskip("onnx")
+    attn, q, ref, x, shapes, _ = _random_module_inputs()
+    attn = attn.float().eval()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, q, x):
+            return self.attn(q, ref.float(), x, shapes, None)
+
+    path = tmp_path / "attn.onnx"
+    torch.onnx.export(Wrapped().eval(), (q.float(), x.float()), str(path), opset_version=17, dynamo=False)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    shapes_of = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+    shapes_of.update({i.name: list(onnx.numpy_helper.to_array(i).shape) for i in graph.initializer})
+    ops = {node.op_type for node in graph.node}
+    assert "GridSample" in ops and not ops & {"ScatterND", "ScatterElements"}, sorted(ops)
+    # (the exporter's Where on 1-D shape vectors, from expand, is folded away by onnxruntime)
+    data_selects = [n.name for n in graph.node if n.op_type == "Where" and len(shapes_of.get(n.output[0], [])) > 1]
+    assert not data_selects
+    # broadcasts, on the traced graph's concrete shapes
+    traced = torch.jit.trace(Wrapped().eval(), (q.float(), x.float()))
+    elementwise = {"aten::add", "aten::sub", "aten::mul", "aten::div", "aten::addcmul", "aten::clamp",
+                   "aten::maximum", "aten::minimum", "aten::where"}
+    checked = 0
+    for node in traced.inlined_graph.nodes():
+        if node.kind() not in elementwise:
+            continue
+        dims = [list(v.type().sizes()) for v in node.inputs()
+                if isinstance(v.type(), torch._C.TensorType) and v.type().sizes() is not None]
+        if not dims or max(len(d) for d in dims) < 6:
+            continue
+        checked += 1
+        rank = max(len(d) for d in dims)
+        for d in dims:  # broadcast only over leading dimensions: no 1 after a full size
+            padded = [1] * (rank - len(d)) + d
+            full = [i for i, size in enumerate(padded) if size != 1]
+            assert not full or 1 not in padded[full[0]:], (node.kind(), dims)
+    assert checked >= 2  # the grid's sum and its clamp
