@@ -14,9 +14,8 @@ grid is mapped onto each level's place on the canvas. This is exact, not an appr
   gradient. Rounding near the edges cannot change a result.
 `MSDeformAttn` maps its pixel offsets to canvas coordinates in its offset layer's weights (a level's
 pixel is a canvas pixel) and keeps every op on the sampling tensors broadcasting over leading
-dimensions only: exported to ONNX, the module runs in onnxruntime in about a third of the time of
-the published form (pixel offsets / level size, then the canvas map; tools/export_model.py,
-docs/deployment.md).
+dimensions only: exported to ONNX, its attention runs in onnxruntime in a quarter to 0.4 of the time
+the earlier form took (pixel offsets / level size, then the canvas map; docs/deployment.md).
 On CPU this is faster than the per-level loop on large maps and no slower on small ones (see
 tools/benchmark_deform_attn.py); zero-padding every level to the largest one and stacking levels
 along the batch axis (also exact) was slower on small maps.
